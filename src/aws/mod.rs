@@ -1,0 +1,5 @@
+//! AWS plumbing: one shared `SdkConfig` builder ([`clients`]) and the credential exchange
+//! of the `auth` stage ([`auth`]). Service calls of later stages live beside their stage.
+
+pub mod auth;
+pub mod clients;

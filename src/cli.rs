@@ -1,0 +1,228 @@
+//! Command-line definitions, and nothing else: every flag of DESIGN.md section 3 is declared
+//! here once, with its `DEPLOYER_<FLAG>` environment fallback. Commands read these structs;
+//! they never look at `std::env::args` themselves.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// Take a container image from a workflow to a healthy Amazon ECS service.
+#[derive(Debug, Parser)]
+#[command(name = "deployer", version, about, propagate_version = true)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: GlobalArgs,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Args)]
+pub struct GlobalArgs {
+    /// How results are printed on stdout: human text, or one JSON object (logs stay on stderr).
+    #[arg(long, global = true, value_enum, default_value_t = OutputFormat::Text, env = "DEPLOYER_OUTPUT")]
+    pub output: OutputFormat,
+    /// AWS region; falls back to AWS_REGION / the profile's region.
+    #[arg(long, global = true, env = "DEPLOYER_REGION")]
+    pub region: Option<String>,
+    /// More log detail on stderr (-v debug, -vv trace of deployer's own modules).
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum OutputFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Trade the job's GitHub OIDC token (or the default credential chain) for AWS credentials.
+    Auth(AuthArgs),
+    /// Push an image (OCI layout, docker archive, docker daemon) to ECR.
+    Push(PushArgs),
+    /// Copy an existing image to another repository or registry without rebuilding it.
+    Promote(PromoteArgs),
+    /// Print the task definition that would be registered.
+    Render(TaskDefArgs),
+    /// Show how the rendered task definition differs from the service's current one.
+    Diff(TaskDefArgs),
+    /// Check that every secret reference, role and image the task definition needs exists.
+    Verify(TaskDefArgs),
+    /// Register the rendered task definition and print its ARN.
+    Register(TaskDefArgs),
+    /// Roll an ECS service forward to a task definition, gated on health.
+    Deploy(DeployArgs),
+    /// Roll an ECS service back to its previous (or a given) task definition.
+    Rollback(RollbackArgs),
+    /// resolve + auth + push/promote + render + verify + register + deploy in one call.
+    Release(ReleaseArgs),
+    /// Manage Parameter Store values.
+    #[command(subcommand)]
+    Params(ParamsCommand),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ExportMode {
+    /// Append to $GITHUB_ENV, masking every credential first.
+    GithubEnv,
+    /// Print `export NAME=value` lines on stdout.
+    Shell,
+    /// Include the credentials in the JSON result.
+    Json,
+    /// Keep the credentials inside the process.
+    None,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct AuthArgs {
+    /// IAM role to assume with the OIDC token (or with the default chain outside Actions).
+    #[arg(long, env = "DEPLOYER_ROLE_ARN")]
+    pub role_arn: Option<String>,
+    /// Audience requested for the OIDC token.
+    #[arg(long, default_value = "sts.amazonaws.com", env = "DEPLOYER_AUDIENCE")]
+    pub audience: String,
+    /// Role session name (default: built from GITHUB_REPOSITORY and GITHUB_RUN_ID).
+    #[arg(long, env = "DEPLOYER_SESSION_NAME")]
+    pub session_name: Option<String>,
+    /// Session duration in seconds (900 to 43200).
+    #[arg(long, default_value_t = 3600, env = "DEPLOYER_DURATION")]
+    pub duration: u32,
+    /// A second role assumed with the first role's credentials (sts:AssumeRole).
+    #[arg(long, env = "DEPLOYER_CHAIN_ROLE_ARN")]
+    pub chain_role_arn: Option<String>,
+    /// Comma-separated account ids the final credentials must belong to.
+    #[arg(long, value_delimiter = ',', env = "DEPLOYER_ALLOWED_ACCOUNT_IDS")]
+    pub allowed_account_ids: Vec<String>,
+    /// Where the credentials go (default: github-env inside Actions, none outside).
+    #[arg(long, value_enum, env = "DEPLOYER_EXPORT")]
+    pub export: Option<ExportMode>,
+}
+
+#[derive(Debug, Args)]
+pub struct PushArgs {
+    /// oci:DIR[:ref] | docker-archive:FILE | docker:IMAGE
+    #[arg(long, env = "DEPLOYER_SOURCE")]
+    pub source: String,
+    #[arg(long, env = "DEPLOYER_REPOSITORY")]
+    pub repository: String,
+    #[arg(long = "tag", env = "DEPLOYER_TAGS", value_delimiter = ',')]
+    pub tags: Vec<String>,
+    #[arg(long, env = "DEPLOYER_CREATE_REPOSITORY")]
+    pub create_repository: bool,
+    /// Where blob and manifest HTTP goes instead of the registry ECR reports.
+    #[arg(long, env = "DEPLOYER_REGISTRY_ENDPOINT")]
+    pub registry_endpoint: Option<String>,
+    #[arg(long, env = "DEPLOYER_CONCURRENCY")]
+    pub concurrency: Option<usize>,
+}
+
+#[derive(Debug, Args)]
+pub struct PromoteArgs {
+    /// REPO:TAG or REPO@DIGEST
+    #[arg(long, env = "DEPLOYER_FROM")]
+    pub from: String,
+    #[arg(long, env = "DEPLOYER_FROM_REGISTRY")]
+    pub from_registry: Option<String>,
+    #[arg(long, env = "DEPLOYER_REPOSITORY")]
+    pub repository: String,
+    #[arg(long = "tag", env = "DEPLOYER_TAGS", value_delimiter = ',')]
+    pub tags: Vec<String>,
+    #[arg(long, env = "DEPLOYER_REGISTRY_ENDPOINT")]
+    pub registry_endpoint: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct TaskDefArgs {
+    /// FILE | family[:revision] | service
+    #[arg(long, env = "DEPLOYER_TASK_DEFINITION")]
+    pub task_definition: String,
+    #[arg(long, env = "DEPLOYER_CONTAINER")]
+    pub container: Option<String>,
+    /// CONTAINER=URI, or URI when there is one container (repeatable).
+    #[arg(long = "image", env = "DEPLOYER_IMAGES", value_delimiter = ',')]
+    pub images: Vec<String>,
+    /// K=V (repeatable)
+    #[arg(long = "env")]
+    pub env: Vec<String>,
+    /// NAME=REF (repeatable)
+    #[arg(long = "secret")]
+    pub secrets: Vec<String>,
+    #[arg(long, env = "DEPLOYER_SECRETS_PATH")]
+    pub secrets_path: Option<String>,
+    #[arg(long, env = "DEPLOYER_EXCLUSIVE_ENV")]
+    pub exclusive_env: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Strategy {
+    Rolling,
+    BlueGreen,
+    Canary,
+    Linear,
+}
+
+#[derive(Debug, Args)]
+pub struct DeployArgs {
+    #[arg(long, env = "DEPLOYER_CLUSTER")]
+    pub cluster: String,
+    #[arg(long = "service", env = "DEPLOYER_SERVICE", value_delimiter = ',')]
+    pub services: Vec<String>,
+    /// ARN or FILE
+    #[arg(long, env = "DEPLOYER_TASK_DEFINITION")]
+    pub task_definition: String,
+    #[arg(long, value_enum, default_value_t = Strategy::Rolling, env = "DEPLOYER_STRATEGY")]
+    pub strategy: Strategy,
+    #[arg(long = "health-url", env = "DEPLOYER_HEALTH_URL", value_delimiter = ',')]
+    pub health_urls: Vec<String>,
+    #[arg(long, env = "DEPLOYER_BAKE")]
+    pub bake: Option<u64>,
+    #[arg(long, default_value_t = 1800, env = "DEPLOYER_TIMEOUT")]
+    pub timeout: u64,
+    #[arg(long, env = "DEPLOYER_NO_ROLLBACK")]
+    pub no_rollback: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct RollbackArgs {
+    #[arg(long, env = "DEPLOYER_CLUSTER")]
+    pub cluster: String,
+    #[arg(long, env = "DEPLOYER_SERVICE")]
+    pub service: String,
+    #[arg(long, env = "DEPLOYER_TO")]
+    pub to: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct ReleaseArgs {
+    #[arg(long, env = "DEPLOYER_ENVIRONMENT")]
+    pub environment: Option<String>,
+    #[arg(long, default_value = "deployer.toml", env = "DEPLOYER_CONFIG")]
+    pub config: PathBuf,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ParamsCommand {
+    /// Load a .env file into Parameter Store (idempotent).
+    Import(ParamsImportArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ParamsImportArgs {
+    pub file: PathBuf,
+    #[arg(long, env = "DEPLOYER_PARAMS_PATH")]
+    pub path: String,
+    #[arg(long)]
+    pub dry_run: bool,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn definitions_are_consistent() {
+        Cli::command().debug_assert();
+    }
+}

@@ -1,0 +1,38 @@
+//! The error every command returns, and the exit code each kind maps to. Library modules have
+//! their own typed errors; this enum only gathers them so `main` can pick the exit code.
+
+use crate::aws::auth::AuthError;
+use crate::exit::Exit;
+use crate::github::oidc::OidcError;
+use crate::github::runner::RunnerError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The command line or configuration cannot work as given.
+    #[error("{0}")]
+    Usage(String),
+    /// Input that was understood but is wrong (a file, a value); nothing was changed.
+    #[error("{0}")]
+    Input(String),
+    #[error("`deployer {0}` is not implemented yet")]
+    NotImplemented(&'static str),
+    #[error(transparent)]
+    Oidc(#[from] OidcError),
+    #[error(transparent)]
+    Auth(#[from] AuthError),
+    #[error(transparent)]
+    Runner(#[from] RunnerError),
+}
+
+impl Error {
+    pub fn exit(&self) -> Exit {
+        match self {
+            Error::Usage(_) => Exit::Usage,
+            Error::Input(_) | Error::NotImplemented(_) | Error::Oidc(_) | Error::Auth(_) | Error::Runner(_) => {
+                Exit::Failed
+            }
+        }
+    }
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -1,0 +1,32 @@
+//! deployer: GitHub OIDC → AWS credentials → ECR push → task definition with secret
+//! references → ECS deployment behind a health gate that rolls back by itself.
+//!
+//! The pipeline stages of DESIGN.md section 2 each have a module; `commands` wires them to
+//! the CLI, `main.rs` only parses and maps errors to exit codes.
+
+pub mod aws;
+pub mod cli;
+pub mod commands;
+pub mod error;
+pub mod exit;
+pub mod github;
+pub mod output;
+pub mod retry;
+
+/// Logs go to stderr; `-v` raises deployer's own level, `DEPLOYER_LOG` (an EnvFilter
+/// directive) overrides everything.
+pub fn init_logging(verbose: u8) {
+    let default = match verbose {
+        0 => "deployer=info,warn",
+        1 => "deployer=debug,info",
+        _ => "deployer=trace,info",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_env("DEPLOYER_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .without_time()
+        .try_init();
+}
