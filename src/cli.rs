@@ -113,8 +113,15 @@ pub struct PushArgs {
     /// Where blob and manifest HTTP goes instead of the registry ECR reports.
     #[arg(long, env = "DEPLOYER_REGISTRY_ENDPOINT")]
     pub registry_endpoint: Option<String>,
+    /// Parallel blob uploads (default 4, measured with bench/push.sh).
     #[arg(long, env = "DEPLOYER_CONCURRENCY")]
     pub concurrency: Option<usize>,
+    /// With --create-repository: make the new repository's tags immutable.
+    #[arg(long, env = "DEPLOYER_IMMUTABLE_TAGS")]
+    pub immutable_tags: bool,
+    /// With --create-repository: turn on scan-on-push for the new repository.
+    #[arg(long, env = "DEPLOYER_SCAN_ON_PUSH")]
+    pub scan_on_push: bool,
 }
 
 #[derive(Debug, Args)]
@@ -122,8 +129,12 @@ pub struct PromoteArgs {
     /// REPO:TAG or REPO@DIGEST
     #[arg(long, env = "DEPLOYER_FROM")]
     pub from: String,
+    /// The source registry when it is not the destination's (a host or URL).
     #[arg(long, env = "DEPLOYER_FROM_REGISTRY")]
     pub from_registry: Option<String>,
+    /// A role (assumed with the current credentials) whose ECR token reads the source registry.
+    #[arg(long, env = "DEPLOYER_FROM_ROLE_ARN")]
+    pub from_role_arn: Option<String>,
     #[arg(long, env = "DEPLOYER_REPOSITORY")]
     pub repository: String,
     #[arg(long = "tag", env = "DEPLOYER_TAGS", value_delimiter = ',')]
@@ -134,24 +145,45 @@ pub struct PromoteArgs {
 
 #[derive(Debug, Args)]
 pub struct TaskDefArgs {
-    /// FILE | family[:revision] | service
+    /// The template: a JSON FILE (AWS CLI format), or family[:revision] / ARN in ECS.
+    /// Without it, the current task definition of --service is the template.
     #[arg(long, env = "DEPLOYER_TASK_DEFINITION")]
-    pub task_definition: String,
+    pub task_definition: Option<String>,
+    /// Cluster of --service.
+    #[arg(long, env = "DEPLOYER_CLUSTER")]
+    pub cluster: Option<String>,
+    /// The service whose current task definition is the template (when no
+    /// --task-definition) and the baseline of `diff`.
+    #[arg(long, env = "DEPLOYER_SERVICE")]
+    pub service: Option<String>,
+    /// The container --env/--secret (and a bare --image) apply to; optional with one container.
     #[arg(long, env = "DEPLOYER_CONTAINER")]
     pub container: Option<String>,
-    /// CONTAINER=URI, or URI when there is one container (repeatable).
+    /// CONTAINER=URI, or URI for the --container / only container (repeatable).
     #[arg(long = "image", env = "DEPLOYER_IMAGES", value_delimiter = ',')]
     pub images: Vec<String>,
-    /// K=V (repeatable)
+    /// NAME=VALUE environment variable, added or replaced (repeatable).
     #[arg(long = "env")]
     pub env: Vec<String>,
-    /// NAME=REF (repeatable)
+    /// NAME=REF: a full ARN, ssm:/path/name, or secretsmanager:NAME[:json-key] (repeatable).
     #[arg(long = "secret")]
     pub secrets: Vec<String>,
+    /// Add every Parameter Store parameter directly under this path as a secret named after
+    /// its last segment, upper-cased.
     #[arg(long, env = "DEPLOYER_SECRETS_PATH")]
     pub secrets_path: Option<String>,
+    /// Drop environment variables that no --env names.
     #[arg(long, env = "DEPLOYER_EXCLUSIVE_ENV")]
     pub exclusive_env: bool,
+    /// Where registry HTTP goes to check --image digests (instead of ECR's API).
+    #[arg(long, env = "DEPLOYER_REGISTRY_ENDPOINT")]
+    pub registry_endpoint: Option<String>,
+    /// `register`: skip verification.
+    #[arg(long)]
+    pub no_verify: bool,
+    /// `diff`: exit 1 when there are differences.
+    #[arg(long)]
+    pub exit_code: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -166,21 +198,35 @@ pub enum Strategy {
 pub struct DeployArgs {
     #[arg(long, env = "DEPLOYER_CLUSTER")]
     pub cluster: String,
-    #[arg(long = "service", env = "DEPLOYER_SERVICE", value_delimiter = ',')]
+    /// The service to roll forward; repeat (or comma-separate) to deploy several in parallel.
+    #[arg(long = "service", required = true, env = "DEPLOYER_SERVICE", value_delimiter = ',')]
     pub services: Vec<String>,
-    /// ARN or FILE
+    /// A task definition ARN or family:revision, or a JSON FILE to register first.
     #[arg(long, env = "DEPLOYER_TASK_DEFINITION")]
     pub task_definition: String,
     #[arg(long, value_enum, default_value_t = Strategy::Rolling, env = "DEPLOYER_STRATEGY")]
     pub strategy: Strategy,
+    /// A URL that must answer 2xx (JSON `status` ok/healthy) before the deploy counts as healthy.
     #[arg(long = "health-url", env = "DEPLOYER_HEALTH_URL", value_delimiter = ',')]
     pub health_urls: Vec<String>,
+    /// Seconds the new revision must stay healthy after ECS completes, before success.
     #[arg(long, env = "DEPLOYER_BAKE")]
     pub bake: Option<u64>,
+    /// Seconds before the deploy counts as failed (and is rolled back).
     #[arg(long, default_value_t = 1800, env = "DEPLOYER_TIMEOUT")]
     pub timeout: u64,
+    /// On failure leave the service as it is (exit 4) instead of rolling back.
     #[arg(long, env = "DEPLOYER_NO_ROLLBACK")]
     pub no_rollback: bool,
+    /// With several --service: when one fails, roll back all of them.
+    #[arg(long, env = "DEPLOYER_ALL_OR_NOTHING")]
+    pub all_or_nothing: bool,
+    /// Consecutive good probe answers the gate needs per --health-url.
+    #[arg(long, default_value_t = 3, env = "DEPLOYER_PROBE_SUCCESSES")]
+    pub probe_successes: u32,
+    /// Consecutive bad probe answers (one URL) that fail the gate.
+    #[arg(long, default_value_t = 3, env = "DEPLOYER_PROBE_FAILURES")]
+    pub probe_failures: u32,
 }
 
 #[derive(Debug, Args)]
@@ -209,9 +255,18 @@ pub enum ParamsCommand {
 
 #[derive(Debug, Args)]
 pub struct ParamsImportArgs {
+    /// The .env file (dotenv syntax: quotes, comments, `export`, multi-line values).
     pub file: PathBuf,
+    /// Parameter Store hierarchy, e.g. /production/shop/ (DB_PASSWORD → /production/shop/db_password).
     #[arg(long, env = "DEPLOYER_PARAMS_PATH")]
     pub path: String,
+    /// Replace parameters whose value differs (otherwise they are reported and kept).
+    #[arg(long)]
+    pub overwrite: bool,
+    /// Keys matching this regex become SecureString, the rest String.
+    #[arg(long, default_value = crate::params::DEFAULT_SECURE)]
+    pub secure: String,
+    /// Print the plan (never a value) and change nothing.
     #[arg(long)]
     pub dry_run: bool,
 }

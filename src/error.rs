@@ -22,12 +22,33 @@ pub enum Error {
     Auth(#[from] AuthError),
     #[error(transparent)]
     Runner(#[from] RunnerError),
+    #[error(transparent)]
+    Template(#[from] crate::taskdef::template::TemplateError),
+    #[error(transparent)]
+    Render(#[from] crate::taskdef::render::RenderError),
+    #[error(transparent)]
+    Resolve(#[from] crate::taskdef::resolve::ResolveError),
+    #[error(transparent)]
+    Ecs(#[from] crate::taskdef::ecs::EcsError),
+    #[error(transparent)]
+    Verify(#[from] crate::taskdef::verify::VerifyError),
+    #[error(transparent)]
+    Params(#[from] crate::params::ParamsError),
+    #[error(transparent)]
+    Image(#[from] crate::image::ImageError),
 }
 
 impl Error {
     pub fn exit(&self) -> Exit {
         match self {
             Error::Usage(_) => Exit::Usage,
+            Error::Template(_)
+            | Error::Render(_)
+            | Error::Resolve(_)
+            | Error::Ecs(_)
+            | Error::Verify(_)
+            | Error::Params(_) => Exit::Failed,
+            Error::Image(_) => Exit::Failed,
             Error::Input(_) | Error::NotImplemented(_) | Error::Oidc(_) | Error::Auth(_) | Error::Runner(_) => {
                 Exit::Failed
             }

@@ -7,11 +7,17 @@
 pub mod aws;
 pub mod cli;
 pub mod commands;
+pub mod deploy;
 pub mod error;
 pub mod exit;
+pub mod image_ref;
 pub mod github;
+pub mod image;
 pub mod output;
+pub mod params;
+pub mod report;
 pub mod retry;
+pub mod taskdef;
 
 /// Logs go to stderr; `-v` raises deployer's own level, `DEPLOYER_LOG` (an EnvFilter
 /// directive) overrides everything.

@@ -217,13 +217,7 @@ pub async fn authenticate(req: &AuthRequest, source: Source, http: &reqwest::Cli
         None => (first, req.role.as_ref().map(|r| r.arn.clone())),
     };
     let config = clients::with_credentials(&base, creds.clone());
-    let identity =
-        aws_sdk_sts::Client::new(&config).get_caller_identity().send().await.map_err(|e| AuthError::Sts {
-            action: "GetCallerIdentity",
-            role_arn: role_arn.clone().unwrap_or_else(|| "(default chain)".into()),
-            message: sdk_message(&e),
-        })?;
-    let account_id = identity.account().unwrap_or_default().to_string();
+    let (account_id, caller_arn) = caller_identity(&config, role_arn.as_deref()).await?;
     if !req.allowed_account_ids.is_empty() && !req.allowed_account_ids.contains(&account_id) {
         return Err(AuthError::AccountNotAllowed { account: account_id, allowed: req.allowed_account_ids.join(", ") });
     }
@@ -231,10 +225,20 @@ pub async fn authenticate(req: &AuthRequest, source: Source, http: &reqwest::Cli
         config,
         credentials: creds,
         account_id,
-        caller_arn: identity.arn().unwrap_or_default().to_string(),
+        caller_arn,
         role_arn,
         source: source_name,
     })
+}
+
+/// The account and ARN the configuration's credentials belong to (GetCallerIdentity).
+pub async fn caller_identity(config: &SdkConfig, role_arn: Option<&str>) -> Result<(String, String), AuthError> {
+    let identity = aws_sdk_sts::Client::new(config).get_caller_identity().send().await.map_err(|e| AuthError::Sts {
+        action: "GetCallerIdentity",
+        role_arn: role_arn.unwrap_or("(default chain)").to_string(),
+        message: sdk_message(&e),
+    })?;
+    Ok((identity.account().unwrap_or_default().to_string(), identity.arn().unwrap_or_default().to_string()))
 }
 
 async fn assume_with_web_identity(

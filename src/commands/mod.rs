@@ -2,8 +2,13 @@
 //! runs it, and returns a result that is both `Display` (text) and `Serialize` (`--output json`).
 
 pub mod auth;
+pub mod deploy;
+pub mod params;
+pub mod promote;
+pub mod push;
+pub mod taskdef;
 
-use crate::cli::{Cli, Command};
+use crate::cli::{Cli, Command, ParamsCommand};
 use crate::error::{Error, Result};
 use crate::output::Printer;
 
@@ -11,15 +16,15 @@ use crate::output::Printer;
 pub async fn run(cli: Cli, printer: &Printer) -> Result<crate::exit::Exit> {
     match cli.command {
         Command::Auth(args) => auth::run(&args, &cli.global, printer).await,
-        Command::Push(_) => Err(Error::NotImplemented("push")),
-        Command::Promote(_) => Err(Error::NotImplemented("promote")),
-        Command::Render(_) => Err(Error::NotImplemented("render")),
-        Command::Diff(_) => Err(Error::NotImplemented("diff")),
-        Command::Verify(_) => Err(Error::NotImplemented("verify")),
-        Command::Register(_) => Err(Error::NotImplemented("register")),
-        Command::Deploy(_) => Err(Error::NotImplemented("deploy")),
-        Command::Rollback(_) => Err(Error::NotImplemented("rollback")),
+        Command::Push(args) => push::run(&args, &cli.global, printer).await,
+        Command::Promote(args) => promote::run(&args, &cli.global, printer).await,
+        Command::Render(args) => taskdef::run_render(&args, &cli.global, printer).await,
+        Command::Diff(args) => taskdef::run_diff(&args, &cli.global, printer).await,
+        Command::Verify(args) => taskdef::run_verify(&args, &cli.global, printer).await,
+        Command::Register(args) => taskdef::run_register(&args, &cli.global, printer).await,
+        Command::Deploy(args) => deploy::run(&args, &cli.global, printer).await,
+        Command::Rollback(args) => deploy::run_rollback(&args, &cli.global, printer).await,
         Command::Release(_) => Err(Error::NotImplemented("release")),
-        Command::Params(_) => Err(Error::NotImplemented("params import")),
+        Command::Params(ParamsCommand::Import(args)) => params::run_import(&args, &cli.global, printer).await,
     }
 }

@@ -313,9 +313,9 @@ fn shell_export_prints_quoted_exports_for_eval() {
 
 #[test]
 fn commands_not_built_yet_say_so() {
-    let run = capture(deployer(&unique_account()).args(["rollback", "--cluster", "c", "--service", "s"]));
+    let run = capture(deployer(&unique_account()).args(["release"]));
     assert_eq!(run.code, Some(1), "{run}");
-    assert!(run.stderr.contains("`deployer rollback` is not implemented yet"), "{run}");
+    assert!(run.stderr.contains("`deployer release` is not implemented yet"), "{run}");
 }
 
 #[test]

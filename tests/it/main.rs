@@ -2,4 +2,8 @@
 //! a module per area, all talking to the local stack over loopback (DESIGN.md section 5).
 
 mod auth;
+mod deploy;
+mod push;
+mod sim;
+mod taskdef;
 mod support;

@@ -4,7 +4,9 @@
 
 #![allow(dead_code)]
 
+pub mod load;
 pub mod oidc;
+pub mod registry_proxy;
 pub mod stack;
 
 use std::collections::HashMap;
@@ -45,18 +47,24 @@ pub fn credentials_for(account: &str) -> TestCredentials {
     let form = format!(
         "Action=AssumeRoleWithWebIdentity&Version=2011-06-15&RoleSessionName=test&WebIdentityToken=x&RoleArn=arn%3Aaws%3Aiam%3A%3A{account}%3Arole%2Ftest"
     );
-    let body = runtime().block_on(async {
-        reqwest::Client::new()
-            .post(format!("{}/", stack().moto_url))
-            .header("content-type", "application/x-www-form-urlencoded")
-            .body(form)
-            .send()
-            .await
-            .expect("moto STS")
-            .text()
-            .await
-            .expect("moto STS body")
-    });
+    let url = format!("{}/", stack().moto_url);
+    // A thread of its own, so this works from sync tests and from inside async ones alike.
+    let body = std::thread::spawn(move || {
+        runtime().block_on(async {
+            reqwest::Client::new()
+                .post(url)
+                .header("content-type", "application/x-www-form-urlencoded")
+                .body(form)
+                .send()
+                .await
+                .expect("moto STS")
+                .text()
+                .await
+                .expect("moto STS body")
+        })
+    })
+    .join()
+    .expect("moto STS thread");
     let field = |name: &str| {
         let open = format!("<{name}>");
         let start = body.find(&open).unwrap_or_else(|| panic!("no {name} in {body}")) + open.len();
@@ -70,6 +78,26 @@ pub fn credentials_for(account: &str) -> TestCredentials {
     };
     cache.lock().expect("cache").insert(account.to_string(), creds.clone());
     creds
+}
+
+/// aws-sdk-ecs at `endpoint` (ecs-sim) with the credentials `deployer` uses for `account`,
+/// so both see the same account's state.
+pub fn ecs_client(endpoint: &str, account: &str) -> aws_sdk_ecs::Client {
+    let creds = credentials_for(account);
+    let conf = aws_sdk_ecs::config::Builder::new()
+        .endpoint_url(endpoint)
+        .region(aws_sdk_ecs::config::Region::new("us-east-1"))
+        .credentials_provider(aws_sdk_ecs::config::Credentials::new(
+            creds.access_key_id,
+            creds.secret_access_key,
+            Some(creds.session_token),
+            None,
+            "test",
+        ))
+        .http_client(aws_smithy_http_client::Builder::new().build_http())
+        .behavior_version_latest()
+        .build();
+    aws_sdk_ecs::Client::from_conf(conf)
 }
 
 /// The repository root.
@@ -128,8 +156,8 @@ pub fn deployer(account: &str) -> assert_cmd::Command {
         .env("AWS_ACCESS_KEY_ID", &creds.access_key_id)
         .env("AWS_SECRET_ACCESS_KEY", &creds.secret_access_key)
         .env("AWS_SESSION_TOKEN", &creds.session_token)
-        .env("AWS_CONFIG_FILE", "/nonexistent/deployer-test/config")
-        .env("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent/deployer-test/credentials")
+        .env("AWS_CONFIG_FILE", "/dev/null")
+        .env("AWS_SHARED_CREDENTIALS_FILE", "/dev/null")
         .env("AWS_EC2_METADATA_DISABLED", "true")
         .env("DEPLOYER_RETRY_BASE_MS", "20")
         .env("NO_COLOR", "1");

@@ -1,0 +1,92 @@
+//! `sim-app`: the sample HTTP app ecs-sim runs as each task container. Its behaviour comes from
+//! its environment, so a test deploys a "bad release" the way a user would:
+//! `PORT`, `SIM_VERSION` (echoed by `/` and `/health`), `SIM_HEALTH=ok|fail|flap|<other>`,
+//! `SIM_CRASH_AFTER=S` (exit 1 after S seconds), `SIM_START_DELAY=S` (listen after S seconds),
+//! `SIM_REQUIRE_ENV=A,B` (exit 1 naming missing variables); seconds scale by `SIM_TIME_SCALE`.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use axum::Json;
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
+use serde_json::json;
+
+struct App {
+    version: String,
+    health: String,
+    calls: AtomicU64,
+}
+
+fn secs(var: &str, scale: f64) -> Option<Duration> {
+    let s: f64 = std::env::var(var).ok()?.trim().parse().ok()?;
+    Some(Duration::from_secs_f64((s * scale).max(0.0)))
+}
+
+async fn answer(app: Arc<App>) -> impl IntoResponse {
+    let n = app.calls.fetch_add(1, Ordering::Relaxed);
+    if app.health == "degraded" {
+        // HTTP 200 (a target group's status matcher is happy) with a body only a reader of
+        // the JSON `status` notices: the "ECS thinks all is well" failure.
+        return (StatusCode::OK, Json(json!({"status": "degraded", "version": app.version})));
+    }
+    let healthy = match app.health.as_str() {
+        "ok" | "" => true,
+        "fail" => false,
+        "flap" => n % 2 == 0,
+        // Any other value (e.g. "degraded") answers 200 with that status: load balancers
+        // and ECS stay happy, only a probe that reads the body can tell.
+        other => return (StatusCode::OK, Json(json!({"status": other, "version": app.version}))),
+    };
+    if healthy {
+        (StatusCode::OK, Json(json!({"status": "healthy", "version": app.version})))
+    } else {
+        (StatusCode::INTERNAL_SERVER_ERROR, Json(json!({"status": "unhealthy", "version": app.version})))
+    }
+}
+
+#[tokio::main(flavor = "current_thread")]
+async fn main() {
+    let scale: f64 = std::env::var("SIM_TIME_SCALE").ok().and_then(|s| s.parse().ok()).filter(|s: &f64| *s > 0.0).unwrap_or(1.0);
+    if let Ok(req) = std::env::var("SIM_REQUIRE_ENV") {
+        let missing: Vec<&str> = req.split(',').map(str::trim).filter(|n| !n.is_empty() && std::env::var_os(n).is_none()).collect();
+        if !missing.is_empty() {
+            eprintln!("sim-app: missing required environment variables: {}", missing.join(", "));
+            std::process::exit(1);
+        }
+    }
+    let port: u16 = std::env::var("PORT").ok().and_then(|p| p.parse().ok()).unwrap_or(8080);
+    let app = Arc::new(App {
+        version: std::env::var("SIM_VERSION").unwrap_or_else(|_| "unknown".into()),
+        health: std::env::var("SIM_HEALTH").unwrap_or_else(|_| "ok".into()),
+        calls: AtomicU64::new(0),
+    });
+    if let Some(d) = secs("SIM_CRASH_AFTER", scale) {
+        tokio::spawn(async move {
+            tokio::time::sleep(d).await;
+            eprintln!("sim-app: crashing as SIM_CRASH_AFTER asked");
+            std::process::exit(1);
+        });
+    }
+    if let Some(d) = secs("SIM_START_DELAY", scale) {
+        tokio::time::sleep(d).await;
+    }
+    let listener = match tokio::net::TcpListener::bind(("127.0.0.1", port)).await {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("sim-app: cannot listen on 127.0.0.1:{port}: {e}");
+            std::process::exit(1);
+        }
+    };
+    let a1 = app.clone();
+    let a2 = app.clone();
+    let router = axum::Router::new()
+        .route("/health", axum::routing::get(move || answer(a1.clone())))
+        .fallback(move || answer(a2.clone()));
+    let shutdown = async {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
+        term.recv().await;
+    };
+    let _ = axum::serve(listener, router).with_graceful_shutdown(shutdown).await;
+}

@@ -1,0 +1,111 @@
+//! The simulator's own endpoints under `/_sim/`: listener URLs, task processes, reset and
+//! injectable API faults. Routing of the ECS API itself lives in `api`.
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::extract::State as AxState;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use crate::Sim;
+use crate::model::Fault;
+
+/// The whole HTTP surface: ECS API on `POST /`, control endpoints under `/_sim/`.
+pub fn router(sim: Arc<Sim>) -> axum::Router {
+    axum::Router::new()
+        .route("/", post(crate::api::handle))
+        .route("/_sim/health", get(|| async { Json(json!({"status": "ok"})) }))
+        .route("/_sim/services", get(services))
+        .route("/_sim/tasks", get(tasks))
+        .route("/_sim/reset", post(reset))
+        .route("/_sim/faults", post(add_fault).get(list_faults).delete(clear_faults))
+        .with_state(sim)
+}
+
+async fn services(AxState(sim): AxState<Arc<Sim>>) -> Json<Value> {
+    let st = sim.lock();
+    let v: Vec<Value> = st
+        .services
+        .values()
+        .map(|s| {
+            json!({
+                "cluster": s.cluster_name(),
+                "service": s.name,
+                "serviceArn": s.arn,
+                "account": s.ctx.account,
+                "region": s.ctx.region,
+                "productionUrl": s.prod.as_ref().map(|l| l.url.clone()),
+                "testUrl": s.test.as_ref().map(|l| l.url.clone()),
+                "productionWeights": s.prod_weights.as_ref().map(|w| w.iter().map(|(d, p)| json!({"deployment": d, "weight": p})).collect::<Vec<_>>()),
+                "testWeights": s.test_weights.as_ref().map(|w| w.iter().map(|(d, p)| json!({"deployment": d, "weight": p})).collect::<Vec<_>>()),
+            })
+        })
+        .collect();
+    Json(json!({"services": v}))
+}
+
+async fn tasks(AxState(sim): AxState<Arc<Sim>>) -> Json<Value> {
+    let st = sim.lock();
+    let v: Vec<Value> = st
+        .tasks
+        .values()
+        .map(|t| {
+            json!({
+                "taskArn": t.arn,
+                "lastStatus": t.last_status,
+                "deploymentId": t.deployment_id,
+                "containers": t.containers.iter().map(|c| json!({"name": c.name, "pid": c.pid, "port": c.port})).collect::<Vec<_>>(),
+            })
+        })
+        .collect();
+    let pids: Vec<u32> = sim.pids.lock().unwrap_or_else(|e| e.into_inner()).iter().copied().collect();
+    Json(json!({"tasks": v, "livePids": pids}))
+}
+
+async fn reset(AxState(sim): AxState<Arc<Sim>>) -> Json<Value> {
+    sim.reset().await;
+    Json(json!({"reset": true}))
+}
+
+#[derive(Deserialize)]
+struct FaultIn {
+    operation: String,
+    #[serde(default = "throttling")]
+    error: String,
+    #[serde(default = "one")]
+    count: u64,
+    message: Option<String>,
+}
+
+fn throttling() -> String {
+    "ThrottlingException".into()
+}
+
+fn one() -> u64 {
+    1
+}
+
+async fn add_fault(AxState(sim): AxState<Arc<Sim>>, body: axum::body::Bytes) -> Response {
+    let f: FaultIn = match serde_json::from_slice(&body) {
+        Ok(f) => f,
+        Err(e) => return (StatusCode::BAD_REQUEST, Json(json!({"error": e.to_string()}))).into_response(),
+    };
+    let message = f.message.unwrap_or_else(|| if f.error == "ThrottlingException" { "Rate exceeded".into() } else { format!("injected {}", f.error) });
+    sim.lock().faults.push(Fault { operation: f.operation, error: f.error, message, count: f.count });
+    Json(json!({"ok": true})).into_response()
+}
+
+async fn list_faults(AxState(sim): AxState<Arc<Sim>>) -> Json<Value> {
+    let st = sim.lock();
+    let v: Vec<Value> = st.faults.iter().map(|f| json!({"operation": f.operation, "error": f.error, "count": f.count})).collect();
+    Json(json!({"faults": v}))
+}
+
+async fn clear_faults(AxState(sim): AxState<Arc<Sim>>) -> Json<Value> {
+    sim.lock().faults.clear();
+    Json(json!({"ok": true}))
+}

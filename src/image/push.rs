@@ -1,0 +1,326 @@
+//! The upload engine: HEAD every blob and skip what the repository has, upload the rest with
+//! bounded parallelism (streamed from disk in 1 MiB chunks, so memory stays flat whatever the
+//! layer size), then the child manifests of an index by digest, then the top manifest under
+//! each tag — HEAD first, skipping a tag that already has this digest. A tag of an immutable
+//! repository that points elsewhere is found before any byte moves and reported with both
+//! digests.
+
+use std::io::{IsTerminal, Read};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::time::Instant;
+
+use bytes::Bytes;
+use futures_util::{StreamExt, TryStreamExt, stream};
+
+use super::ImageError;
+use super::registry::{BlobBody, Registry};
+use super::source::{Blob, Image, Location, Manifest, human};
+
+/// The default `--concurrency` (see README "push decisions": measured with bench/push.sh).
+pub const DEFAULT_CONCURRENCY: usize = 4;
+
+const CHUNK: usize = 1 << 20;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProgressMode {
+    /// indicatif bars on stderr.
+    Bars,
+    /// One log line per blob.
+    Lines,
+}
+
+impl ProgressMode {
+    pub fn detect(in_actions: bool) -> Self {
+        if !in_actions && std::io::stderr().is_terminal() { ProgressMode::Bars } else { ProgressMode::Lines }
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct Options<'a> {
+    pub concurrency: usize,
+    /// The repository refuses to move a tag (ECR IMMUTABLE).
+    pub immutable: bool,
+    pub progress: ProgressMode,
+    /// Same registry, another repository: try a cross-repository mount before uploading.
+    pub mount_from: Option<&'a str>,
+}
+
+/// What a push did.
+#[derive(Debug, Clone, Default)]
+pub struct Report {
+    pub digest: String,
+    pub blobs_total: usize,
+    pub blobs_uploaded: usize,
+    pub bytes_uploaded: u64,
+    pub blobs_mounted: usize,
+    pub manifests_put: usize,
+    /// Tags that already pointed at this digest.
+    pub tags_unchanged: Vec<String>,
+}
+
+/// Push `image` to `repo` under `tags` (by digest only when `tags` is empty).
+pub async fn push(
+    registry: &Registry,
+    repo: &str,
+    image: &Image,
+    tags: &[String],
+    opts: Options<'_>,
+) -> Result<Report, ImageError> {
+    let digest = image.top.digest.clone();
+    // Tags first: an immutable conflict must stop the push before anything moves.
+    let mut todo_tags = Vec::new();
+    let mut unchanged = Vec::new();
+    for tag in tags {
+        match registry.head_manifest(repo, tag).await? {
+            Some(d) if d == digest => unchanged.push(tag.clone()),
+            Some(existing) if opts.immutable => {
+                return Err(ImageError::ImmutableTag {
+                    repository: repo.to_string(),
+                    tag: tag.clone(),
+                    existing,
+                    ours: digest,
+                });
+            }
+            _ => todo_tags.push(tag.clone()),
+        }
+    }
+    // Every tag already has this digest (or, untagged, the manifest is there): the registry
+    // checked every blob when that manifest was written, so there is nothing to do.
+    let complete = if tags.is_empty() {
+        registry.head_manifest(repo, &digest).await?.is_some()
+    } else {
+        todo_tags.is_empty()
+    };
+    if complete {
+        for tag in &unchanged {
+            tracing::info!("tag {repo}:{tag} already points at {digest}");
+        }
+        return Ok(Report {
+            digest,
+            blobs_total: image.blobs.len(),
+            tags_unchanged: unchanged,
+            ..Report::default()
+        });
+    }
+    let started = Instant::now();
+    let uploaded = AtomicUsize::new(0);
+    let mounted = AtomicUsize::new(0);
+    let bytes = Arc::new(AtomicU64::new(0));
+    let bars = match opts.progress {
+        ProgressMode::Bars => Some(indicatif::MultiProgress::with_draw_target(indicatif::ProgressDrawTarget::stderr())),
+        ProgressMode::Lines => None,
+    };
+    let total = image.blobs.len();
+    stream::iter(image.blobs.iter().enumerate())
+        .map(|(i, blob)| {
+            let (uploaded, mounted, bytes, bars) = (&uploaded, &mounted, bytes.clone(), bars.as_ref());
+            async move {
+                let label = format!("{}/{} {}", i + 1, total, short_digest(&blob.digest));
+                if registry.blob_exists(repo, &blob.digest).await? {
+                    tracing::info!("blob {label} ({}): already in {repo}, skipped", human(blob.size));
+                    return Ok::<_, ImageError>(());
+                }
+                if let Some(from) = opts.mount_from
+                    && registry.mount_blob(repo, &blob.digest, from).await?
+                {
+                    mounted.fetch_add(1, Ordering::Relaxed);
+                    tracing::info!("blob {label} ({}): mounted from {from}", human(blob.size));
+                    return Ok(());
+                }
+                let t = Instant::now();
+                let bar = bars.map(|m| {
+                    let bar = m.add(indicatif::ProgressBar::new(blob.size));
+                    bar.set_style(
+                        indicatif::ProgressStyle::with_template("{msg:24} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec}")
+                            .expect("template")
+                            .progress_chars("=> "),
+                    );
+                    bar.set_message(label.clone());
+                    bar
+                });
+                upload(registry, repo, blob, bar.clone()).await?;
+                uploaded.fetch_add(1, Ordering::Relaxed);
+                bytes.fetch_add(blob.size, Ordering::Relaxed);
+                let secs = t.elapsed().as_secs_f64().max(0.001);
+                match bar {
+                    Some(bar) => bar.finish(),
+                    None => tracing::info!(
+                        "blob {label} ({}): uploaded in {secs:.1} s ({}/s)",
+                        human(blob.size),
+                        human((blob.size as f64 / secs) as u64)
+                    ),
+                }
+                Ok(())
+            }
+        })
+        .buffer_unordered(opts.concurrency.max(1))
+        .try_collect::<Vec<()>>()
+        .await?;
+    let mut manifests_put = 0;
+    for child in &image.children {
+        if put_if_missing(registry, repo, child, &child.digest).await? {
+            manifests_put += 1;
+        }
+    }
+    if tags.is_empty() {
+        if put_if_missing(registry, repo, &image.top, &digest).await? {
+            manifests_put += 1;
+        }
+    }
+    for tag in &todo_tags {
+        put_tag(registry, repo, &image.top, tag).await?;
+        manifests_put += 1;
+        tracing::info!("tagged {repo}:{tag} → {digest}");
+    }
+    for tag in &unchanged {
+        tracing::info!("tag {repo}:{tag} already points at {digest}");
+    }
+    let report = Report {
+        digest,
+        blobs_total: total,
+        blobs_uploaded: uploaded.load(Ordering::Relaxed),
+        bytes_uploaded: bytes.load(Ordering::Relaxed),
+        blobs_mounted: mounted.load(Ordering::Relaxed),
+        manifests_put,
+        tags_unchanged: unchanged,
+    };
+    tracing::debug!("push took {:.2} s", started.elapsed().as_secs_f64());
+    Ok(report)
+}
+
+/// PUT a manifest by digest unless the repository already has it. True when PUT.
+pub async fn put_if_missing(registry: &Registry, repo: &str, m: &Manifest, reference: &str) -> Result<bool, ImageError> {
+    if registry.head_manifest(repo, &m.digest).await?.is_some() {
+        return Ok(false);
+    }
+    let got = registry.put_manifest(repo, reference, &m.media_type, &m.bytes).await?;
+    check_manifest_digest(&got, &m.digest, repo, reference)?;
+    Ok(true)
+}
+
+/// PUT the manifest under `tag`, turning an immutable-tag refusal into a clear error.
+pub async fn put_tag(registry: &Registry, repo: &str, m: &Manifest, tag: &str) -> Result<(), ImageError> {
+    match registry.put_manifest(repo, tag, &m.media_type, &m.bytes).await {
+        Ok(got) => check_manifest_digest(&got, &m.digest, repo, tag),
+        Err(ImageError::Registry(msg)) if msg.starts_with("TAG_INVALID") => {
+            let existing = registry.head_manifest(repo, tag).await.ok().flatten().unwrap_or_else(|| "another digest".into());
+            Err(ImageError::ImmutableTag {
+                repository: repo.to_string(),
+                tag: tag.to_string(),
+                existing,
+                ours: m.digest.clone(),
+            })
+        }
+        Err(e) => Err(e),
+    }
+}
+
+fn check_manifest_digest(got: &str, ours: &str, repo: &str, reference: &str) -> Result<(), ImageError> {
+    if !got.is_empty() && got != ours {
+        return Err(ImageError::Registry(format!(
+            "the registry stored {repo}:{reference} as {got}, not {ours}: it rewrote the manifest"
+        )));
+    }
+    Ok(())
+}
+
+pub fn short_digest(d: &str) -> &str {
+    let hex = d.strip_prefix("sha256:").unwrap_or(d);
+    &hex[..hex.len().min(12)]
+}
+
+async fn upload(
+    registry: &Registry,
+    repo: &str,
+    blob: &Blob,
+    bar: Option<indicatif::ProgressBar>,
+) -> Result<(), ImageError> {
+    registry
+        .upload_blob(repo, &blob.digest, blob.size, || {
+            let location = blob.location.clone();
+            let bar = bar.clone();
+            let (digest, size) = (blob.digest.clone(), blob.size);
+            async move {
+                if let Some(bar) = &bar {
+                    bar.set_position(0);
+                }
+                body_of(location, &digest, size, bar).await
+            }
+        })
+        .await
+}
+
+/// A request body for `location`. Files are read on a blocking thread, 1 MiB at a time and at
+/// most a few chunks ahead of the network; a remote blob is a GET whose body is passed on.
+pub async fn body_of(
+    location: Location,
+    digest: &str,
+    size: u64,
+    bar: Option<indicatif::ProgressBar>,
+) -> Result<BlobBody, ImageError> {
+    let inc = move |n: usize| {
+        if let Some(bar) = &bar {
+            bar.inc(n as u64);
+        }
+    };
+    let (len, body) = match location {
+        Location::Memory(b) => (b.len() as u64, reqwest::Body::from(b)),
+        Location::Remote { registry, repo } => {
+            let resp = registry.get_blob(&repo, digest).await?;
+            let len = resp.content_length().unwrap_or(size);
+            let stream = resp.bytes_stream().inspect(move |c| {
+                if let Ok(c) = c {
+                    inc(c.len());
+                }
+            });
+            (len, reqwest::Body::wrap_stream(stream))
+        }
+        Location::File { len, .. } => {
+            let (tx, rx) = tokio::sync::mpsc::channel::<std::io::Result<Bytes>>(4);
+            tokio::task::spawn_blocking(move || {
+                let mut reader = match location.open() {
+                    Ok(r) => r,
+                    Err(e) => {
+                        let _ = tx.blocking_send(Err(e));
+                        return;
+                    }
+                };
+                loop {
+                    let mut buf = vec![0u8; CHUNK];
+                    let mut filled = 0;
+                    while filled < CHUNK {
+                        match reader.read(&mut buf[filled..]) {
+                            Ok(0) => break,
+                            Ok(k) => filled += k,
+                            Err(e) => {
+                                let _ = tx.blocking_send(Err(e));
+                                return;
+                            }
+                        }
+                    }
+                    if filled == 0 {
+                        return;
+                    }
+                    buf.truncate(filled);
+                    if tx.blocking_send(Ok(Bytes::from(buf))).is_err() {
+                        return; // the request was dropped (a retry, or an abort)
+                    }
+                }
+            });
+            let stream = tokio_stream_from(rx).inspect(move |c| {
+                if let Ok(c) = c {
+                    inc(c.len());
+                }
+            });
+            (len, reqwest::Body::wrap_stream(stream))
+        }
+    };
+    Ok(BlobBody { len, body })
+}
+
+fn tokio_stream_from<T: Send + 'static>(
+    mut rx: tokio::sync::mpsc::Receiver<T>,
+) -> impl futures_util::Stream<Item = T> + Send + 'static {
+    stream::poll_fn(move |cx| rx.poll_recv(cx))
+}
