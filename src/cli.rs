@@ -56,7 +56,7 @@ pub enum Command {
     /// Roll an ECS service back to its previous (or a given) task definition.
     Rollback(RollbackArgs),
     /// resolve + auth + push/promote + render + verify + register + deploy in one call.
-    Release(ReleaseArgs),
+    Release(Box<ReleaseArgs>),
     /// Manage Parameter Store values.
     #[command(subcommand)]
     Params(ParamsCommand),
@@ -239,12 +239,85 @@ pub struct RollbackArgs {
     pub to: Option<String>,
 }
 
+/// `release`: every stage in one call. Each flag overrides the environment's entry in
+/// deployer.toml; the values of the other commands' flags of the same name apply.
 #[derive(Debug, Args)]
 pub struct ReleaseArgs {
+    /// The environment (deployer.toml); inside Actions the event and the file's policy decide
+    /// whether this run may deploy there.
     #[arg(long, env = "DEPLOYER_ENVIRONMENT")]
     pub environment: Option<String>,
     #[arg(long, default_value = "deployer.toml", env = "DEPLOYER_CONFIG")]
     pub config: PathBuf,
+
+    // auth
+    #[arg(long, env = "DEPLOYER_ROLE_ARN")]
+    pub role_arn: Option<String>,
+    #[arg(long, env = "DEPLOYER_CHAIN_ROLE_ARN")]
+    pub chain_role_arn: Option<String>,
+    #[arg(long, default_value = "sts.amazonaws.com", env = "DEPLOYER_AUDIENCE")]
+    pub audience: String,
+    #[arg(long, env = "DEPLOYER_SESSION_NAME")]
+    pub session_name: Option<String>,
+    #[arg(long, default_value_t = 3600, env = "DEPLOYER_DURATION")]
+    pub duration: u32,
+    #[arg(long, value_delimiter = ',', env = "DEPLOYER_ALLOWED_ACCOUNT_IDS")]
+    pub allowed_account_ids: Vec<String>,
+
+    // image: push a built image (--source), promote an existing one (--from), or use --image as is
+    /// Push this image: oci:DIR[:ref] | docker-archive:FILE | docker:IMAGE
+    #[arg(long, env = "DEPLOYER_SOURCE", conflicts_with = "from")]
+    pub source: Option<String>,
+    /// Promote this existing image (REPO:TAG or REPO@DIGEST) without rebuilding.
+    #[arg(long, env = "DEPLOYER_FROM")]
+    pub from: Option<String>,
+    #[arg(long, env = "DEPLOYER_FROM_REGISTRY")]
+    pub from_registry: Option<String>,
+    #[arg(long, env = "DEPLOYER_REPOSITORY")]
+    pub repository: Option<String>,
+    #[arg(long = "tag", env = "DEPLOYER_TAGS", value_delimiter = ',')]
+    pub tags: Vec<String>,
+    #[arg(long, env = "DEPLOYER_CREATE_REPOSITORY")]
+    pub create_repository: bool,
+    #[arg(long, env = "DEPLOYER_REGISTRY_ENDPOINT")]
+    pub registry_endpoint: Option<String>,
+    #[arg(long, env = "DEPLOYER_CONCURRENCY")]
+    pub concurrency: Option<usize>,
+
+    // task definition
+    #[arg(long, env = "DEPLOYER_TASK_DEFINITION")]
+    pub task_definition: Option<String>,
+    #[arg(long, env = "DEPLOYER_CONTAINER")]
+    pub container: Option<String>,
+    /// CONTAINER=URI for other containers, or the image itself when nothing is pushed.
+    #[arg(long = "image", env = "DEPLOYER_IMAGES", value_delimiter = ',')]
+    pub images: Vec<String>,
+    #[arg(long = "env")]
+    pub env: Vec<String>,
+    #[arg(long = "secret")]
+    pub secrets: Vec<String>,
+    #[arg(long, env = "DEPLOYER_SECRETS_PATH")]
+    pub secrets_path: Option<String>,
+    #[arg(long, env = "DEPLOYER_EXCLUSIVE_ENV")]
+    pub exclusive_env: bool,
+
+    // deploy
+    #[arg(long, env = "DEPLOYER_CLUSTER")]
+    pub cluster: Option<String>,
+    #[arg(long = "service", env = "DEPLOYER_SERVICE", value_delimiter = ',')]
+    pub services: Vec<String>,
+    #[arg(long, value_enum, env = "DEPLOYER_STRATEGY")]
+    pub strategy: Option<Strategy>,
+    #[arg(long = "health-url", env = "DEPLOYER_HEALTH_URL", value_delimiter = ',')]
+    pub health_urls: Vec<String>,
+    #[arg(long, env = "DEPLOYER_BAKE")]
+    pub bake: Option<u64>,
+    #[arg(long, env = "DEPLOYER_TIMEOUT")]
+    pub timeout: Option<u64>,
+    #[arg(long, env = "DEPLOYER_NO_ROLLBACK")]
+    pub no_rollback: bool,
+    #[arg(long, env = "DEPLOYER_ALL_OR_NOTHING")]
+    pub all_or_nothing: bool,
 }
 
 #[derive(Debug, Subcommand)]

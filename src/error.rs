@@ -35,6 +35,8 @@ pub enum Error {
     #[error(transparent)]
     Params(#[from] crate::params::ParamsError),
     #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
+    #[error(transparent)]
     Image(#[from] crate::image::ImageError),
 }
 
@@ -47,7 +49,8 @@ impl Error {
             | Error::Resolve(_)
             | Error::Ecs(_)
             | Error::Verify(_)
-            | Error::Params(_) => Exit::Failed,
+            | Error::Params(_)
+            | Error::Config(_) => Exit::Failed,
             Error::Image(_) => Exit::Failed,
             Error::Input(_) | Error::NotImplemented(_) | Error::Oidc(_) | Error::Auth(_) | Error::Runner(_) => {
                 Exit::Failed

@@ -76,7 +76,8 @@ impl ImageRef {
 
     /// The account of an ECR host.
     pub fn ecr_account(&self) -> Option<String> {
-        self.is_ecr().then(|| self.host.as_deref().unwrap_or_default().split('.').next().unwrap_or_default().to_string())
+        self.is_ecr()
+            .then(|| self.host.as_deref().unwrap_or_default().split('.').next().unwrap_or_default().to_string())
     }
 }
 

@@ -7,15 +7,17 @@
 pub mod aws;
 pub mod cli;
 pub mod commands;
+pub mod config;
 pub mod deploy;
 pub mod error;
 pub mod exit;
-pub mod image_ref;
 pub mod github;
 pub mod image;
+pub mod image_ref;
 pub mod output;
 pub mod params;
 pub mod report;
+pub mod resolve;
 pub mod retry;
 pub mod taskdef;
 
@@ -29,8 +31,11 @@ pub fn init_logging(verbose: u8) {
     };
     let filter = tracing_subscriber::EnvFilter::try_from_env("DEPLOYER_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    use std::io::IsTerminal;
+    let color = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none();
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(color)
         .with_writer(std::io::stderr)
         .with_target(false)
         .without_time()

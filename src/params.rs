@@ -70,11 +70,14 @@ pub fn parameter_name(prefix: &str, key: &str) -> String {
 pub fn plan(file: &Path, prefix: &str, secure: &str) -> Result<Vec<Entry>, ParamsError> {
     let shown = file.display().to_string();
     let secure = Regex::new(secure).map_err(|_| ParamsError::BadRegex(secure.to_string()))?;
-    let iter = dotenvy::from_path_iter(file).map_err(|e| ParamsError::Read { file: shown.clone(), reason: e.to_string() })?;
+    let iter =
+        dotenvy::from_path_iter(file).map_err(|e| ParamsError::Read { file: shown.clone(), reason: e.to_string() })?;
     let mut entries: Vec<Entry> = Vec::new();
     for item in iter {
         let (key, value) = item.map_err(|e| match e {
-            dotenvy::Error::LineParse(_, _) => ParamsError::Parse { file: shown.clone(), line: line_of_error(file, &e) },
+            dotenvy::Error::LineParse(_, _) => {
+                ParamsError::Parse { file: shown.clone(), line: line_of_error(file, &e) }
+            }
             other => ParamsError::Read { file: shown.clone(), reason: other.to_string() },
         })?;
         let name = parameter_name(prefix, &key);
@@ -140,7 +143,12 @@ pub fn decide(entries: &[Entry], current: &HashMap<String, (String, bool)>, over
 }
 
 /// Compare with Parameter Store and write what needs writing (nothing with `dry_run`).
-pub async fn apply(config: &SdkConfig, entries: &[Entry], overwrite: bool, dry_run: bool) -> Result<Vec<Outcome>, ParamsError> {
+pub async fn apply(
+    config: &SdkConfig,
+    entries: &[Entry],
+    overwrite: bool,
+    dry_run: bool,
+) -> Result<Vec<Outcome>, ParamsError> {
     let ssm = aws_sdk_ssm::Client::new(config);
     let mut current = HashMap::new();
     for chunk in entries.chunks(10) {
@@ -199,7 +207,8 @@ mod tests {
             "# comment\nexport DB_PASSWORD='p@ss word'\nAPI_URL=https://x.example\nPRIVATE_PEM=\"line1\nline2\"\nLOG_LEVEL=info # trailing\nLOG_LEVEL=debug\n",
         );
         let entries = plan(f.path(), "/prod/shop/", DEFAULT_SECURE).unwrap();
-        let got: Vec<(&str, &str, bool)> = entries.iter().map(|e| (e.key.as_str(), e.name.as_str(), e.secure)).collect();
+        let got: Vec<(&str, &str, bool)> =
+            entries.iter().map(|e| (e.key.as_str(), e.name.as_str(), e.secure)).collect();
         assert_eq!(
             got,
             [
@@ -242,10 +251,17 @@ mod tests {
             ("/p/c".to_string(), ("before".to_string(), false)),
         ]
         .into();
-        let actions = |overwrite| decide(&entries, &current, overwrite).into_iter().map(|(o, w)| (o.action, w)).collect::<Vec<_>>();
+        let actions = |overwrite| {
+            decide(&entries, &current, overwrite).into_iter().map(|(o, w)| (o.action, w)).collect::<Vec<_>>()
+        };
         assert_eq!(
             actions(false),
-            [(Action::KeepChanged, false), (Action::Unchanged, false), (Action::KeepChanged, false), (Action::Create, true)]
+            [
+                (Action::KeepChanged, false),
+                (Action::Unchanged, false),
+                (Action::KeepChanged, false),
+                (Action::Create, true)
+            ]
         );
         assert_eq!(
             actions(true),

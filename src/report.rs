@@ -10,7 +10,9 @@ fn short(arn: &str) -> &str {
 /// Markdown for `$GITHUB_STEP_SUMMARY`. Values are ours or ECS's; backticks are neutralised.
 pub fn summary(reports: &[DeployReport]) -> String {
     let code = |s: &str| format!("`{}`", s.replace('`', "'"));
-    let mut md = String::from("## deployer\n\n| service | result | task definition | previous | deployment |\n| --- | --- | --- | --- | --- |\n");
+    let mut md = String::from(
+        "## deployer\n\n| service | result | task definition | previous | deployment |\n| --- | --- | --- | --- | --- |\n",
+    );
     for r in reports {
         let result = match r.result {
             Outcome::Succeeded => "✅ succeeded",

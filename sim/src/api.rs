@@ -54,7 +54,9 @@ pub async fn handle(AxState(sim): AxState<Arc<Sim>>, headers: HeaderMap, body: B
         }
     };
     match dispatch(&sim, &ctx, &op, &input).await {
-        Ok(v) => (StatusCode::OK, [(header::CONTENT_TYPE, "application/x-amz-json-1.1")], v.to_string()).into_response(),
+        Ok(v) => {
+            (StatusCode::OK, [(header::CONTENT_TYPE, "application/x-amz-json-1.1")], v.to_string()).into_response()
+        }
         Err(e) => {
             tracing::debug!(op, ty = e.ty, msg = e.message, "error");
             e.into_response()
@@ -229,10 +231,8 @@ fn describe_task_definition(sim: &Sim, ctx: &Ctx, input: &Value) -> R {
     let st = sim.lock();
     let td = st.task_def(ctx, ident).ok_or_else(|| err("ClientException", "Unable to describe task definition."))?;
     let mut out = json!({"taskDefinition": td.body});
-    let include_tags = input
-        .get("include")
-        .and_then(Value::as_array)
-        .is_some_and(|a| a.iter().any(|v| v.as_str() == Some("TAGS")));
+    let include_tags =
+        input.get("include").and_then(Value::as_array).is_some_and(|a| a.iter().any(|v| v.as_str() == Some("TAGS")));
     if include_tags {
         out["tags"] = td.tags.clone();
     }
@@ -373,7 +373,9 @@ pub fn service_json(st: &State, svc: &Service) -> Value {
 }
 
 async fn create_service(sim: &Arc<Sim>, ctx: &Ctx, input: &Value) -> R {
-    let name = s(input, "serviceName").ok_or_else(|| err("InvalidParameterException", "serviceName is required."))?.to_string();
+    let name = s(input, "serviceName")
+        .ok_or_else(|| err("InvalidParameterException", "serviceName is required."))?
+        .to_string();
     let (cluster_arn, svc_arn, td_arn) = {
         let st = sim.lock();
         let cluster_arn = find_cluster(&st, ctx, input)?;
@@ -381,7 +383,8 @@ async fn create_service(sim: &Arc<Sim>, ctx: &Ctx, input: &Value) -> R {
         if st.services.get(&svc_arn).is_some_and(|s| s.status == "ACTIVE") {
             return Err(err("InvalidParameterException", "Creation of service was not idempotent."));
         }
-        let td_ident = s(input, "taskDefinition").ok_or_else(|| err("InvalidParameterException", "taskDefinition is required."))?;
+        let td_ident = s(input, "taskDefinition")
+            .ok_or_else(|| err("InvalidParameterException", "taskDefinition is required."))?;
         let td = st.task_def(ctx, td_ident).ok_or_else(|| err("ClientException", "TaskDefinition not found."))?;
         if s(&td.body, "status") != Some("ACTIVE") {
             return Err(err("ClientException", "TaskDefinition is inactive"));
@@ -391,7 +394,17 @@ async fn create_service(sim: &Arc<Sim>, ctx: &Ctx, input: &Value) -> R {
     let load_balancers = input.get("loadBalancers").cloned().unwrap_or(json!([]));
     let deployment_configuration = default_deployment_configuration(input.get("deploymentConfiguration"));
     let mut extra = Map::new();
-    for k in ["tags", "propagateTags", "enableECSManagedTags", "enableExecuteCommand", "platformVersion", "capacityProviderStrategy", "role", "serviceConnectConfiguration", "availabilityZoneRebalancing"] {
+    for k in [
+        "tags",
+        "propagateTags",
+        "enableECSManagedTags",
+        "enableExecuteCommand",
+        "platformVersion",
+        "capacityProviderStrategy",
+        "role",
+        "serviceConnectConfiguration",
+        "availabilityZoneRebalancing",
+    ] {
         if let Some(v) = input.get(k) {
             extra.insert(if k == "role" { "roleArn".into() } else { k.to_string() }, v.clone());
         }
@@ -429,11 +442,15 @@ async fn create_service(sim: &Arc<Sim>, ctx: &Ctx, input: &Value) -> R {
     };
     let mut handles = Vec::new();
     if svc.load_balancers.as_array().is_some_and(|a| !a.is_empty()) {
-        let (info, h) = proxy::start(sim.clone(), &svc_arn, Kind::Production).await.map_err(|e| err("ServerException", e.to_string()))?;
+        let (info, h) = proxy::start(sim.clone(), &svc_arn, Kind::Production)
+            .await
+            .map_err(|e| err("ServerException", e.to_string()))?;
         svc.prod = Some(info);
         handles.push(h);
         if svc.has_test_listener() {
-            let (info, h) = proxy::start(sim.clone(), &svc_arn, Kind::Test).await.map_err(|e| err("ServerException", e.to_string()))?;
+            let (info, h) = proxy::start(sim.clone(), &svc_arn, Kind::Test)
+                .await
+                .map_err(|e| err("ServerException", e.to_string()))?;
             svc.test = Some(info);
             handles.push(h);
         }
@@ -503,7 +520,8 @@ fn update_service(sim: &Sim, ctx: &Ctx, input: &Value) -> R {
 fn describe_services(sim: &Sim, ctx: &Ctx, input: &Value) -> R {
     let st = sim.lock();
     let cluster_arn = find_cluster(&st, ctx, input)?;
-    let include_tags = input.get("include").and_then(Value::as_array).is_some_and(|a| a.iter().any(|v| v.as_str() == Some("TAGS")));
+    let include_tags =
+        input.get("include").and_then(Value::as_array).is_some_and(|a| a.iter().any(|v| v.as_str() == Some("TAGS")));
     let (mut found, mut failures) = (Vec::new(), Vec::new());
     for ident in input.get("services").and_then(Value::as_array).cloned().unwrap_or_default() {
         let Some(ident) = ident.as_str() else { continue };
@@ -525,7 +543,8 @@ fn describe_services(sim: &Sim, ctx: &Ctx, input: &Value) -> R {
 fn list_services(sim: &Sim, ctx: &Ctx, input: &Value) -> R {
     let st = sim.lock();
     let cluster_arn = find_cluster(&st, ctx, input)?;
-    let arns: Vec<&String> = st.services.values().filter(|s| s.cluster_arn == cluster_arn && s.status == "ACTIVE").map(|s| &s.arn).collect();
+    let arns: Vec<&String> =
+        st.services.values().filter(|s| s.cluster_arn == cluster_arn && s.status == "ACTIVE").map(|s| &s.arn).collect();
     Ok(json!({"serviceArns": arns}))
 }
 
@@ -558,7 +577,11 @@ fn list_tasks(sim: &Sim, ctx: &Ctx, input: &Value) -> R {
 }
 
 fn task_arn_of(ctx: &Ctx, cluster_arn: &str, ident: &str) -> String {
-    if ident.starts_with("arn:") { ident.to_string() } else { ctx.arn(&format!("task/{}/{ident}", short_name(cluster_arn))) }
+    if ident.starts_with("arn:") {
+        ident.to_string()
+    } else {
+        ctx.arn(&format!("task/{}/{ident}", short_name(cluster_arn)))
+    }
 }
 
 fn describe_tasks(sim: &Sim, ctx: &Ctx, input: &Value) -> R {
@@ -597,7 +620,8 @@ fn stop_task(sim: &Arc<Sim>, ctx: &Ctx, input: &Value) -> R {
 fn run_task(sim: &Arc<Sim>, ctx: &Ctx, input: &Value) -> R {
     let mut st = sim.lock();
     let cluster_arn = find_cluster(&st, ctx, input)?;
-    let ident = s(input, "taskDefinition").ok_or_else(|| err("InvalidParameterException", "taskDefinition is required."))?;
+    let ident =
+        s(input, "taskDefinition").ok_or_else(|| err("InvalidParameterException", "taskDefinition is required."))?;
     let td = st.task_def(ctx, ident).ok_or_else(|| err("ClientException", "TaskDefinition not found."))?;
     let td_arn = s(&td.body, "taskDefinitionArn").unwrap_or_default().to_string();
     let family = s(&td.body, "family").unwrap_or_default().to_string();
@@ -633,7 +657,9 @@ fn sd_view(st: &State, arn: &str) -> Option<Value> {
     let running = |dep: &str| engine::running_pending(st, &sd.service_arn, dep);
     let weights = |dep: &str| -> (Option<f64>, Option<f64>) {
         let Some(svc) = svc else { return (None, None) };
-        let w = |ws: &Option<Vec<(String, f64)>>| ws.as_ref().map(|ws| ws.iter().find(|x| x.0 == dep).map(|x| x.1).unwrap_or(0.0));
+        let w = |ws: &Option<Vec<(String, f64)>>| {
+            ws.as_ref().map(|ws| ws.iter().find(|x| x.0 == dep).map(|x| x.1).unwrap_or(0.0))
+        };
         if svc.is_traffic_shifting() { (w(&svc.test_weights), w(&svc.prod_weights)) } else { (None, None) }
     };
     Some(sd.to_json(&running, &weights))
@@ -644,8 +670,10 @@ fn list_service_deployments(sim: &Sim, ctx: &Ctx, input: &Value) -> R {
     let svc = find_service(&st, ctx, &json!({"cluster": input.get("cluster"), "service": input.get("service")}))?;
     let after = input.pointer("/createdAt/after").and_then(Value::as_f64);
     let before = input.pointer("/createdAt/before").and_then(Value::as_f64);
-    let statuses: Option<Vec<String>> =
-        input.get("status").and_then(Value::as_array).map(|a| a.iter().filter_map(|v| v.as_str().map(str::to_string)).collect());
+    let statuses: Option<Vec<String>> = input
+        .get("status")
+        .and_then(Value::as_array)
+        .map(|a| a.iter().filter_map(|v| v.as_str().map(str::to_string)).collect());
     let mut v: Vec<&crate::model::SvcDeployment> = st
         .service_deployments
         .values()
@@ -673,7 +701,8 @@ fn describe_service_deployments(sim: &Sim, input: &Value) -> R {
 }
 
 fn stop_service_deployment(sim: &Sim, input: &Value) -> R {
-    let arn = s(input, "serviceDeploymentArn").ok_or_else(|| err("InvalidParameterException", "serviceDeploymentArn is required."))?;
+    let arn = s(input, "serviceDeploymentArn")
+        .ok_or_else(|| err("InvalidParameterException", "serviceDeploymentArn is required."))?;
     let stop_type = s(input, "stopType").unwrap_or("ROLLBACK").to_string();
     let mut st = sim.lock();
     let sd = st
@@ -681,7 +710,10 @@ fn stop_service_deployment(sim: &Sim, input: &Value) -> R {
         .get_mut(arn)
         .ok_or_else(|| err("ServiceDeploymentNotFoundException", "The service deployment does not exist."))?;
     if !matches!(sd.status.as_str(), "PENDING" | "IN_PROGRESS") {
-        return Err(err("ConflictException", format!("The service deployment is {} and cannot be stopped.", sd.status)));
+        return Err(err(
+            "ConflictException",
+            format!("The service deployment is {} and cannot be stopped.", sd.status),
+        ));
     }
     sd.status = if stop_type == "ROLLBACK" { "ROLLBACK_REQUESTED".into() } else { "STOP_REQUESTED".into() };
     sd.stop_request = Some(stop_type);
@@ -690,7 +722,8 @@ fn stop_service_deployment(sim: &Sim, input: &Value) -> R {
 }
 
 fn continue_service_deployment(sim: &Sim, input: &Value) -> R {
-    let arn = s(input, "serviceDeploymentArn").ok_or_else(|| err("InvalidParameterException", "serviceDeploymentArn is required."))?;
+    let arn = s(input, "serviceDeploymentArn")
+        .ok_or_else(|| err("InvalidParameterException", "serviceDeploymentArn is required."))?;
     let hook_id = s(input, "hookId");
     let action = s(input, "action").unwrap_or("CONTINUE");
     let mut st = sim.lock();
@@ -706,7 +739,10 @@ fn continue_service_deployment(sim: &Sim, input: &Value) -> R {
         }
     }
     if n == 0 {
-        return Err(err("InvalidParameterException", "No lifecycle hook of this service deployment is awaiting action."));
+        return Err(err(
+            "InvalidParameterException",
+            "No lifecycle hook of this service deployment is awaiting action.",
+        ));
     }
     if action == "ROLLBACK" {
         sd.status = "ROLLBACK_REQUESTED".into();

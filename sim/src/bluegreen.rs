@@ -103,9 +103,13 @@ mod tests {
     #[test]
     fn steps_per_strategy() {
         assert_eq!(production_steps("BLUE_GREEN", &json!({})), (vec![100.0], 0.0));
-        let (s, b) = production_steps("CANARY", &json!({"canaryConfiguration":{"canaryPercent":10.0,"canaryBakeTimeInMinutes":2}}));
+        let (s, b) = production_steps(
+            "CANARY",
+            &json!({"canaryConfiguration":{"canaryPercent":10.0,"canaryBakeTimeInMinutes":2}}),
+        );
         assert_eq!((s, b), (vec![10.0, 100.0], 2.0));
-        let (s, b) = production_steps("LINEAR", &json!({"linearConfiguration":{"stepPercent":30.0,"stepBakeTimeInMinutes":1}}));
+        let (s, b) =
+            production_steps("LINEAR", &json!({"linearConfiguration":{"stepPercent":30.0,"stepBakeTimeInMinutes":1}}));
         assert_eq!((s, b), (vec![30.0, 60.0, 90.0, 100.0], 1.0));
         let (s, _) = production_steps("LINEAR", &json!({"linearConfiguration":{"stepPercent":25.0}}));
         assert_eq!(s, vec![25.0, 50.0, 75.0, 100.0]);

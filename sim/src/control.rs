@@ -94,14 +94,17 @@ async fn add_fault(AxState(sim): AxState<Arc<Sim>>, body: axum::body::Bytes) -> 
         Ok(f) => f,
         Err(e) => return (StatusCode::BAD_REQUEST, Json(json!({"error": e.to_string()}))).into_response(),
     };
-    let message = f.message.unwrap_or_else(|| if f.error == "ThrottlingException" { "Rate exceeded".into() } else { format!("injected {}", f.error) });
+    let message = f.message.unwrap_or_else(|| {
+        if f.error == "ThrottlingException" { "Rate exceeded".into() } else { format!("injected {}", f.error) }
+    });
     sim.lock().faults.push(Fault { operation: f.operation, error: f.error, message, count: f.count });
     Json(json!({"ok": true})).into_response()
 }
 
 async fn list_faults(AxState(sim): AxState<Arc<Sim>>) -> Json<Value> {
     let st = sim.lock();
-    let v: Vec<Value> = st.faults.iter().map(|f| json!({"operation": f.operation, "error": f.error, "count": f.count})).collect();
+    let v: Vec<Value> =
+        st.faults.iter().map(|f| json!({"operation": f.operation, "error": f.error, "count": f.count})).collect();
     Json(json!({"faults": v}))
 }
 

@@ -47,8 +47,12 @@ pub async fn run(sim: Arc<Sim>) {
 fn prune_stopped(st: &mut State) {
     let now = now_epoch();
     st.tasks.retain(|_, t| t.last_status != "STOPPED" || now - t.stopped_at.unwrap_or(now) < 3600.0);
-    let mut stopped: Vec<(f64, String)> =
-        st.tasks.values().filter(|t| t.last_status == "STOPPED").map(|t| (t.stopped_at.unwrap_or(0.0), t.arn.clone())).collect();
+    let mut stopped: Vec<(f64, String)> = st
+        .tasks
+        .values()
+        .filter(|t| t.last_status == "STOPPED")
+        .map(|t| (t.stopped_at.unwrap_or(0.0), t.arn.clone()))
+        .collect();
     if stopped.len() > 1000 {
         stopped.sort_by(|a, b| a.0.total_cmp(&b.0));
         for (_, arn) in stopped.iter().take(stopped.len() - 1000) {
@@ -110,7 +114,8 @@ fn start_tasks(st: &mut State, svc_arn: &str, dep_id: &str, n: i64, actions: &mu
     let Some(svc) = st.services.get(svc_arn) else { return };
     let Some(dep) = svc.deployments.iter().find(|d| d.id == dep_id) else { return };
     let (ctx, cluster, td) = (svc.ctx.clone(), svc.cluster_arn.clone(), dep.task_definition.clone());
-    let lb_container = svc.load_balancers.get(0).map(|lb| lb.get("containerName").and_then(Value::as_str).unwrap_or("").to_string());
+    let lb_container =
+        svc.load_balancers.get(0).map(|lb| lb.get("containerName").and_then(Value::as_str).unwrap_or("").to_string());
     let group = format!("service:{}", svc.name);
     let launch_type = svc.launch_type.clone();
     let mut started = Vec::new();
@@ -169,7 +174,11 @@ pub fn start_deployment(st: &mut State, svc_arn: &str, td_arn: &str) {
     let Some(svc) = st.services.get_mut(svc_arn) else { return };
     let id = deployment_id();
     let cluster = svc.cluster_name().to_string();
-    let revision_arn = svc.ctx.arn(&format!("service-revision/{cluster}/{}/{}", svc.name, crate::util::rand_u64() % 10_000_000_000_000_000));
+    let revision_arn = svc.ctx.arn(&format!(
+        "service-revision/{cluster}/{}/{}",
+        svc.name,
+        crate::util::rand_u64() % 10_000_000_000_000_000
+    ));
     let sd_arn = svc.ctx.arn(&format!("service-deployment/{cluster}/{}/{}", svc.name, &hex_id()[..22]));
     // Supersede a running service deployment.
     let mut superseded = Vec::new();
@@ -323,7 +332,12 @@ fn tick_service(sim: &Sim, st: &mut State, svc_arn: &str, actions: &mut Vec<Acti
     }
     if let Some(req) = sd.stop_request.take() {
         if req == "ROLLBACK" {
-            begin_rollback(st, svc_arn, "Service deployment rolled back because of a StopServiceDeployment request.", false);
+            begin_rollback(
+                st,
+                svc_arn,
+                "Service deployment rolled back because of a StopServiceDeployment request.",
+                false,
+            );
         } else {
             let sd = st.service_deployments.get_mut(&sd_arn).unwrap();
             sd.status = "STOPPED".into();
@@ -525,7 +539,8 @@ fn rolling_tick(sim: &Sim, st: &mut State, svc_arn: &str, actions: &mut Vec<Acti
             d.rollout_state = "COMPLETED".into();
             d.rollout_state_reason = format!("ECS deployment {} completed.", d.id);
             d.updated_at = now;
-            let (id, td, rev, sd_arn) = (d.id.clone(), d.task_definition.clone(), d.revision_arn.clone(), d.sd_arn.clone());
+            let (id, td, rev, sd_arn) =
+                (d.id.clone(), d.task_definition.clone(), d.revision_arn.clone(), d.sd_arn.clone());
             svc.last_completed = Some((id.clone(), td, rev));
             svc.event(format!("(service {name}) (deployment {id}) deployment completed."));
             if let Some(sd) = st.service_deployments.get_mut(&sd_arn) {
@@ -579,8 +594,11 @@ fn bg_tick(sim: &Sim, st: &mut State, svc_arn: &str, sd_arn: &str, actions: &mut
             sd.hooks_created_for_stage = true;
             let hook_stages = bluegreen::hook_stages_for(&stage);
             for h in &hooks_cfg {
-                let stages: Vec<&str> =
-                    h.get("lifecycleStages").and_then(Value::as_array).map(|a| a.iter().filter_map(Value::as_str).collect()).unwrap_or_default();
+                let stages: Vec<&str> = h
+                    .get("lifecycleStages")
+                    .and_then(Value::as_array)
+                    .map(|a| a.iter().filter_map(Value::as_str).collect())
+                    .unwrap_or_default();
                 if stages.iter().any(|s| hook_stages.contains(s)) {
                     let holds = bluegreen::hook_holds(h);
                     sd.hooks.push(HookDetail {
@@ -632,7 +650,8 @@ fn bg_tick(sim: &Sim, st: &mut State, svc_arn: &str, sd_arn: &str, actions: &mut
                 let svc = st.services.get_mut(svc_arn).unwrap();
                 svc.prod_weights = Some(vec![(green.clone(), 100.0)]);
                 svc.test_weights = Some(vec![(green.clone(), 100.0)]);
-                let old_ids: Vec<String> = svc.deployments.iter().filter(|d| d.id != green).map(|d| d.id.clone()).collect();
+                let old_ids: Vec<String> =
+                    svc.deployments.iter().filter(|d| d.id != green).map(|d| d.id.clone()).collect();
                 let live: Vec<String> = st
                     .tasks
                     .values()
@@ -641,7 +660,14 @@ fn bg_tick(sim: &Sim, st: &mut State, svc_arn: &str, sd_arn: &str, actions: &mut
                     .map(|t| t.arn.clone())
                     .collect();
                 if !live.is_empty() {
-                    stop_tasks(st, svc_arn, &live, "ServiceSchedulerInitiated", &format!("Scaling activity initiated by (deployment {green})"), actions);
+                    stop_tasks(
+                        st,
+                        svc_arn,
+                        &live,
+                        "ServiceSchedulerInitiated",
+                        &format!("Scaling activity initiated by (deployment {green})"),
+                        actions,
+                    );
                 }
                 live.is_empty()
             }

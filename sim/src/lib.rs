@@ -90,7 +90,10 @@ impl Sim {
             .header("content-type", "application/x-www-form-urlencoded")
             .header(
                 "authorization",
-                format!("AWS4-HMAC-SHA256 Credential={akid}/20260101/{}/sts/aws4_request, SignedHeaders=host, Signature=0", ctx.region),
+                format!(
+                    "AWS4-HMAC-SHA256 Credential={akid}/20260101/{}/sts/aws4_request, SignedHeaders=host, Signature=0",
+                    ctx.region
+                ),
             )
             .body("Action=GetCallerIdentity&Version=2011-06-15")
             .timeout(Duration::from_secs(5))

@@ -146,7 +146,8 @@ impl Task {
                 }
                 if let (Some(port), Some(pid)) = (c.port, c.pid) {
                     v["runtimeId"] = json!(format!("{}-{pid}", self.id));
-                    v["networkBindings"] = json!([{"bindIP":"127.0.0.1","containerPort":port,"hostPort":port,"protocol":"tcp"}]);
+                    v["networkBindings"] =
+                        json!([{"bindIP":"127.0.0.1","containerPort":port,"hostPort":port,"protocol":"tcp"}]);
                 }
                 v
             })
@@ -178,7 +179,8 @@ impl Task {
         if let Some(s) = &self.started_by {
             v["startedBy"] = json!(s);
         }
-        for (k, t) in [("startedAt", self.started_at), ("stoppingAt", self.stopping_at), ("stoppedAt", self.stopped_at)] {
+        for (k, t) in [("startedAt", self.started_at), ("stoppingAt", self.stopping_at), ("stoppedAt", self.stopped_at)]
+        {
             if let Some(t) = t {
                 v[k] = json!(t);
             }
@@ -257,11 +259,7 @@ impl Service {
     }
 
     pub fn strategy(&self) -> String {
-        self.deployment_configuration
-            .get("strategy")
-            .and_then(Value::as_str)
-            .unwrap_or("ROLLING")
-            .to_string()
+        self.deployment_configuration.get("strategy").and_then(Value::as_str).unwrap_or("ROLLING").to_string()
     }
 
     pub fn is_traffic_shifting(&self) -> bool {

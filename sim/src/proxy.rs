@@ -32,7 +32,13 @@ struct Listener {
 fn targets(st: &State, svc_arn: &str, dep: Option<&str>) -> Vec<u16> {
     st.tasks
         .values()
-        .filter(|t| t.service_arn.as_deref() == Some(svc_arn) && !t.draining && t.is_live() && t.lb_healthy && t.last_status == "RUNNING")
+        .filter(|t| {
+            t.service_arn.as_deref() == Some(svc_arn)
+                && !t.draining
+                && t.is_live()
+                && t.lb_healthy
+                && t.last_status == "RUNNING"
+        })
         .filter(|t| dep.is_none() || t.deployment_id.as_deref() == dep)
         .filter_map(|t| t.lb_port())
         .collect()
@@ -80,7 +86,8 @@ async fn forward(AxState(l): AxState<Arc<Listener>>, req: Request) -> Response {
         pick_target(&st, &l.service_arn, l.kind, rr, sample)
     };
     let Some(port) = port else {
-        return (StatusCode::SERVICE_UNAVAILABLE, "503 Service Temporarily Unavailable: no healthy targets\n").into_response();
+        return (StatusCode::SERVICE_UNAVAILABLE, "503 Service Temporarily Unavailable: no healthy targets\n")
+            .into_response();
     };
     let (parts, body) = req.into_parts();
     let path = parts.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
@@ -121,12 +128,23 @@ async fn forward(AxState(l): AxState<Arc<Listener>>, req: Request) -> Response {
 fn is_hop_by_hop(k: &HeaderName) -> bool {
     matches!(
         k.as_str(),
-        "connection" | "keep-alive" | "proxy-authenticate" | "proxy-authorization" | "te" | "trailer" | "transfer-encoding" | "upgrade"
+        "connection"
+            | "keep-alive"
+            | "proxy-authenticate"
+            | "proxy-authorization"
+            | "te"
+            | "trailer"
+            | "transfer-encoding"
+            | "upgrade"
     )
 }
 
 /// Binds a listener on a free loopback port and serves it until aborted.
-pub async fn start(sim: Arc<Sim>, service_arn: &str, kind: Kind) -> std::io::Result<(ListenerInfo, tokio::task::AbortHandle)> {
+pub async fn start(
+    sim: Arc<Sim>,
+    service_arn: &str,
+    kind: Kind,
+) -> std::io::Result<(ListenerInfo, tokio::task::AbortHandle)> {
     let tcp = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let port = tcp.local_addr()?.port();
     let l = Arc::new(Listener { sim, service_arn: service_arn.to_string(), kind, rr: AtomicUsize::new(0) });

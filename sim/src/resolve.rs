@@ -6,7 +6,11 @@ use serde_json::{Value, json};
 /// A parsed `valueFrom` reference.
 #[derive(Debug, PartialEq)]
 pub enum SecretRef {
-    Ssm { name: String, account: Option<String>, region: Option<String> },
+    Ssm {
+        name: String,
+        account: Option<String>,
+        region: Option<String>,
+    },
     SecretsManager {
         secret_id: String,
         json_key: Option<String>,
@@ -127,9 +131,10 @@ pub async fn resolve_secret(
             if let Some(s) = version_id {
                 body["VersionId"] = json!(s);
             }
-            let v = moto_call(http, endpoint, "secretsmanager", "secretsmanager.GetSecretValue", &account, &region, body)
-                .await
-                .map_err(|e| format!("retrieval of secret {value_from} from secrets manager failed: {e}"))?;
+            let v =
+                moto_call(http, endpoint, "secretsmanager", "secretsmanager.GetSecretValue", &account, &region, body)
+                    .await
+                    .map_err(|e| format!("retrieval of secret {value_from} from secrets manager failed: {e}"))?;
             let s = v
                 .get("SecretString")
                 .and_then(Value::as_str)
@@ -180,7 +185,10 @@ pub async fn check_image(http: &reqwest::Client, registry: Option<&str>, image: 
         Ok(r) if r.status().as_u16() == 404 => Err(format!(
             "pull image manifest has been retried 5 time(s): failed to resolve ref {image}: {image}: not found"
         )),
-        Ok(r) => Err(format!("pull image manifest has been retried 5 time(s): failed to resolve ref {image}: unexpected status {}", r.status())),
+        Ok(r) => Err(format!(
+            "pull image manifest has been retried 5 time(s): failed to resolve ref {image}: unexpected status {}",
+            r.status()
+        )),
         Err(e) => Err(format!("pull image manifest has been retried 5 time(s): failed to resolve ref {image}: {e}")),
     }
 }
@@ -193,11 +201,19 @@ mod tests {
     fn value_from_forms() {
         assert_eq!(
             parse_value_from("arn:aws:ssm:us-east-1:111122223333:parameter/prod/db"),
-            SecretRef::Ssm { name: "/prod/db".into(), account: Some("111122223333".into()), region: Some("us-east-1".into()) }
+            SecretRef::Ssm {
+                name: "/prod/db".into(),
+                account: Some("111122223333".into()),
+                region: Some("us-east-1".into())
+            }
         );
         assert_eq!(
             parse_value_from("arn:aws:ssm:us-east-1:111122223333:parameter/plain"),
-            SecretRef::Ssm { name: "plain".into(), account: Some("111122223333".into()), region: Some("us-east-1".into()) }
+            SecretRef::Ssm {
+                name: "plain".into(),
+                account: Some("111122223333".into()),
+                region: Some("us-east-1".into())
+            }
         );
         assert_eq!(parse_value_from("/a/b"), SecretRef::Ssm { name: "/a/b".into(), account: None, region: None });
         match parse_value_from("arn:aws:secretsmanager:eu-west-1:111122223333:secret:db-AbCdEf:password::") {

@@ -9,8 +9,8 @@ use serde_json::Value;
 
 use crate::Sim;
 use crate::model::{Container, State, Task};
-use crate::{resolve, rolling};
 use crate::util::{Ctx, hex_id, now_epoch};
+use crate::{resolve, rolling};
 
 /// Target-group health check as the sim models it (seconds before scaling, thresholds).
 pub const TG_INTERVAL_SECS: f64 = 5.0;
@@ -204,7 +204,9 @@ pub async fn launch(sim: Arc<Sim>, arn: String) {
             .and_then(Value::as_array)
             .map(|a| {
                 a.iter()
-                    .filter_map(|e| Some((e.get("name")?.as_str()?.to_string(), e.get("value")?.as_str().unwrap_or("").to_string())))
+                    .filter_map(|e| {
+                        Some((e.get("name")?.as_str()?.to_string(), e.get("value")?.as_str().unwrap_or("").to_string()))
+                    })
                     .collect()
             })
             .unwrap_or_default();
@@ -215,7 +217,8 @@ pub async fn launch(sim: Arc<Sim>, arn: String) {
             .and_then(Value::as_array)
             .and_then(|a| a.iter().find(|o| o.get("name").and_then(Value::as_str) == Some(name)));
         for e in over.and_then(|o| o.get("environment")).and_then(Value::as_array).cloned().unwrap_or_default() {
-            if let (Some(k), Some(v)) = (e.get("name").and_then(Value::as_str), e.get("value").and_then(Value::as_str)) {
+            if let (Some(k), Some(v)) = (e.get("name").and_then(Value::as_str), e.get("value").and_then(Value::as_str))
+            {
                 env.retain(|(n, _)| n != k);
                 env.push((k.to_string(), v.to_string()));
             }
@@ -223,7 +226,9 @@ pub async fn launch(sim: Arc<Sim>, arn: String) {
         for s in c.get("secrets").and_then(Value::as_array).cloned().unwrap_or_default() {
             let name = s.get("name").and_then(Value::as_str).unwrap_or("").to_string();
             let from = s.get("valueFrom").and_then(Value::as_str).unwrap_or("").to_string();
-            match resolve::resolve_secret(&sim.http, sim.cfg.aws_endpoint.as_deref(), &from, &ctx.account, &ctx.region).await {
+            match resolve::resolve_secret(&sim.http, sim.cfg.aws_endpoint.as_deref(), &from, &ctx.account, &ctx.region)
+                .await
+            {
                 Ok(v) => env.push((name, v)),
                 Err(e) => {
                     let store = if from.contains(":secretsmanager:") { "asm" } else { "ssm" };
@@ -344,7 +349,11 @@ pub async fn launch(sim: Arc<Sim>, arn: String) {
                         interval: sim.scale.secs(f("interval", 30.0)),
                         timeout: sim.scale.secs(f("timeout", 5.0)).max(Duration::from_millis(200)),
                         retries: f("retries", 3.0).max(1.0) as u32,
-                        start_period: if f("startPeriod", 0.0) > 0.0 { sim.scale.secs(f("startPeriod", 0.0)) } else { Duration::ZERO },
+                        start_period: if f("startPeriod", 0.0) > 0.0 {
+                            sim.scale.secs(f("startPeriod", 0.0))
+                        } else {
+                            Duration::ZERO
+                        },
                     },
                 ));
             }

@@ -108,11 +108,16 @@ mod tests {
         ));
         assert_eq!(c.account, "210987654321");
         assert_eq!(c.region, "eu-west-1");
-        let d = Ctx::from_authorization(Some("AWS4-HMAC-SHA256 Credential=AKIAEXAMPLE/20260101/us-west-2/ecs/aws4_request"));
+        let d = Ctx::from_authorization(Some(
+            "AWS4-HMAC-SHA256 Credential=AKIAEXAMPLE/20260101/us-west-2/ecs/aws4_request",
+        ));
         assert_eq!(d.account, DEFAULT_ACCOUNT);
         assert_eq!(d.region, "us-west-2");
         assert_eq!(Ctx::from_authorization(None).region, DEFAULT_REGION);
-        assert_eq!(Ctx::access_key(Some("AWS4-HMAC-SHA256 Credential=ASIAXYZ/20260101/us-east-1/ecs/aws4_request")).as_deref(), Some("ASIAXYZ"));
+        assert_eq!(
+            Ctx::access_key(Some("AWS4-HMAC-SHA256 Credential=ASIAXYZ/20260101/us-east-1/ecs/aws4_request")).as_deref(),
+            Some("ASIAXYZ")
+        );
         assert_eq!(Ctx::access_key(Some("Bearer x")), None);
     }
 

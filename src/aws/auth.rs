@@ -221,14 +221,7 @@ pub async fn authenticate(req: &AuthRequest, source: Source, http: &reqwest::Cli
     if !req.allowed_account_ids.is_empty() && !req.allowed_account_ids.contains(&account_id) {
         return Err(AuthError::AccountNotAllowed { account: account_id, allowed: req.allowed_account_ids.join(", ") });
     }
-    Ok(Session {
-        config,
-        credentials: creds,
-        account_id,
-        caller_arn,
-        role_arn,
-        source: source_name,
-    })
+    Ok(Session { config, credentials: creds, account_id, caller_arn, role_arn, source: source_name })
 }
 
 /// The account and ARN the configuration's credentials belong to (GetCallerIdentity).

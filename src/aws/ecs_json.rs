@@ -73,10 +73,8 @@ impl EcsJson {
     /// Call `op` with `body`, retrying throttling and 5xx with backoff.
     pub async fn call(&self, op: &str, body: &Value) -> Result<Value, EcsJsonError> {
         let payload = serde_json::to_vec(body).map_err(|e| EcsJsonError::Signing(e.to_string()))?;
-        let provider = self
-            .config
-            .credentials_provider()
-            .ok_or_else(|| EcsJsonError::Credentials("none configured".into()))?;
+        let provider =
+            self.config.credentials_provider().ok_or_else(|| EcsJsonError::Credentials("none configured".into()))?;
         let creds = provider.provide_credentials().await.map_err(|e| EcsJsonError::Credentials(e.to_string()))?;
         let target = format!("AmazonEC2ContainerServiceV20141113.{op}");
         let result = retry(Backoff::default(), |_| {

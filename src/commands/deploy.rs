@@ -72,7 +72,12 @@ pub fn gate_config(args: &DeployArgs) -> GateConfig {
 }
 
 /// Deploy `task_definition` to every service of `args`, in parallel.
-pub async fn deploy_services(session: &Session, args: &DeployArgs, task_definition: &str, printer: &Printer) -> Result<DeployResult> {
+pub async fn deploy_services(
+    session: &Session,
+    args: &DeployArgs,
+    task_definition: &str,
+    printer: &Printer,
+) -> Result<DeployResult> {
     if args.strategy != Strategy::Rolling {
         return Err(Error::NotImplemented("deploy --strategy blue-green|canary|linear (rolling works today)"));
     }
@@ -94,8 +99,16 @@ pub async fn deploy_services(session: &Session, args: &DeployArgs, task_definiti
             no_rollback: args.no_rollback,
         })
         .collect();
+    // Check every service before changing any: a missing or busy one fails the run with
+    // nothing changed.
+    let checks = futures_util::future::join_all(requests.iter().map(|r| deployer.check(r))).await;
+    let mut previous = Vec::new();
+    for (req, check) in requests.iter().zip(checks) {
+        previous.push(check.map_err(|e| deploy_error(&req.service, e))?);
+    }
     printer.runner.group(&format!("deploy {} to {}", short(task_definition), args.services.join(", ")));
-    let results = futures_util::future::join_all(requests.iter().map(|r| deployer.deploy(r))).await;
+    let results =
+        futures_util::future::join_all(requests.iter().zip(previous).map(|(r, prev)| deployer.deploy(r, prev))).await;
     printer.runner.end_group();
     let mut reports = Vec::new();
     let mut errors = Vec::new();
@@ -179,7 +192,8 @@ pub fn publish(printer: &Printer, result: &DeployResult) -> Result<()> {
     };
     runner.set_output("result", result_name)?;
     runner.summary(&crate::report::summary(&result.services))?;
-    for r in result.services.iter().filter(|r| r.result != Outcome::Succeeded) {
+    // In Actions, each failure is also an annotation; a terminal has the text result already.
+    for r in result.services.iter().filter(|r| r.result != Outcome::Succeeded && runner.in_actions()) {
         let level = crate::github::runner::Level::Error;
         runner.annotate(level, &format!("{}: {}", r.service, r.failure.as_deref().unwrap_or("failed")), None);
     }
@@ -238,7 +252,9 @@ async fn previous_revision(ecs: &aws_sdk_ecs::Client, current: &str) -> Result<S
     out.task_definition_arns()
         .iter()
         .find(|arn| {
-            short(arn).rsplit_once(':').is_some_and(|(f, r)| f == family && r.parse::<i64>().is_ok_and(|r| r < revision))
+            short(arn)
+                .rsplit_once(':')
+                .is_some_and(|(f, r)| f == family && r.parse::<i64>().is_ok_and(|r| r < revision))
         })
         .cloned()
         .ok_or_else(|| Error::Input(format!("{family} has no ACTIVE revision before {revision}; pass --to ARN")))
@@ -247,7 +263,8 @@ async fn previous_revision(ecs: &aws_sdk_ecs::Client, current: &str) -> Result<S
 pub async fn run_rollback(args: &RollbackArgs, global: &GlobalArgs, printer: &Printer) -> Result<Exit> {
     let session = Session::from_default_chain(global).await?;
     let ecs = aws_sdk_ecs::Client::new(&session.config);
-    let (_, view) = describe_service(&ecs, &args.cluster, &args.service).await.map_err(|e| deploy_error(&args.service, e))?;
+    let (_, view) =
+        describe_service(&ecs, &args.cluster, &args.service).await.map_err(|e| deploy_error(&args.service, e))?;
     let to = match &args.to {
         Some(spec) => task_definition_arn(&session, spec).await?,
         None => previous_revision(&ecs, &view.task_definition).await?,

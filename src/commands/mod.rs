@@ -6,10 +6,12 @@ pub mod deploy;
 pub mod params;
 pub mod promote;
 pub mod push;
+pub mod release;
+pub mod release_image;
 pub mod taskdef;
 
 use crate::cli::{Cli, Command, ParamsCommand};
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::output::Printer;
 
 /// Run the parsed command line; the caller maps the error to an exit code.
@@ -24,7 +26,7 @@ pub async fn run(cli: Cli, printer: &Printer) -> Result<crate::exit::Exit> {
         Command::Register(args) => taskdef::run_register(&args, &cli.global, printer).await,
         Command::Deploy(args) => deploy::run(&args, &cli.global, printer).await,
         Command::Rollback(args) => deploy::run_rollback(&args, &cli.global, printer).await,
-        Command::Release(_) => Err(Error::NotImplemented("release")),
+        Command::Release(args) => release::run(&args, &cli.global, printer).await,
         Command::Params(ParamsCommand::Import(args)) => params::run_import(&args, &cli.global, printer).await,
     }
 }

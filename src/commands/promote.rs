@@ -4,9 +4,11 @@
 
 use std::sync::Arc;
 
+use aws_config::SdkConfig;
+
 use crate::aws::auth::{self, AuthRequest, Source};
 use crate::cli::{GlobalArgs, PromoteArgs};
-use crate::commands::push::{PushResult, check_tags, set_outputs, target};
+use crate::commands::push::{PushResult, check_tags, default_config, set_outputs, target};
 use crate::error::Result;
 use crate::exit::Exit;
 use crate::image::promote::{self, SourceRef};
@@ -16,7 +18,7 @@ use crate::image::{check_repository, ecr};
 use crate::output::Printer;
 
 /// An ECR client with the credentials of `role`, assumed with the current ones.
-async fn source_client(global: &GlobalArgs, role: &auth::RoleArn, printer: &Printer) -> Result<aws_sdk_ecr::Client> {
+async fn source_client(region: Option<String>, role: &auth::RoleArn, printer: &Printer) -> Result<aws_sdk_ecr::Client> {
     let req = AuthRequest {
         role: Some(role.clone()),
         chain_role: None,
@@ -27,7 +29,7 @@ async fn source_client(global: &GlobalArgs, role: &auth::RoleArn, printer: &Prin
         duration_seconds: 900,
         audience: String::new(),
         allowed_account_ids: Vec::new(),
-        region: global.region.clone(),
+        region,
     };
     let http = reqwest::Client::new();
     let session = auth::authenticate(&req, Source::DefaultChain, &http).await?;
@@ -45,12 +47,19 @@ fn host_of(base: &str) -> &str {
 }
 
 pub async fn run(args: &PromoteArgs, global: &GlobalArgs, printer: &Printer) -> Result<Exit> {
+    let result = execute(&default_config(global).await?, args, printer).await?;
+    printer.result(&result);
+    Ok(Exit::Ok)
+}
+
+/// Promote with `config`'s credentials and set the step outputs; `release` calls this too.
+pub async fn execute(config: &SdkConfig, args: &PromoteArgs, printer: &Printer) -> Result<PushResult> {
     check_repository("--repository", &args.repository)?;
     check_tags(&args.tags)?;
     let mut from = SourceRef::parse(&args.from)?;
     let from_role = args.from_role_arn.as_deref().map(|a| auth::check_role_arn("--from-role-arn", a)).transpose()?;
     let from_registry = args.from_registry.clone().or_else(|| from.host.take());
-    let target = target(global, &args.repository, None, args.registry_endpoint.as_deref(), printer).await?;
+    let target = target(config, &args.repository, None, args.registry_endpoint.as_deref(), printer).await?;
     let dest_host = host_of(target.registry.base()).to_string();
     let repo_host = target.repository.uri.split('/').next().unwrap_or_default().to_string();
     // The source is the destination registry unless another one is named.
@@ -62,7 +71,7 @@ pub async fn run(args: &PromoteArgs, global: &GlobalArgs, printer: &Printer) -> 
             // else from ours; another registry is read anonymously unless a role is given.
             let account = ecr::ecr_account(host_of(r));
             let client = match &from_role {
-                Some(role) => Some(source_client(global, role, printer).await?),
+                Some(role) => Some(source_client(config.region().map(|r| r.to_string()), role, printer).await?),
                 None => account.map(|_| target.ecr.clone()),
             };
             let auth = match client {
@@ -100,6 +109,5 @@ pub async fn run(args: &PromoteArgs, global: &GlobalArgs, printer: &Printer) -> 
     let report = report?;
     let result = PushResult::new(&target.repository.uri, &args.repository, &args.tags, image.origin.clone(), &report);
     set_outputs(printer, &result)?;
-    printer.result(&result);
-    Ok(Exit::Ok)
+    Ok(result)
 }

@@ -5,6 +5,7 @@
 use std::fmt;
 use std::sync::Arc;
 
+use aws_config::SdkConfig;
 use serde::Serialize;
 
 use crate::aws::clients::{self, BaseCredentials};
@@ -79,17 +80,14 @@ pub struct Target {
 
 /// Find (or create) the repository and get the registry credential, masked before use.
 pub async fn target(
-    global: &GlobalArgs,
+    config: &SdkConfig,
     repository: &str,
     create: Option<CreateOptions>,
     registry_endpoint: Option<&str>,
     printer: &Printer,
 ) -> Result<Target> {
-    let config = clients::load(global.region.as_deref(), BaseCredentials::DefaultChain)
-        .await
-        .map_err(|e| Error::Input(e.to_string()))?;
-    let client = aws_sdk_ecr::Client::new(&config);
-    let sts = aws_sdk_sts::Client::new(&config);
+    let client = aws_sdk_ecr::Client::new(config);
+    let sts = aws_sdk_sts::Client::new(config);
     let repo = ecr::repository(&client, &sts, repository, create).await?;
     let token = ecr::token(&client, None).await?;
     for secret in &token.secrets {
@@ -97,7 +95,10 @@ pub async fn target(
     }
     let base = registry_endpoint.map(str::to_string).unwrap_or_else(|| token.proxy_endpoint.clone());
     if base.is_empty() {
-        return Err(ImageError::Ecr("ecr:GetAuthorizationToken returned no proxyEndpoint; pass --registry-endpoint".into()).into());
+        return Err(ImageError::Ecr(
+            "ecr:GetAuthorizationToken returned no proxyEndpoint; pass --registry-endpoint".into(),
+        )
+        .into());
     }
     let refresh: Refresh = {
         let client = client.clone();
@@ -135,7 +136,22 @@ pub fn concurrency(flag: Option<usize>) -> Result<usize> {
     }
 }
 
+/// The default credential chain's configuration (push and promote at a terminal, or with
+/// credentials a previous step exported).
+pub async fn default_config(global: &GlobalArgs) -> Result<SdkConfig> {
+    clients::load(global.region.as_deref(), BaseCredentials::DefaultChain)
+        .await
+        .map_err(|e| Error::Input(e.to_string()))
+}
+
 pub async fn run(args: &PushArgs, global: &GlobalArgs, printer: &Printer) -> Result<Exit> {
+    let result = execute(&default_config(global).await?, args, printer).await?;
+    printer.result(&result);
+    Ok(Exit::Ok)
+}
+
+/// Push with `config`'s credentials and set the step outputs; `release` calls this too.
+pub async fn execute(config: &SdkConfig, args: &PushArgs, printer: &Printer) -> Result<PushResult> {
     // Everything that can be checked locally is checked before any AWS call.
     check_repository("--repository", &args.repository)?;
     check_tags(&args.tags)?;
@@ -157,7 +173,7 @@ pub async fn run(args: &PushArgs, global: &GlobalArgs, printer: &Printer) -> Res
     let create = args
         .create_repository
         .then_some(CreateOptions { immutable: args.immutable_tags, scan_on_push: args.scan_on_push });
-    let target = target(global, &args.repository, create, args.registry_endpoint.as_deref(), printer).await?;
+    let target = target(config, &args.repository, create, args.registry_endpoint.as_deref(), printer).await?;
     printer.runner.group(&format!("push {} to {}", image.origin, target.repository.uri));
     let opts = Options {
         concurrency,
@@ -170,8 +186,7 @@ pub async fn run(args: &PushArgs, global: &GlobalArgs, printer: &Printer) -> Res
     let report = report?;
     let result = PushResult::new(&target.repository.uri, &args.repository, &args.tags, image.origin.clone(), &report);
     set_outputs(printer, &result)?;
-    printer.result(&result);
-    Ok(Exit::Ok)
+    Ok(result)
 }
 
 pub fn set_outputs(printer: &Printer, result: &PushResult) -> Result<()> {

@@ -202,7 +202,9 @@ pub async fn run_diff(args: &TaskDefArgs, global: &GlobalArgs, printer: &Printer
     let d = diff_against_current(&session, args, &rendered).await?;
     printer.runner.summary(&d.markdown())?;
     let (added, removed) = d.stats();
-    let color = global.output == OutputFormat::Text && std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none();
+    let color = global.output == OutputFormat::Text
+        && std::io::stdout().is_terminal()
+        && std::env::var_os("NO_COLOR").is_none();
     printer.result(&DiffResult {
         changed: d.changed,
         current: d.current_label.clone(),

@@ -5,9 +5,9 @@
 //! Healthy: ECS reports the deployment completed, every task of the new revision runs (and is
 //! HEALTHY where a health check exists), each probe URL has answered well N times in a row,
 //! and then the bake time passes with no failure signal (any doubt restarts the bake).
-//! Failed: rollout FAILED or ECS rolling back (circuit breaker), the service's primary
-//! deployment no longer ours, a new-revision task stopping with an error, K probe failures in
-//! a row on one URL, or the timeout.
+//! Failed: rollout FAILED or ECS rolling back (circuit breaker), a new-revision task stopping
+//! with an error, the service's primary deployment no longer ours, K probe failures in a row
+//! on one URL, or the timeout — checked in that order, the most telling reason first.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -140,12 +140,24 @@ pub struct Observation {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Failure {
     /// ECS gave up on the deployment (circuit breaker, or the deployment failed).
-    EcsFailed { reason: String, ecs_rolls_back: bool },
+    EcsFailed {
+        reason: String,
+        ecs_rolls_back: bool,
+    },
     /// The service's primary deployment is no longer the new revision.
     Replaced,
-    TaskStopped { task: String },
-    Probe { url: String, failures: u32, status: Option<u16>, detail: String },
-    Timeout { waiting_for: String },
+    TaskStopped {
+        task: String,
+    },
+    Probe {
+        url: String,
+        failures: u32,
+        status: Option<u16>,
+        detail: String,
+    },
+    Timeout {
+        waiting_for: String,
+    },
 }
 
 impl Failure {
@@ -165,7 +177,10 @@ impl fmt::Display for Failure {
                 }
                 Ok(())
             }
-            Failure::Replaced => write!(f, "the service's primary deployment is no longer this revision (another deployment replaced it)"),
+            Failure::Replaced => write!(
+                f,
+                "the service's primary deployment is no longer this revision (another deployment replaced it)"
+            ),
             Failure::TaskStopped { task } => write!(f, "a task of the new revision stopped: {task}"),
             Failure::Probe { url, failures, status, detail } => {
                 write!(f, "{url} failed {failures} times in a row")?;
@@ -212,28 +227,28 @@ impl Gate {
     }
 
     pub fn observe(&mut self, obs: &Observation) -> Verdict {
-        if let Some(status) = obs.service_deployment_status.as_deref()
-            && status.starts_with("ROLLBACK")
-        {
-            let reason = obs
-                .deployment
-                .as_ref()
-                .and_then(|d| d.rollout_reason.clone())
-                .unwrap_or_else(|| format!("service deployment {status}"));
-            return Verdict::Failed(Failure::EcsFailed { reason, ecs_rolls_back: true });
-        }
-        if let Some(d) = &obs.deployment
-            && d.rollout_state == "FAILED"
-        {
-            let reason = d.rollout_reason.clone().unwrap_or_else(|| "rolloutState FAILED".into());
-            let ecs_rolls_back = reason.contains("rolling back") || reason.contains("rolled back");
+        // ECS's own verdict first: it decides whether ECS rolls back by itself.
+        let failed_rollout = obs.deployment.as_ref().filter(|d| d.rollout_state == "FAILED");
+        let rolling_back = obs.service_deployment_status.as_deref().filter(|s| s.starts_with("ROLLBACK"));
+        if failed_rollout.is_some() || rolling_back.is_some() {
+            let mut reason = match (failed_rollout.and_then(|d| d.rollout_reason.clone()), rolling_back) {
+                (Some(r), _) => r,
+                (None, Some(status)) => format!("service deployment {status}"),
+                (None, None) => "rolloutState FAILED".into(),
+            };
+            // The rollout reason is generic ("tasks failed to start"); name a task that did.
+            if let Some(task) = obs.tasks.iter().find(|t| t.failed()) {
+                reason.push_str(&format!("; e.g. {task}"));
+            }
+            let ecs_rolls_back =
+                rolling_back.is_some() || reason.contains("rolling back") || reason.contains("rolled back");
             return Verdict::Failed(Failure::EcsFailed { reason, ecs_rolls_back });
-        }
-        if !obs.primary_is_ours {
-            return Verdict::Failed(Failure::Replaced);
         }
         if let Some(task) = obs.tasks.iter().find(|t| t.failed()) {
             return Verdict::Failed(Failure::TaskStopped { task: task.to_string() });
+        }
+        if !obs.primary_is_ours {
+            return Verdict::Failed(Failure::Replaced);
         }
         for probe in &obs.probes {
             if probe.ok {
@@ -302,7 +317,10 @@ impl Gate {
         for url in &self.config.probe_urls {
             let n = self.ok_streak.get(url).copied().unwrap_or(0);
             if n < self.config.probe_successes {
-                return Some(format!("{url} to answer well {} times in a row ({n} so far)", self.config.probe_successes));
+                return Some(format!(
+                    "{url} to answer well {} times in a row ({n} so far)",
+                    self.config.probe_successes
+                ));
             }
         }
         None
@@ -329,7 +347,12 @@ mod tests {
     }
 
     fn task(status: &str, health: &str) -> TaskState {
-        TaskState { arn: "arn:aws:ecs:r:1:task/c/abc123".into(), last_status: status.into(), health: health.into(), ..Default::default() }
+        TaskState {
+            arn: "arn:aws:ecs:r:1:task/c/abc123".into(),
+            last_status: status.into(),
+            health: health.into(),
+            ..Default::default()
+        }
     }
 
     fn probe(ok: bool) -> Probe {
@@ -342,7 +365,14 @@ mod tests {
     }
 
     fn obs(t: u64, d: Option<DeploymentState>, tasks: Vec<TaskState>, probes: Vec<Probe>) -> Observation {
-        Observation { elapsed: secs(t), deployment: d, primary_is_ours: true, service_deployment_status: None, tasks, probes }
+        Observation {
+            elapsed: secs(t),
+            deployment: d,
+            primary_is_ours: true,
+            service_deployment_status: None,
+            tasks,
+            probes,
+        }
     }
 
     fn config(bake: u64) -> GateConfig {
@@ -390,7 +420,9 @@ mod tests {
     #[test]
     fn a_probe_failure_restarts_the_bake() {
         let healthy = || vec![task("RUNNING", "UNKNOWN")];
-        let d = || Some(DeploymentState { desired: 1, running: 1, rollout_state: "COMPLETED".into(), ..Default::default() });
+        let d = || {
+            Some(DeploymentState { desired: 1, running: 1, rollout_state: "COMPLETED".into(), ..Default::default() })
+        };
         let got = run(
             config(5),
             vec![
@@ -424,7 +456,9 @@ mod tests {
         };
         let secret = TaskState {
             stop_code: Some("TaskFailedToStart".into()),
-            stopped_reason: Some("ResourceInitializationError: unable to pull secrets or registry auth: parameter /p/x not found".into()),
+            stopped_reason: Some(
+                "ResourceInitializationError: unable to pull secrets or registry auth: parameter /p/x not found".into(),
+            ),
             ..task("STOPPED", "UNKNOWN")
         };
         let table: Vec<(Observation, &str)> = vec![
@@ -444,10 +478,29 @@ mod tests {
                 obs(3, Some(DeploymentState { rollout_state: "FAILED".into(), ..Default::default() }), vec![], vec![]),
                 "failed: ECS failed the deployment: rolloutState FAILED",
             ),
-            (Observation { primary_is_ours: false, ..obs(3, running(), vec![], vec![]) }, "failed: the service's primary deployment is no longer this revision"),
-            (obs(3, running(), vec![task("RUNNING", "HEALTHY"), crashed], vec![]), "failed: a task of the new revision stopped: task abc123 [EssentialContainerExited]: Essential container in task exited; container web exit code 1"),
-            (obs(3, running(), vec![secret], vec![]), "failed: a task of the new revision stopped: task abc123 [TaskFailedToStart]: ResourceInitializationError: unable to pull secrets"),
-            (obs(100, running(), vec![], vec![]), "failed: timed out waiting for ECS to complete the rollout (1 of 2 tasks running, 0 pending)"),
+            (
+                Observation {
+                    service_deployment_status: Some("ROLLBACK_IN_PROGRESS".into()),
+                    ..obs(3, Some(deployment("IN_PROGRESS", 0)), vec![crashed.clone()], vec![])
+                },
+                "failed: ECS failed the deployment: service deployment ROLLBACK_IN_PROGRESS; e.g. task abc123 [EssentialContainerExited]",
+            ),
+            (
+                Observation { primary_is_ours: false, ..obs(3, running(), vec![], vec![]) },
+                "failed: the service's primary deployment is no longer this revision",
+            ),
+            (
+                obs(3, running(), vec![task("RUNNING", "HEALTHY"), crashed], vec![]),
+                "failed: a task of the new revision stopped: task abc123 [EssentialContainerExited]: Essential container in task exited; container web exit code 1",
+            ),
+            (
+                obs(3, running(), vec![secret], vec![]),
+                "failed: a task of the new revision stopped: task abc123 [TaskFailedToStart]: ResourceInitializationError: unable to pull secrets",
+            ),
+            (
+                obs(100, running(), vec![], vec![]),
+                "failed: timed out waiting for ECS to complete the rollout (1 of 2 tasks running, 0 pending)",
+            ),
         ];
         for (o, want) in table {
             let got = run(config(0), vec![o]);
@@ -470,7 +523,10 @@ mod tests {
             ],
         );
         assert_eq!(got[3], format!("wait: {URL} to answer well 3 times in a row (0 so far)"));
-        assert_eq!(got[4], format!("failed: {URL} failed 3 times in a row (last: HTTP 500: {{\"status\":\"unhealthy\"}})"));
+        assert_eq!(
+            got[4],
+            format!("failed: {URL} failed 3 times in a row (last: HTTP 500: {{\"status\":\"unhealthy\"}})")
+        );
     }
 
     #[test]
@@ -485,14 +541,21 @@ mod tests {
 
     #[test]
     fn scaled_in_or_user_stopped_tasks_are_not_failures() {
-        let stopped = |code: &str| TaskState { stop_code: Some(code.into()), stopped_reason: Some("Scaling activity initiated by (deployment ecs-svc/1)".into()), ..task("STOPPED", "UNKNOWN") };
+        let stopped = |code: &str| TaskState {
+            stop_code: Some(code.into()),
+            stopped_reason: Some("Scaling activity initiated by (deployment ecs-svc/1)".into()),
+            ..task("STOPPED", "UNKNOWN")
+        };
         assert!(!stopped("ServiceSchedulerInitiated").failed());
         assert!(!stopped("UserInitiated").failed());
         assert!(stopped("TaskFailedToStart").failed());
         assert!(!task("RUNNING", "UNHEALTHY").failed());
         let elb = TaskState {
             stop_code: Some("ServiceSchedulerInitiated".into()),
-            stopped_reason: Some("Task failed ELB health checks in (target-group arn:aws:elasticloadbalancing:r:1:targetgroup/web/1)".into()),
+            stopped_reason: Some(
+                "Task failed ELB health checks in (target-group arn:aws:elasticloadbalancing:r:1:targetgroup/web/1)"
+                    .into(),
+            ),
             ..task("DEACTIVATING", "UNKNOWN")
         };
         assert!(elb.failed(), "ECS stops a task in stages; the first one already tells");

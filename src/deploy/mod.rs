@@ -47,7 +47,8 @@ impl Cancel {
             #[cfg(unix)]
             {
                 use tokio::signal::unix::{SignalKind, signal};
-                let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
+                let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt()))
+                else {
                     return;
                 };
                 tokio::select! {

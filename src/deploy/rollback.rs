@@ -51,12 +51,13 @@ pub enum Restored {
 
 impl Rollback<'_> {
     /// Start the rollback (unless ECS already does it) and wait for the previous revision.
-    pub async fn run(&self, ecs_is_rolling_back: bool, service_deployment: Option<&str>) -> Result<(Method, Restored), DeployError> {
-        let method = if ecs_is_rolling_back {
-            Method::EcsCircuitBreaker
-        } else {
-            self.start(service_deployment).await?
-        };
+    pub async fn run(
+        &self,
+        ecs_is_rolling_back: bool,
+        service_deployment: Option<&str>,
+    ) -> Result<(Method, Restored), DeployError> {
+        let method =
+            if ecs_is_rolling_back { Method::EcsCircuitBreaker } else { self.start(service_deployment).await? };
         tracing::info!("rolling back to {} via {method}", self.to);
         Ok((method, self.wait_restored().await))
     }
@@ -103,8 +104,8 @@ impl Rollback<'_> {
             match describe_service(self.ecs, self.cluster, self.service).await {
                 Ok((_, view)) => {
                     let primary = view.deployments.iter().find(|d| d.1 == "PRIMARY");
-                    let steady = view.deployments.len() == 1
-                        && primary.is_some_and(|d| d.2 == self.to && d.3 == "COMPLETED");
+                    let steady =
+                        view.deployments.len() == 1 && primary.is_some_and(|d| d.2 == self.to && d.3 == "COMPLETED");
                     last = match primary {
                         Some(d) => format!(
                             "primary deployment {} runs {} ({}), {} deployment(s) active",

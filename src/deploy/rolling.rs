@@ -1,6 +1,6 @@
 //! A deployment from start to settled: check the service (controller, nothing else in
 //! progress), UpdateService, watch behind the gate at an adaptive interval, and on failure
-//! or cancel roll back and confirm. Reads top to bottom: describe → update → watch → settle.
+//! or cancel roll back and confirm. Reads top to bottom: check → update → watch → settle.
 
 use std::time::{Duration, Instant};
 
@@ -97,7 +97,12 @@ impl std::fmt::Display for DeployReport {
                 short(&self.task_definition_arn),
                 short(&self.previous_task_definition_arn)
             )?,
-            Outcome::Failed => write!(f, "{}: {} FAILED and the service is not confirmed healthy: a human must look", self.service, short(&self.task_definition_arn))?,
+            Outcome::Failed => write!(
+                f,
+                "{}: {} FAILED and the service is not confirmed healthy: a human must look",
+                self.service,
+                short(&self.task_definition_arn)
+            )?,
         }
         if let Some(why) = &self.failure {
             write!(f, "\n  why: {why}")?;
@@ -131,18 +136,17 @@ pub struct Deployer<'a> {
 }
 
 impl Deployer<'_> {
-    pub async fn deploy(&self, req: &DeployRequest) -> Result<DeployReport, DeployError> {
+    /// Before anything changes: the service exists, ECS controls it, and no other deployment
+    /// is in progress (waiting a bounded time for one to finish). Returns the task definition
+    /// it runs now — where a rollback returns to.
+    pub async fn check(&self, req: &DeployRequest) -> Result<String, DeployError> {
         let started = Instant::now();
-        let mut timeline = Vec::new();
-        let mut step = |what: String| {
-            tracing::info!("{what}");
-            timeline.push(Step { at_ms: started.elapsed().as_millis() as u64, what });
-        };
-
-        // describe: refuse what we cannot drive, and never stack deployments.
         let (_, mut view) = describe_service(self.ecs, &req.cluster, &req.service).await?;
         if view.controller != "ECS" {
-            return Err(DeployError::UnsupportedController { service: req.service.clone(), controller: view.controller });
+            return Err(DeployError::UnsupportedController {
+                service: req.service.clone(),
+                controller: view.controller,
+            });
         }
         let busy_limit = req.gate.timeout.min(Duration::from_secs(300));
         let mut pacing = Pacing::from_env();
@@ -151,14 +155,29 @@ impl Deployer<'_> {
                 return Err(DeployError::Busy {
                     service: req.service.clone(),
                     waited_s: started.elapsed().as_secs(),
-                    detail: format!("{} deployments, rollout {:?}", view.deployments.len(), view.deployments.first().map(|d| d.3.clone())),
+                    detail: format!(
+                        "{} deployments, rollout {:?}",
+                        view.deployments.len(),
+                        view.deployments.first().map(|d| d.3.clone())
+                    ),
                 });
             }
-            step("waiting for the deployment already in progress to finish".into());
+            tracing::info!("{}: waiting for the deployment already in progress to finish", req.service);
             self.cancel.sleep(pacing.next(false)).await;
             view = describe_service(self.ecs, &req.cluster, &req.service).await?.1;
         }
-        let previous = view.task_definition.clone();
+        Ok(view.task_definition)
+    }
+
+    /// Update, watch behind the gate, and settle; `previous` comes from [`Deployer::check`].
+    pub async fn deploy(&self, req: &DeployRequest, previous: String) -> Result<DeployReport, DeployError> {
+        let started = Instant::now();
+        let mut timeline = Vec::new();
+        let mut step = |what: String| {
+            tracing::info!("{what}");
+            timeline.push(Step { at_ms: started.elapsed().as_millis() as u64, what });
+        };
+        let mut pacing = Pacing::from_env();
         let mut report = DeployReport {
             cluster: req.cluster.clone(),
             service: req.service.clone(),
@@ -248,12 +267,15 @@ impl Deployer<'_> {
                 }
             }
         };
+        if failure.is_some() || report.cancelled {
+            watcher.sweep().await;
+        }
         report.service_deployment_arn_into(&watcher);
         report.api_calls += watcher.api_calls;
         report.events = watcher.events.iter().map(|(_, m)| m.clone()).collect();
         report.stopped_tasks = watcher.stopped.clone();
         report.failure_signal_at_ms = watcher.first_failure_ms;
-        report.failing_probe = gate.last_bad_probes().last().map(|p| match p.status {
+        report.failing_probe = gate.last_bad_probes().last().filter(|_| failure.is_some()).map(|p| match p.status {
             Some(s) => format!("{} → HTTP {s}: {}", p.url, p.detail),
             None => format!("{} → {}", p.url, p.detail),
         });
@@ -264,11 +286,13 @@ impl Deployer<'_> {
             report.timeline = timeline;
             return Ok(report);
         }
-        report.failure = failure.as_ref().map(|f| f.to_string()).or_else(|| Some("cancelled before the gate passed".into()));
+        report.failure =
+            failure.as_ref().map(|f| f.to_string()).or_else(|| Some("cancelled before the gate passed".into()));
         let ecs_rolls_back = failure.as_ref().is_some_and(Failure::ecs_rolls_back);
         if req.no_rollback && !ecs_rolls_back {
             report.result = Outcome::Failed;
-            report.state = Some(format!("--no-rollback: the service stays on {} as ECS left it", short(&req.task_definition)));
+            report.state =
+                Some(format!("--no-rollback: the service stays on {} as ECS left it", short(&req.task_definition)));
             report.timeline = timeline;
             return Ok(report);
         }

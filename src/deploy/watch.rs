@@ -9,8 +9,8 @@ use aws_sdk_ecs::Client;
 use aws_sdk_ecs::primitives::DateTime;
 use aws_sdk_ecs::types::{DesiredStatus, Service};
 
-use super::gate::{ContainerState, DeploymentState, Observation, Probe, TaskState};
 use super::DeployError;
+use super::gate::{ContainerState, DeploymentState, Observation, Probe, TaskState};
 
 /// The adaptive poll interval: starts short, grows while nothing changes, resets on change,
 /// never above the ceiling. `DEPLOYER_POLL_MS` scales it (tests run against a fast sim).
@@ -78,15 +78,25 @@ pub struct Watcher<'a> {
     last: Option<Observation>,
 }
 
-fn api<E: std::error::Error + 'static>(op: &'static str, e: aws_sdk_ecs::error::SdkError<E, aws_smithy_runtime_api::http::Response>) -> DeployError
+fn api<E>(op: &'static str, e: aws_sdk_ecs::error::SdkError<E, aws_smithy_runtime_api::http::Response>) -> DeployError
 where
-    E: aws_sdk_ecs::error::ProvideErrorMetadata,
+    E: std::error::Error + aws_sdk_ecs::error::ProvideErrorMetadata + 'static,
 {
     DeployError::Api { op, message: crate::aws::auth::sdk_message(&e) }
 }
 
-pub async fn describe_service(ecs: &Client, cluster: &str, service: &str) -> Result<(Service, ServiceView), DeployError> {
-    let out = ecs.describe_services().cluster(cluster).services(service).send().await.map_err(|e| api("DescribeServices", e))?;
+pub async fn describe_service(
+    ecs: &Client,
+    cluster: &str,
+    service: &str,
+) -> Result<(Service, ServiceView), DeployError> {
+    let out = ecs
+        .describe_services()
+        .cluster(cluster)
+        .services(service)
+        .send()
+        .await
+        .map_err(|e| api("DescribeServices", e))?;
     let not_found = |reason: &str| DeployError::ServiceNotFound {
         cluster: cluster.to_string(),
         service: service.to_string(),
@@ -105,10 +115,7 @@ pub async fn describe_service(ecs: &Client, cluster: &str, service: &str) -> Res
             .deployment_controller()
             .map(|c| c.r#type().as_str().to_string())
             .unwrap_or_else(|| "ECS".into()),
-        strategy: svc
-            .deployment_configuration()
-            .and_then(|c| c.strategy())
-            .map(|s| s.as_str().to_string()),
+        strategy: svc.deployment_configuration().and_then(|c| c.strategy()).map(|s| s.as_str().to_string()),
         deployments: svc
             .deployments()
             .iter()
@@ -127,7 +134,12 @@ pub async fn describe_service(ecs: &Client, cluster: &str, service: &str) -> Res
 }
 
 impl<'a> Watcher<'a> {
-    pub fn new(ecs: &'a Client, http: &'a reqwest::Client, req: &super::rolling::DeployRequest, started_at: DateTime) -> Self {
+    pub fn new(
+        ecs: &'a Client,
+        http: &'a reqwest::Client,
+        req: &super::rolling::DeployRequest,
+        started_at: DateTime,
+    ) -> Self {
         Watcher {
             ecs,
             http,
@@ -190,7 +202,9 @@ impl<'a> Watcher<'a> {
 
     /// Did anything but time and probe answers change since the last observation?
     pub fn changed(&mut self, obs: &Observation) -> bool {
-        let strip = |o: &Observation| (o.deployment.clone(), o.primary_is_ours, o.service_deployment_status.clone(), o.tasks.clone());
+        let strip = |o: &Observation| {
+            (o.deployment.clone(), o.primary_is_ours, o.service_deployment_status.clone(), o.tasks.clone())
+        };
         let changed = self.last.as_ref().is_none_or(|l| strip(l) != strip(obs));
         self.last = Some(obs.clone());
         changed
@@ -199,7 +213,8 @@ impl<'a> Watcher<'a> {
     /// Find (once) and read the ServiceDeployment our UpdateService created.
     async fn service_deployment_status(&mut self) -> Result<Option<String>, DeployError> {
         if self.service_deployment_arn.is_none() {
-            self.service_deployment_arn = find_service_deployment(self.ecs, &self.cluster, &self.service, self.started_at).await;
+            self.service_deployment_arn =
+                find_service_deployment(self.ecs, &self.cluster, &self.service, self.started_at).await;
             self.api_calls += 1;
         }
         let Some(arn) = &self.service_deployment_arn else { return Ok(None) };
@@ -212,6 +227,14 @@ impl<'a> Watcher<'a> {
             .map_err(|e| api("DescribeServiceDeployments", e))?;
         self.api_calls += 1;
         Ok(out.service_deployments().first().and_then(|d| d.status()).map(|s| s.as_str().to_string()))
+    }
+
+    /// One more look at the new revision's tasks after a failure, so the report names every
+    /// task that stopped (ECS may have stopped more since the deciding observation).
+    pub async fn sweep(&mut self) {
+        if let Err(e) = self.tasks().await {
+            tracing::debug!("final look at the tasks failed: {e}");
+        }
     }
 
     /// Running and stopped tasks of the new revision.
@@ -260,7 +283,7 @@ impl<'a> Watcher<'a> {
                             reason: c.reason().map(str::to_string),
                         })
                         .collect(),
-                    stopping_at_ms: t.stopping_at().or(t.stopped_at()).map(|d| epoch_ms(d)),
+                    stopping_at_ms: t.stopping_at().or(t.stopped_at()).map(epoch_ms),
                 };
                 if state.failed() {
                     if let Some(at) = state.stopping_at_ms {
@@ -343,10 +366,8 @@ mod tests {
     #[test]
     fn pacing_grows_on_quiet_and_resets_on_change_never_above_the_ceiling() {
         let mut p = Pacing::new(Duration::from_secs(2), Duration::from_secs(10));
-        let waits: Vec<u64> = [false, false, false, false, false, true, false]
-            .iter()
-            .map(|c| p.next(*c).as_millis() as u64)
-            .collect();
+        let waits: Vec<u64> =
+            [false, false, false, false, false, true, false].iter().map(|c| p.next(*c).as_millis() as u64).collect();
         assert_eq!(waits, [3000, 4500, 6750, 10000, 10000, 2000, 3000]);
     }
 }

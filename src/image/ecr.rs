@@ -51,13 +51,23 @@ pub async fn repository(
             let out = client
                 .create_repository()
                 .repository_name(name)
-                .image_tag_mutability(if opts.immutable { ImageTagMutability::Immutable } else { ImageTagMutability::Mutable })
-                .image_scanning_configuration(ImageScanningConfiguration::builder().scan_on_push(opts.scan_on_push).build())
+                .image_tag_mutability(if opts.immutable {
+                    ImageTagMutability::Immutable
+                } else {
+                    ImageTagMutability::Mutable
+                })
+                .image_scanning_configuration(
+                    ImageScanningConfiguration::builder().scan_on_push(opts.scan_on_push).build(),
+                )
                 .send()
                 .await
                 .map_err(|e| ImageError::Ecr(format!("cannot create repository {name}: {}", sdk_message(&e))))?;
-            let r = out.repository().ok_or_else(|| ImageError::Ecr("CreateRepository returned no repository".into()))?;
-            tracing::info!("created repository {name} ({})", if opts.immutable { "immutable tags" } else { "mutable tags" });
+            let r =
+                out.repository().ok_or_else(|| ImageError::Ecr("CreateRepository returned no repository".into()))?;
+            tracing::info!(
+                "created repository {name} ({})",
+                if opts.immutable { "immutable tags" } else { "mutable tags" }
+            );
             Ok(to_repository(name, r))
         }
         Err(e) => Err(ImageError::Ecr(format!("cannot describe repository {name}: {}", sdk_message(&e)))),
@@ -131,7 +141,8 @@ pub async fn token(client: &Client, registry_id: Option<&str>) -> Result<Token, 
 pub fn ecr_account(host: &str) -> Option<&str> {
     let host = host.trim_start_matches("https://").trim_start_matches("http://");
     let (account, rest) = host.split_once('.')?;
-    (account.len() == 12 && account.bytes().all(|b| b.is_ascii_digit()) && rest.starts_with("dkr.ecr.")).then_some(account)
+    (account.len() == 12 && account.bytes().all(|b| b.is_ascii_digit()) && rest.starts_with("dkr.ecr."))
+        .then_some(account)
 }
 
 #[cfg(test)]

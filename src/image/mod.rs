@@ -41,7 +41,9 @@ pub enum ImageError {
     /// The registry's HTTP API failed (after retries where retrying made sense).
     #[error("{0}")]
     Registry(String),
-    #[error("tag {tag:?} of {repository} already points at {existing}, and this image is {ours}; the repository's tags are immutable, so use a new tag")]
+    #[error(
+        "tag {tag:?} of {repository} already points at {existing}, and this image is {ours}; the repository's tags are immutable, so use a new tag"
+    )]
     ImmutableTag { repository: String, tag: String, existing: String, ours: String },
     #[error("cannot use the layer cache at {}: {source}", path.display())]
     Cache { path: PathBuf, source: std::io::Error },
@@ -50,7 +52,9 @@ pub enum ImageError {
 /// `sha256:<64 hex>`.
 pub fn check_digest(d: &str) -> Result<&str, ImageError> {
     match d.strip_prefix("sha256:") {
-        Some(hex) if hex.len() == 64 && hex.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)) => Ok(hex),
+        Some(hex) if hex.len() == 64 && hex.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)) => {
+            Ok(hex)
+        }
         _ => Err(ImageError::Source(format!("{d:?} is not a sha256 digest"))),
     }
 }

@@ -28,9 +28,7 @@ pub struct SourceRef {
 
 impl SourceRef {
     pub fn parse(s: &str) -> Result<Self, ImageError> {
-        let bad = |why: &str| {
-            ImageError::Input(format!("--from {s:?} is not REPO:TAG or REPO@sha256:DIGEST ({why})"))
-        };
+        let bad = |why: &str| ImageError::Input(format!("--from {s:?} is not REPO:TAG or REPO@sha256:DIGEST ({why})"));
         let (host, rest) = match s.split_once('/') {
             Some((first, rest)) if first.contains('.') || first.contains(':') || first == "localhost" => {
                 (Some(first.to_string()), rest)
@@ -61,7 +59,12 @@ pub async fn resolve(source: &Arc<Registry>, from: &SourceRef) -> Result<Image, 
         let doc = ManifestDoc::parse(&m.bytes, &m.digest)?;
         for d in doc.config.iter().chain(doc.layers.iter()) {
             if !blobs.iter().any(|b| b.digest == d.digest) {
-                blobs.push(Blob { digest: d.digest.clone(), size: d.size, media_type: d.media_type.clone(), location: remote() });
+                blobs.push(Blob {
+                    digest: d.digest.clone(),
+                    size: d.size,
+                    media_type: d.media_type.clone(),
+                    location: remote(),
+                });
             }
         }
         Ok(())

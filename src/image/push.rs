@@ -87,21 +87,13 @@ pub async fn push(
     }
     // Every tag already has this digest (or, untagged, the manifest is there): the registry
     // checked every blob when that manifest was written, so there is nothing to do.
-    let complete = if tags.is_empty() {
-        registry.head_manifest(repo, &digest).await?.is_some()
-    } else {
-        todo_tags.is_empty()
-    };
+    let complete =
+        if tags.is_empty() { registry.head_manifest(repo, &digest).await?.is_some() } else { todo_tags.is_empty() };
     if complete {
         for tag in &unchanged {
             tracing::info!("tag {repo}:{tag} already points at {digest}");
         }
-        return Ok(Report {
-            digest,
-            blobs_total: image.blobs.len(),
-            tags_unchanged: unchanged,
-            ..Report::default()
-        });
+        return Ok(Report { digest, blobs_total: image.blobs.len(), tags_unchanged: unchanged, ..Report::default() });
     }
     let started = Instant::now();
     let uploaded = AtomicUsize::new(0);
@@ -112,7 +104,7 @@ pub async fn push(
         ProgressMode::Lines => None,
     };
     let total = image.blobs.len();
-    stream::iter(image.blobs.iter().enumerate())
+    let uploads = stream::iter(image.blobs.iter().enumerate())
         .map(|(i, blob)| {
             let (uploaded, mounted, bytes, bars) = (&uploaded, &mounted, bytes.clone(), bars.as_ref());
             async move {
@@ -132,9 +124,11 @@ pub async fn push(
                 let bar = bars.map(|m| {
                     let bar = m.add(indicatif::ProgressBar::new(blob.size));
                     bar.set_style(
-                        indicatif::ProgressStyle::with_template("{msg:24} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec}")
-                            .expect("template")
-                            .progress_chars("=> "),
+                        indicatif::ProgressStyle::with_template(
+                            "{msg:24} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec}",
+                        )
+                        .expect("template")
+                        .progress_chars("=> "),
                     );
                     bar.set_message(label.clone());
                     bar
@@ -156,17 +150,30 @@ pub async fn push(
         })
         .buffer_unordered(opts.concurrency.max(1))
         .try_collect::<Vec<()>>()
-        .await?;
+        .await;
+    if let Some(bars) = &bars {
+        // Leave the terminal to the log lines and the result.
+        let _ = bars.clear();
+    }
+    uploads?;
+    let n = uploaded.load(Ordering::Relaxed);
+    if n > 0 {
+        let secs = started.elapsed().as_secs_f64().max(0.001);
+        let b = bytes.load(Ordering::Relaxed);
+        tracing::info!(
+            "uploaded {n} of {total} blobs, {} in {secs:.1} s ({}/s)",
+            human(b),
+            human((b as f64 / secs) as u64)
+        );
+    }
     let mut manifests_put = 0;
     for child in &image.children {
         if put_if_missing(registry, repo, child, &child.digest).await? {
             manifests_put += 1;
         }
     }
-    if tags.is_empty() {
-        if put_if_missing(registry, repo, &image.top, &digest).await? {
-            manifests_put += 1;
-        }
+    if tags.is_empty() && put_if_missing(registry, repo, &image.top, &digest).await? {
+        manifests_put += 1;
     }
     for tag in &todo_tags {
         put_tag(registry, repo, &image.top, tag).await?;
@@ -190,7 +197,12 @@ pub async fn push(
 }
 
 /// PUT a manifest by digest unless the repository already has it. True when PUT.
-pub async fn put_if_missing(registry: &Registry, repo: &str, m: &Manifest, reference: &str) -> Result<bool, ImageError> {
+pub async fn put_if_missing(
+    registry: &Registry,
+    repo: &str,
+    m: &Manifest,
+    reference: &str,
+) -> Result<bool, ImageError> {
     if registry.head_manifest(repo, &m.digest).await?.is_some() {
         return Ok(false);
     }
@@ -204,7 +216,8 @@ pub async fn put_tag(registry: &Registry, repo: &str, m: &Manifest, tag: &str) -
     match registry.put_manifest(repo, tag, &m.media_type, &m.bytes).await {
         Ok(got) => check_manifest_digest(&got, &m.digest, repo, tag),
         Err(ImageError::Registry(msg)) if msg.starts_with("TAG_INVALID") => {
-            let existing = registry.head_manifest(repo, tag).await.ok().flatten().unwrap_or_else(|| "another digest".into());
+            let existing =
+                registry.head_manifest(repo, tag).await.ok().flatten().unwrap_or_else(|| "another digest".into());
             Err(ImageError::ImmutableTag {
                 repository: repo.to_string(),
                 tag: tag.to_string(),

@@ -199,9 +199,11 @@ impl Registry {
         let resp = self.request(Method::POST, url).await.header(CONTENT_LENGTH, 0).send().await.map_err(transport)?;
         let status = resp.status();
         if status == StatusCode::ACCEPTED || status == StatusCode::CREATED {
-            let loc = resp.headers().get(LOCATION).and_then(|v| v.to_str().ok()).ok_or_else(|| {
-                Fail::Retry(format!("{status} without a Location header from POST {url}"))
-            })?;
+            let loc = resp
+                .headers()
+                .get(LOCATION)
+                .and_then(|v| v.to_str().ok())
+                .ok_or_else(|| Fail::Retry(format!("{status} without a Location header from POST {url}")))?;
             return Ok(self.absolute(loc));
         }
         let text = resp.text().await.unwrap_or_default();
@@ -213,7 +215,8 @@ impl Registry {
     pub async fn mount_blob(&self, to: &str, digest: &str, from: &str) -> Result<bool, ImageError> {
         let url = self.url(&format!("/v2/{to}/blobs/uploads/?mount={digest}&from={from}"));
         self.with_retries(&format!("mount blob {digest}"), || async {
-            let resp = self.request(Method::POST, &url).await.header(CONTENT_LENGTH, 0).send().await.map_err(transport)?;
+            let resp =
+                self.request(Method::POST, &url).await.header(CONTENT_LENGTH, 0).send().await.map_err(transport)?;
             match resp.status() {
                 StatusCode::CREATED => Ok(true),
                 StatusCode::ACCEPTED => {
@@ -249,7 +252,13 @@ impl Registry {
     pub async fn head_manifest(&self, repo: &str, reference: &str) -> Result<Option<String>, ImageError> {
         let url = self.url(&format!("/v2/{repo}/manifests/{reference}"));
         self.with_retries(&format!("HEAD manifest {repo}:{reference}"), || async {
-            let resp = self.request(Method::HEAD, &url).await.header(ACCEPT, MANIFEST_ACCEPT).send().await.map_err(transport)?;
+            let resp = self
+                .request(Method::HEAD, &url)
+                .await
+                .header(ACCEPT, MANIFEST_ACCEPT)
+                .send()
+                .await
+                .map_err(transport)?;
             match resp.status() {
                 s if s.is_success() => Ok(resp
                     .headers()
@@ -267,7 +276,13 @@ impl Registry {
     pub async fn get_manifest(&self, repo: &str, reference: &str) -> Result<FetchedManifest, ImageError> {
         let url = self.url(&format!("/v2/{repo}/manifests/{reference}"));
         self.with_retries(&format!("GET manifest {repo}:{reference}"), || async {
-            let resp = self.request(Method::GET, &url).await.header(ACCEPT, MANIFEST_ACCEPT).send().await.map_err(transport)?;
+            let resp = self
+                .request(Method::GET, &url)
+                .await
+                .header(ACCEPT, MANIFEST_ACCEPT)
+                .send()
+                .await
+                .map_err(transport)?;
             let status = resp.status();
             if status == StatusCode::NOT_FOUND {
                 return Err(Fail::Fatal(ImageError::Input(format!(
@@ -290,7 +305,8 @@ impl Registry {
                 return Err(Fail::Retry(format!("manifest bytes hash to {digest}, not {reference}")));
             }
             let doc = super::ManifestDoc::parse(&bytes, &format!("{repo}:{reference}")).map_err(Fail::Fatal)?;
-            let media_type = doc.kind(Some(&media_type).filter(|m| m.contains("manifest") || m.contains("index")).map(|s| s.as_str()));
+            let media_type = doc
+                .kind(Some(&media_type).filter(|m| m.contains("manifest") || m.contains("index")).map(|s| s.as_str()));
             Ok(FetchedManifest { media_type, digest, bytes })
         })
         .await
@@ -346,13 +362,18 @@ fn normalize_base(base: &str) -> Result<String, ImageError> {
     } else {
         format!("https://{base}")
     };
-    reqwest::Url::parse(&base).map_err(|e| ImageError::Input(format!("registry endpoint {base:?} is not a URL: {e}")))?;
+    reqwest::Url::parse(&base)
+        .map_err(|e| ImageError::Input(format!("registry endpoint {base:?} is not a URL: {e}")))?;
     Ok(base)
 }
 
 fn short(text: &str) -> String {
     let t = text.trim();
-    if t.len() > 300 { format!("{}…", &t[..t.char_indices().nth(300).map_or(t.len(), |(i, _)| i)]) } else { t.to_string() }
+    if t.len() > 300 {
+        format!("{}…", &t[..t.char_indices().nth(300).map_or(t.len(), |(i, _)| i)])
+    } else {
+        t.to_string()
+    }
 }
 
 fn transport(e: reqwest::Error) -> Fail {
@@ -369,10 +390,16 @@ fn transport(e: reqwest::Error) -> Fail {
 
 fn classify(status: StatusCode, body: String, url: &str) -> Fail {
     let path = url.split('?').next().unwrap_or(url);
-    let msg = format!("{status} from {path}{}", if body.trim().is_empty() { String::new() } else { format!(": {}", short(&body)) });
+    let msg = format!(
+        "{status} from {path}{}",
+        if body.trim().is_empty() { String::new() } else { format!(": {}", short(&body)) }
+    );
     if status == StatusCode::UNAUTHORIZED {
         Fail::Unauthorized(msg)
-    } else if status.is_server_error() || status == StatusCode::TOO_MANY_REQUESTS || status == StatusCode::REQUEST_TIMEOUT {
+    } else if status.is_server_error()
+        || status == StatusCode::TOO_MANY_REQUESTS
+        || status == StatusCode::REQUEST_TIMEOUT
+    {
         Fail::Retry(msg)
     } else {
         Fail::Fatal(ImageError::Registry(msg))

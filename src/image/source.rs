@@ -18,8 +18,8 @@ use serde::Deserialize;
 use sha2::Digest as _;
 
 use super::{
-    OCI_CONFIG, OCI_LAYER_GZIP, OCI_MANIFEST, Descriptor, ImageError, ManifestDoc, check_digest, hex,
-    is_index, sha256_hex,
+    Descriptor, ImageError, ManifestDoc, OCI_CONFIG, OCI_LAYER_GZIP, OCI_MANIFEST, check_digest, hex, is_index,
+    sha256_hex,
 };
 
 /// A parsed `--source`.
@@ -66,10 +66,17 @@ impl SourceSpec {
 #[derive(Debug, Clone)]
 pub enum Location {
     /// `len` bytes of `path` from `offset` (a whole file, or a member of a tar).
-    File { path: PathBuf, offset: u64, len: u64 },
+    File {
+        path: PathBuf,
+        offset: u64,
+        len: u64,
+    },
     Memory(Bytes),
     /// A blob of another repository or registry (promote): streamed by a GET.
-    Remote { registry: std::sync::Arc<super::registry::Registry>, repo: String },
+    Remote {
+        registry: std::sync::Arc<super::registry::Registry>,
+        repo: String,
+    },
 }
 
 impl Location {
@@ -147,7 +154,11 @@ pub fn load(spec: &SourceSpec, cache: &Cache, threads: usize) -> Result<Image, I
         }
         SourceSpec::DockerArchive { file, reference } => load_archive(file, reference.as_deref(), cache, threads),
         SourceSpec::Docker { image } => {
-            let dir = std::env::temp_dir().join(format!("deployer-docker-save-{}-{}", std::process::id(), rand::random::<u32>()));
+            let dir = std::env::temp_dir().join(format!(
+                "deployer-docker-save-{}-{}",
+                std::process::id(),
+                rand::random::<u32>()
+            ));
             std::fs::create_dir_all(&dir)
                 .map_err(|e| ImageError::Source(format!("cannot create {}: {e}", dir.display())))?;
             let temp = TempDir(dir.clone());
@@ -191,13 +202,14 @@ trait Store {
     fn origin(&self) -> &str;
 
     fn read(&self, rel: &str, limit: u64) -> Result<Vec<u8>, ImageError> {
-        let loc = self
-            .locate(rel)
-            .ok_or_else(|| ImageError::Source(format!("{}: {rel} is missing", self.origin())))?;
+        let loc = self.locate(rel).ok_or_else(|| ImageError::Source(format!("{}: {rel} is missing", self.origin())))?;
         if let Location::File { len, .. } = &loc
             && *len > limit
         {
-            return Err(ImageError::Source(format!("{}: {rel} is {len} bytes, too large for a manifest or config", self.origin())));
+            return Err(ImageError::Source(format!(
+                "{}: {rel} is {len} bytes, too large for a manifest or config",
+                self.origin()
+            )));
         }
         let mut buf = Vec::new();
         loc.open()
@@ -215,9 +227,13 @@ struct DirStore {
 impl DirStore {
     fn open(dir: &Path) -> Result<Self, ImageError> {
         let origin = format!("oci:{}", dir.display());
-        let build = "build one with `docker buildx build --output type=oci,tar=false,dest=DIR` (or `skopeo copy ... oci:DIR`)";
+        let build =
+            "build one with `docker buildx build --output type=oci,tar=false,dest=DIR` (or `skopeo copy ... oci:DIR`)";
         if !dir.exists() {
-            return Err(ImageError::Source(format!("--source {origin}: the directory {} does not exist; {build}", dir.display())));
+            return Err(ImageError::Source(format!(
+                "--source {origin}: the directory {} does not exist; {build}",
+                dir.display()
+            )));
         }
         if dir.is_file() {
             return Err(ImageError::Source(format!(
@@ -309,7 +325,8 @@ impl TarStore {
                 if let Ok(Some(target)) = entry.link_name() {
                     let target = target.to_string_lossy().to_string();
                     let resolved = if kind.is_symlink() {
-                        let parent = Path::new(&path).parent().map(|p| p.to_string_lossy().to_string()).unwrap_or_default();
+                        let parent =
+                            Path::new(&path).parent().map(|p| p.to_string_lossy().to_string()).unwrap_or_default();
                         normalize(&format!("{parent}/{target}"))
                     } else {
                         normalize(&target)
@@ -351,7 +368,11 @@ fn blob_path(digest: &str) -> Result<String, ImageError> {
 fn read_manifest(store: &dyn Store, desc: &Descriptor) -> Result<Manifest, ImageError> {
     let rel = blob_path(&desc.digest)?;
     let bytes = store.read(&rel, MANIFEST_LIMIT).map_err(|_| {
-        ImageError::Source(format!("{}: manifest {} is missing ({rel}); the layout is incomplete", store.origin(), desc.digest))
+        ImageError::Source(format!(
+            "{}: manifest {} is missing ({rel}); the layout is incomplete",
+            store.origin(),
+            desc.digest
+        ))
     })?;
     let digest = format!("sha256:{}", sha256_hex(&bytes));
     if digest != desc.digest {
@@ -397,9 +418,10 @@ fn push_unique(blobs: &mut Vec<Blob>, blob: Blob) {
 /// The blobs of one (non-index) manifest.
 fn manifest_blobs(store: &dyn Store, m: &Manifest, blobs: &mut Vec<Blob>) -> Result<(), ImageError> {
     let doc = ManifestDoc::parse(&m.bytes, &format!("{}: {}", store.origin(), m.digest))?;
-    let config = doc.config.as_ref().ok_or_else(|| {
-        ImageError::Source(format!("{}: manifest {} has no config", store.origin(), m.digest))
-    })?;
+    let config = doc
+        .config
+        .as_ref()
+        .ok_or_else(|| ImageError::Source(format!("{}: manifest {} has no config", store.origin(), m.digest)))?;
     push_unique(blobs, locate_blob(store, config, "config")?);
     for layer in &doc.layers {
         push_unique(blobs, locate_blob(store, layer, "layer")?);
@@ -421,10 +443,12 @@ fn load_oci(store: &dyn Store, reference: Option<&str>, origin: &str) -> Result<
         .map_err(|e| ImageError::Source(format!("{origin}: index.json is not valid: {e}")))?;
     let ref_of = |d: &Descriptor| d.annotations.as_ref().and_then(|a| a.get(REF_NAME)).cloned();
     let chosen = match reference {
-        Some(r) => index.manifests.iter().find(|d| ref_of(d).as_deref() == Some(r) || d.digest == r).ok_or_else(|| {
-            let refs: Vec<String> = index.manifests.iter().filter_map(ref_of).collect();
-            ImageError::Source(format!("{origin}: no image named {r:?} in index.json (it has: {})", list(&refs)))
-        })?,
+        Some(r) => {
+            index.manifests.iter().find(|d| ref_of(d).as_deref() == Some(r) || d.digest == r).ok_or_else(|| {
+                let refs: Vec<String> = index.manifests.iter().filter_map(ref_of).collect();
+                ImageError::Source(format!("{origin}: no image named {r:?} in index.json (it has: {})", list(&refs)))
+            })?
+        }
         None => match index.manifests.as_slice() {
             [one] => one,
             [] => return Err(ImageError::Source(format!("{origin}: index.json lists no image"))),
@@ -513,7 +537,10 @@ fn load_archive(file: &Path, reference: Option<&str>, cache: &Cache, threads: us
             .ok_or_else(|| ImageError::Source(format!("{origin}: no image tagged {r:?} in manifest.json")))?,
     };
     let config_bytes = store.read(&entry.config, MANIFEST_LIMIT).map_err(|_| {
-        ImageError::Source(format!("{origin}: the image config {} is missing from the tar; export it again", entry.config))
+        ImageError::Source(format!(
+            "{origin}: the image config {} is missing from the tar; export it again",
+            entry.config
+        ))
     })?;
     let config: ImageConfig = serde_json::from_slice(&config_bytes)
         .map_err(|e| ImageError::Source(format!("{origin}: the image config {} is not valid: {e}", entry.config)))?;
@@ -648,24 +675,28 @@ fn prepare_layer(
     }
     let read_err = |e: io::Error| ImageError::Source(format!("{origin}: cannot read layer {path}: {e}"));
     let mut reader = loc.open().map_err(read_err)?;
-    let mut head = [0u8; 2];
     let len = match loc {
         Location::File { len, .. } => *len,
         Location::Memory(b) => b.len() as u64,
         Location::Remote { .. } => 0,
     };
-    if len >= 2 {
-        reader.read_exact(&mut head).map_err(read_err)?;
-    }
-    if head == [0x1f, 0x8b] {
-        // Already gzip (containerd-backed `docker save`): push the bytes as they are.
+    let hlen = len.min(4) as usize;
+    let mut head = [0u8; 4];
+    reader.read_exact(&mut head[..hlen]).map_err(read_err)?;
+    let compressed = match &head[..hlen] {
+        [0x1f, 0x8b, ..] => Some(OCI_LAYER_GZIP),
+        [0x28, 0xb5, 0x2f, 0xfd] => Some("application/vnd.oci.image.layer.v1.tar+zstd"),
+        _ => None,
+    };
+    if let Some(media_type) = compressed {
+        // Already compressed (a containerd-backed `docker save`): push the bytes as they are.
         let mut hasher = sha2::Sha256::new();
-        hasher.update(head);
+        hasher.update(&head[..hlen]);
         io::copy(&mut reader, &mut HashWriter(&mut hasher)).map_err(read_err)?;
         return Ok(Blob {
             digest: format!("sha256:{}", hex(&hasher.finalize())),
             size: len,
-            media_type: OCI_LAYER_GZIP.to_string(),
+            media_type: media_type.to_string(),
             location: loc.clone(),
         });
     }
@@ -678,8 +709,8 @@ fn prepare_layer(
     let mut raw_hasher = sha2::Sha256::new();
     {
         let mut gz = flate2::GzBuilder::new().write(&mut counted, flate2::Compression::new(6));
-        gz.write_all(&head[..len.min(2) as usize]).map_err(cache.err(&tmp))?;
-        raw_hasher.update(&head[..len.min(2) as usize]);
+        gz.write_all(&head[..hlen]).map_err(cache.err(&tmp))?;
+        raw_hasher.update(&head[..hlen]);
         let mut buf = vec![0u8; 1 << 20];
         loop {
             let k = reader.read(&mut buf).map_err(read_err)?;
@@ -782,7 +813,10 @@ mod tests {
         assert_eq!(SourceSpec::parse("docker:shop:1").unwrap(), SourceSpec::Docker { image: "shop:1".into() });
         let dir = std::env::temp_dir();
         let with_ref = format!("oci:{}:v1", dir.display());
-        assert_eq!(SourceSpec::parse(&with_ref).unwrap(), SourceSpec::Oci { dir: dir.clone(), reference: Some("v1".into()) });
+        assert_eq!(
+            SourceSpec::parse(&with_ref).unwrap(),
+            SourceSpec::Oci { dir: dir.clone(), reference: Some("v1".into()) }
+        );
         assert!(SourceSpec::parse("registry.example/shop").is_err());
         assert!(SourceSpec::parse("docker:").is_err());
     }

@@ -44,11 +44,8 @@ pub fn normalize(def: &Value) -> Value {
 fn prune(v: Value) -> Value {
     match v {
         Value::Object(map) => {
-            let map: Map<String, Value> = map
-                .into_iter()
-                .map(|(k, v)| (k, prune(v)))
-                .filter(|(_, v)| !is_empty(v))
-                .collect();
+            let map: Map<String, Value> =
+                map.into_iter().map(|(k, v)| (k, prune(v))).filter(|(_, v)| !is_empty(v)).collect();
             Value::Object(map)
         }
         Value::Array(items) => Value::Array(items.into_iter().map(prune).collect()),

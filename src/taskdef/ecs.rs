@@ -32,10 +32,7 @@ pub struct Registered {
 
 /// DescribeTaskDefinition with tags; returns the template-shaped definition and its identity.
 pub async fn describe(client: &EcsJson, spec: &str) -> Result<(TaskDefinition, Registered), EcsError> {
-    let out = match client
-        .call("DescribeTaskDefinition", &json!({"taskDefinition": spec, "include": ["TAGS"]}))
-        .await
-    {
+    let out = match client.call("DescribeTaskDefinition", &json!({"taskDefinition": spec, "include": ["TAGS"]})).await {
         Ok(v) => v,
         Err(e) if matches!(e.code(), Some("ClientException" | "InvalidParameterException")) => {
             return Err(EcsError::NotFound(spec.to_string()));
@@ -60,17 +57,14 @@ fn identity(td: &Value, op: &'static str) -> Result<Registered, EcsError> {
 
 /// The task definition ARN a service runs now.
 pub async fn service_task_definition(config: &SdkConfig, cluster: &str, service: &str) -> Result<String, EcsError> {
-    let out = aws_sdk_ecs::Client::new(config)
-        .describe_services()
-        .cluster(cluster)
-        .services(service)
-        .send()
-        .await
-        .map_err(|e| EcsJsonError::Service {
-            op: "DescribeServices".into(),
-            code: aws_sdk_ecs::error::ProvideErrorMetadata::code(&e).unwrap_or("error").into(),
-            message: aws_sdk_ecs::error::DisplayErrorContext(&e).to_string(),
-        })?;
+    let out =
+        aws_sdk_ecs::Client::new(config).describe_services().cluster(cluster).services(service).send().await.map_err(
+            |e| EcsJsonError::Service {
+                op: "DescribeServices".into(),
+                code: aws_sdk_ecs::error::ProvideErrorMetadata::code(&e).unwrap_or("error").into(),
+                message: aws_sdk_ecs::error::DisplayErrorContext(&e).to_string(),
+            },
+        )?;
     let not_found = |reason: String| EcsError::ServiceNotFound {
         cluster: cluster.to_string(),
         service: service.to_string(),
@@ -84,7 +78,9 @@ pub async fn service_task_definition(config: &SdkConfig, cluster: &str, service:
         .iter()
         .find(|s| s.status() != Some("INACTIVE"))
         .ok_or_else(|| not_found("it is inactive".into()))?;
-    svc.task_definition().map(str::to_string).ok_or(EcsError::Incomplete { op: "DescribeServices", field: "taskDefinition" })
+    svc.task_definition()
+        .map(str::to_string)
+        .ok_or(EcsError::Incomplete { op: "DescribeServices", field: "taskDefinition" })
 }
 
 pub async fn register(client: &EcsJson, td: &TaskDefinition) -> Result<Registered, EcsError> {

@@ -83,7 +83,8 @@ pub fn with_json_key(secret_arn: &str, key: Option<&str>) -> String {
 pub fn parse_ref(input: &str) -> Result<RefSpec, RefError> {
     let bad = |reason: &str| RefError { input: input.to_string(), reason: reason.to_string() };
     if input.starts_with("arn:") {
-        let arn = Arn::parse(input).ok_or_else(|| bad("not a well-formed ARN (arn:PARTITION:SERVICE:REGION:ACCOUNT:RESOURCE)"))?;
+        let arn = Arn::parse(input)
+            .ok_or_else(|| bad("not a well-formed ARN (arn:PARTITION:SERVICE:REGION:ACCOUNT:RESOURCE)"))?;
         check_arn(&arn).map_err(|r| bad(&r))?;
         return Ok(RefSpec::Arn(arn));
     }

@@ -49,7 +49,8 @@ pub fn parse_pair(flag: &'static str, input: &str) -> Result<(String, String), R
 
 /// `--image CONTAINER=URI` or `--image URI`.
 pub fn parse_image(input: &str) -> Result<(Option<String>, String), RenderError> {
-    let bad = |reason: &str| RenderError::BadArg { flag: "--image", input: input.to_string(), reason: reason.to_string() };
+    let bad =
+        |reason: &str| RenderError::BadArg { flag: "--image", input: input.to_string(), reason: reason.to_string() };
     let (container, uri) = match input.split_once('=') {
         Some((c, u)) => (Some(c.to_string()), u),
         None => (None, input),
@@ -118,7 +119,13 @@ fn names_in(container: &Map<String, Value>, list: &str) -> Vec<String> {
 }
 
 /// Replace or append `{name, <value_key>}` entries by name; `exclusive` drops the others.
-fn upsert(container: &mut Map<String, Value>, list: &str, value_key: &str, pairs: &[(String, String)], exclusive: bool) {
+fn upsert(
+    container: &mut Map<String, Value>,
+    list: &str,
+    value_key: &str,
+    pairs: &[(String, String)],
+    exclusive: bool,
+) {
     if pairs.is_empty() && !exclusive {
         return;
     }

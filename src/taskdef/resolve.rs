@@ -15,7 +15,9 @@ pub enum ResolveError {
         "--secrets-path {path}: no parameters directly under it in account {account} ({region}); import them (deployer params import FILE --path {path}) or fix the path"
     )]
     NothingUnderPath { path: String, account: String, region: String },
-    #[error("--secret {name}: Secrets Manager has no secret {secret:?} in account {account} ({region}); create it or fix the name")]
+    #[error(
+        "--secret {name}: Secrets Manager has no secret {secret:?} in account {account} ({region}); create it or fix the name"
+    )]
     SecretNotFound { name: String, secret: String, account: String, region: String },
     #[error("{what}: {message}")]
     Api { what: String, message: String },
@@ -114,7 +116,9 @@ async fn secret_arn(scope: &Scope<'_>, var: &str, secret: &str) -> Result<String
             what: format!("--secret {var}"),
             message: "DescribeSecret returned no ARN".into(),
         }),
-        Err(e) if aws_sdk_secretsmanager::error::ProvideErrorMetadata::code(&e) == Some("ResourceNotFoundException") => {
+        Err(e)
+            if aws_sdk_secretsmanager::error::ProvideErrorMetadata::code(&e) == Some("ResourceNotFoundException") =>
+        {
             Err(ResolveError::SecretNotFound {
                 name: var.to_string(),
                 secret: secret.to_string(),

@@ -51,7 +51,11 @@ pub struct Context<'a> {
     pub http: &'a reqwest::Client,
 }
 
-pub async fn verify(ctx: &Context<'_>, td: &TaskDefinition, images: &[(String, String)]) -> Result<Checked, VerifyError> {
+pub async fn verify(
+    ctx: &Context<'_>,
+    td: &TaskDefinition,
+    images: &[(String, String)],
+) -> Result<Checked, VerifyError> {
     let mut problems = Vec::new();
     // parameter name -> users; secret id -> users
     let mut parameters: BTreeMap<String, Vec<(String, String)>> = BTreeMap::new();
@@ -65,11 +69,8 @@ pub async fn verify(ctx: &Context<'_>, td: &TaskDefinition, images: &[(String, S
         for s in entries.chain(log_secrets.into_iter().flatten()) {
             any_secret = true;
             let variable = s.get("name").and_then(|v| v.as_str()).unwrap_or("?").to_string();
-            let problem = |message: String| Problem {
-                container: container.clone(),
-                variable: Some(variable.clone()),
-                message,
-            };
+            let problem =
+                |message: String| Problem { container: container.clone(), variable: Some(variable.clone()), message };
             let Some(value_from) = s.get("valueFrom").and_then(|v| v.as_str()) else {
                 problems.push(problem("no valueFrom".into()));
                 continue;
@@ -100,7 +101,9 @@ pub async fn verify(ctx: &Context<'_>, td: &TaskDefinition, images: &[(String, S
                 continue;
             }
             match target {
-                Target::Parameter { name, .. } => parameters.entry(name).or_default().push((container.clone(), variable)),
+                Target::Parameter { name, .. } => {
+                    parameters.entry(name).or_default().push((container.clone(), variable))
+                }
                 Target::Secret { id, .. } => secrets.entry(id).or_default().push((container.clone(), variable)),
             }
         }
@@ -136,12 +139,19 @@ pub async fn verify(ctx: &Context<'_>, td: &TaskDefinition, images: &[(String, S
         if let Err(e) = sm.describe_secret().secret_id(id).send().await {
             let message = match aws_sdk_secretsmanager::error::ProvideErrorMetadata::code(&e) {
                 Some("ResourceNotFoundException") => {
-                    format!("secret {id} does not exist in account {} ({}); create it or fix the reference", ctx.account, ctx.region)
+                    format!(
+                        "secret {id} does not exist in account {} ({}); create it or fix the reference",
+                        ctx.account, ctx.region
+                    )
                 }
                 _ => format!("cannot describe secret {id}: {}", aws_sdk_secretsmanager::error::DisplayErrorContext(&e)),
             };
             for (container, variable) in users {
-                problems.push(Problem { container: container.clone(), variable: Some(variable.clone()), message: message.clone() });
+                problems.push(Problem {
+                    container: container.clone(),
+                    variable: Some(variable.clone()),
+                    message: message.clone(),
+                });
             }
         }
     }
@@ -170,9 +180,8 @@ async fn missing_parameters(config: &SdkConfig, names: Vec<String>) -> Result<BT
             .map_err(|e| e.to_string())?;
         let mut pages = ssm.describe_parameters().parameter_filters(filter).into_paginator().send();
         while let Some(page) = pages.next().await {
-            let page = page.map_err(|e| {
-                format!("cannot list parameters: {}", aws_sdk_ssm::error::DisplayErrorContext(&e))
-            })?;
+            let page =
+                page.map_err(|e| format!("cannot list parameters: {}", aws_sdk_ssm::error::DisplayErrorContext(&e)))?;
             for p in page.parameters() {
                 if let Some(n) = p.name() {
                     missing.remove(n);
@@ -188,13 +197,10 @@ async fn check_image(ctx: &Context<'_>, uri: &str) -> Result<(), String> {
     let reference = image.reference();
     if let Some(endpoint) = ctx.registry_endpoint {
         let url = format!("{}/v2/{}/manifests/{reference}", endpoint.trim_end_matches('/'), image.repository);
-        let resp = ctx
-            .http
-            .head(&url)
-            .header("accept", crate::image_ref::MANIFEST_ACCEPT)
-            .send()
-            .await
-            .map_err(|e| format!("cannot reach the registry at {endpoint}: {}", crate::github::oidc::without_url(&e)))?;
+        let resp =
+            ctx.http.head(&url).header("accept", crate::image_ref::MANIFEST_ACCEPT).send().await.map_err(|e| {
+                format!("cannot reach the registry at {endpoint}: {}", crate::github::oidc::without_url(&e))
+            })?;
         return match resp.status().as_u16() {
             200 => Ok(()),
             404 => Err(format!("image {uri} does not exist in the registry (push it first)")),

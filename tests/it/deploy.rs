@@ -151,9 +151,16 @@ async fn a_crash_looping_release_is_rolled_back_and_v1_keeps_serving() {
     let r = report(&json);
     // Whichever came first, deployer's own check or ECS's circuit breaker, the report names
     // the crash: the stopped tasks with their exit codes.
-    let failure = r["failure"].as_str().unwrap();
-    assert!(failure.contains("stopped") || failure.contains("circuit breaker"), "{r}");
-    assert!(r["stopped-tasks"].to_string().contains("[EssentialContainerExited]: Essential container in task exited; container app exit code 1"), "{r}");
+    assert!(
+        r["failure"].as_str().unwrap().contains("[EssentialContainerExited]: Essential container in task exited"),
+        "{r}"
+    );
+    assert!(
+        r["stopped-tasks"]
+            .to_string()
+            .contains("[EssentialContainerExited]: Essential container in task exited; container app exit code 1"),
+        "{r}"
+    );
     assert_eq!(r["final-task-definition-arn"], app.v1.as_str());
     assert_eq!(app.serving().await, vec!["v1"; 6]);
     assert_eq!(traffic.failed, 0, "failed requests during deploy + rollback: {:?}", traffic.failures);
@@ -189,7 +196,15 @@ async fn a_probe_only_failure_is_caught_when_ecs_thinks_all_is_well() {
 async fn a_missing_secret_shows_resource_initialization_error_and_rolls_back() {
     let app = app(true, true).await;
     let missing = format!("arn:aws:ssm:us-east-1:{}:parameter/production/shop/missing", app.account);
-    let v2 = register(&app.ecs, &app.family, &app.image, &[("SIM_VERSION", "v2")], &[("DB_PASSWORD", missing.as_str())], true).await;
+    let v2 = register(
+        &app.ecs,
+        &app.family,
+        &app.image,
+        &[("SIM_VERSION", "v2")],
+        &[("DB_PASSWORD", missing.as_str())],
+        true,
+    )
+    .await;
     let (out, json) = run(app.deploy(&v2, &[])).await;
     assert_eq!(out.code, Some(3), "{out}");
     assert!(report(&json)["stopped-tasks"].to_string().contains("ResourceInitializationError"), "{out}");
@@ -330,21 +345,116 @@ async fn bench_detection_latency_and_api_calls() {
         let r = report(&json);
         let good_calls = r["api-calls"].as_u64().unwrap();
         let good_ms = r["timeline"].as_array().unwrap().last().unwrap()["at-ms"].as_u64().unwrap();
-        let bad = register(&app.ecs, &app.family, &app.image, &[("SIM_VERSION", "v3"), ("SIM_CRASH_AFTER", "1")], &[], true).await;
+        let bad =
+            register(&app.ecs, &app.family, &app.image, &[("SIM_VERSION", "v3"), ("SIM_CRASH_AFTER", "1")], &[], true)
+                .await;
         let (out, json) = run(with_poll(app.deploy(&bad, &[]))).await;
         assert_eq!(out.code, Some(3), "{out}");
         let r = report(&json);
         let signal = r["failure-signal-at-ms"].as_u64().unwrap_or_else(|| panic!("no failure signal time: {r}"));
         let rollback = r["rollback-started-at-ms"].as_u64().unwrap();
-        Figures { detect_ms: rollback.saturating_sub(signal), crash_calls: r["api-calls"].as_u64().unwrap(), good_calls, good_ms }
+        Figures {
+            detect_ms: rollback.saturating_sub(signal),
+            crash_calls: r["api-calls"].as_u64().unwrap(),
+            good_calls,
+            good_ms,
+        }
     }
     let ours = measure(None).await;
     let fixed = measure(Some(("15000", "15000"))).await;
-    println!("deployer (adaptive 2 s..10 s): failure seen by ECS -> rollback started: {} ms (goal <= 2 poll intervals = 4000 ms); API calls: good deploy {} in {} ms, crashing deploy {}", ours.detect_ms, ours.good_calls, ours.good_ms, ours.crash_calls);
-    println!("fixed 15 s poll (aws ecs wait services-stable's interval): {} ms; API calls: good deploy {} in {} ms, crashing deploy {}", fixed.detect_ms, fixed.good_calls, fixed.good_ms, fixed.crash_calls);
+    println!(
+        "deployer (adaptive 2 s..10 s): failure seen by ECS -> rollback started: {} ms (goal <= 2 poll intervals = 4000 ms); API calls: good deploy {} in {} ms, crashing deploy {}",
+        ours.detect_ms, ours.good_calls, ours.good_ms, ours.crash_calls
+    );
+    println!(
+        "fixed 15 s poll (aws ecs wait services-stable's interval): {} ms; API calls: good deploy {} in {} ms, crashing deploy {}",
+        fixed.detect_ms, fixed.good_calls, fixed.good_ms, fixed.crash_calls
+    );
     println!(
         "ratio (fixed / deployer): detection {:.1}x slower, good deploy {:.1}x longer",
         fixed.detect_ms as f64 / ours.detect_ms.max(1) as f64,
         fixed.good_ms as f64 / ours.good_ms.max(1) as f64
     );
+}
+
+async fn add_service(app: &App, name: &str, config: DeploymentConfiguration) {
+    app.ecs
+        .create_service()
+        .cluster("main")
+        .service_name(name)
+        .task_definition(&app.v1)
+        .desired_count(2)
+        .load_balancers(load_balancer(&app.account, name))
+        .deployment_configuration(config)
+        .send()
+        .await
+        .expect("create service");
+    wait_steady(&app.ecs, "main", name, Duration::from_secs(30)).await;
+}
+
+fn deploy_many(app: &App, task_definition: &str, extra: &[&str]) -> assert_cmd::Command {
+    let mut c = deployer(&app.account);
+    c.env("AWS_ENDPOINT_URL_ECS", &app.sim.url).env("DEPLOYER_POLL_MS", "150").args([
+        "--output",
+        "json",
+        "deploy",
+        "--cluster",
+        "main",
+        "--service",
+        "web,worker",
+        "--task-definition",
+        task_definition,
+    ]);
+    c.args(extra);
+    c
+}
+
+async fn serving_of(app: &App, service: &str) -> Vec<String> {
+    let (url, _) = app.sim.listeners(service).await;
+    versions_at(&url, 4).await
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn several_services_deploy_in_parallel() {
+    let app = app(true, true).await;
+    add_service(&app, "worker", rolling_config()).await;
+    let v2 = app.revision(&[], true).await;
+    let (out, json) = run(deploy_many(&app, &v2, &[])).await;
+    assert_eq!(out.code, Some(0), "{out}");
+    let services: Vec<&str> =
+        json["services"].as_array().unwrap().iter().map(|s| s["service"].as_str().unwrap()).collect();
+    assert_eq!(services, ["web", "worker"]);
+    assert_eq!(serving_of(&app, "web").await, vec!["v2"; 4]);
+    assert_eq!(serving_of(&app, "worker").await, vec!["v2"; 4]);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn all_or_nothing_rolls_back_every_service_when_one_fails() {
+    let app = app(true, true).await;
+    // minimumHealthyPercent = maximumPercent = 100: ECS can neither start nor stop a task, so
+    // the worker's deployment never progresses and times out.
+    let stuck = DeploymentConfiguration::builder().minimum_healthy_percent(100).maximum_percent(100).build();
+    add_service(&app, "worker", stuck).await;
+    let v2 = app.revision(&[], true).await;
+    let (out, json) = run(deploy_many(&app, &v2, &["--all-or-nothing", "--timeout", "6"])).await;
+    assert_eq!(out.code, Some(3), "{out}");
+    let by_name =
+        |name: &str| json["services"].as_array().unwrap().iter().find(|s| s["service"] == name).unwrap().clone();
+    assert_eq!(by_name("worker")["result"], "rolled-back");
+    assert!(by_name("worker")["failure"].as_str().unwrap().contains("timed out"), "{json}");
+    assert_eq!(by_name("web")["result"], "rolled-back");
+    assert_eq!(by_name("web")["failure"], "--all-or-nothing: another service failed");
+    assert_eq!(serving_of(&app, "web").await, vec!["v1"; 4]);
+    assert_eq!(serving_of(&app, "worker").await, vec!["v1"; 4]);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_missing_service_fails_the_run_before_anything_changes() {
+    let app = app(true, true).await;
+    let v2 = app.revision(&[], true).await;
+    let (out, _) = run(deploy_many(&app, &v2, &[])).await;
+    assert_eq!(out.code, Some(1), "{out}");
+    assert!(out.stderr.contains("worker: service \"worker\" was not found in cluster \"main\""), "{out}");
+    let s = crate::sim::common::describe(&app.ecs, "main", "web").await;
+    assert_eq!(s.task_definition(), Some(app.v1.as_str()), "web must not have been touched");
 }

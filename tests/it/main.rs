@@ -4,6 +4,7 @@
 mod auth;
 mod deploy;
 mod push;
+mod release;
 mod sim;
-mod taskdef;
 mod support;
+mod taskdef;

@@ -72,7 +72,9 @@ fn describe(sim: &Sim, account: &str, family: &str) -> Value {
             .container_definitions()
             .iter()
             .flat_map(|c| {
-                c.environment().iter().map(|e| (e.name().unwrap_or("").to_string(), e.value().unwrap_or("").to_string()))
+                c.environment()
+                    .iter()
+                    .map(|e| (e.name().unwrap_or("").to_string(), e.value().unwrap_or("").to_string()))
             })
             .collect();
         json!({"secrets": secrets, "environment": env, "revision": td.revision()})
@@ -117,10 +119,7 @@ fn secrets_path_and_a_json_secret_key_register_exactly_the_expected_references()
             ["DB_USERNAME", format!("{secret_arn}:DB_USERNAME::")],
         ])
     );
-    assert_eq!(
-        registered["environment"],
-        json!([["PORT", "8080"], ["RUST_LOG", "debug"], ["RELEASE", "1.4.3"]])
-    );
+    assert_eq!(registered["environment"], json!([["PORT", "8080"], ["RUST_LOG", "debug"], ["RELEASE", "1.4.3"]]));
 }
 
 #[test]
@@ -177,8 +176,9 @@ fn realistic_task_definitions_round_trip_without_losing_a_field() {
     assert!(names.len() >= 6, "{names:?}");
     for name in names {
         let path = fixture(&name);
-        let original = deployer::taskdef::template::TaskDefinition::parse(&std::fs::read_to_string(&path).unwrap(), &name)
-            .unwrap();
+        let original =
+            deployer::taskdef::template::TaskDefinition::parse(&std::fs::read_to_string(&path).unwrap(), &name)
+                .unwrap();
         let family = original.family().to_string();
         ok(capture(cmd(&account, &sim).args(["register", "--no-verify", "--task-definition", path.to_str().unwrap()])));
         // `render` of the registered revision prints it as ECS describes it, read-only fields stripped.
@@ -187,7 +187,8 @@ fn realistic_task_definitions_round_trip_without_losing_a_field() {
         let normalize = deployer::taskdef::diff::normalize;
         assert_eq!(normalize(&back), normalize(&original.to_json()), "{name} changed on the way through ECS");
         // And the diff against what is registered is empty.
-        let run = ok(capture(cmd(&account, &sim).args(["diff", "--exit-code", "--task-definition", path.to_str().unwrap()])));
+        let run =
+            ok(capture(cmd(&account, &sim).args(["diff", "--exit-code", "--task-definition", path.to_str().unwrap()])));
         assert!(run.stdout.starts_with("no change"), "{name}: {run}");
     }
 }
@@ -229,7 +230,11 @@ fn bad_input_fails_clearly_and_registers_nothing() {
     let sim = Sim::start();
     seed(&account, "irrelevant");
     let dir = tempfile::tempdir().unwrap();
-    let malformed = write(dir.path(), "bad.json", "{\n  \"family\": \"web\",\n  \"containerDefinitions\": [\n    {\"name\": \"app\",}\n  ]\n}\n");
+    let malformed = write(
+        dir.path(),
+        "bad.json",
+        "{\n  \"family\": \"web\",\n  \"containerDefinitions\": [\n    {\"name\": \"app\",}\n  ]\n}\n",
+    );
     let no_role = write(
         dir.path(),
         "no-role.json",
@@ -262,7 +267,14 @@ fn bad_input_fails_clearly_and_registers_nothing() {
             vec!["container web: PORT is both an environment variable and a secret".into()],
         ),
         (
-            vec!["--task-definition", &no_role, "--container", "app", "--secret", "DB=ssm:/production/shop/db_password"],
+            vec![
+                "--task-definition",
+                &no_role,
+                "--container",
+                "app",
+                "--secret",
+                "DB=ssm:/production/shop/db_password",
+            ],
             vec!["container (task): secrets are used but executionRoleArn is not set".into()],
         ),
         (
@@ -297,7 +309,11 @@ fn params_import_is_idempotent_and_types_secrets() {
     let account = unique_account();
     let sim = Sim::start();
     let dir = tempfile::tempdir().unwrap();
-    let file = write(dir.path(), ".env", "export DB_PASSWORD=\"s3cret value\"\nAPI_URL=https://api.example\n# comment\nSTRIPE_KEY=sk_1\n");
+    let file = write(
+        dir.path(),
+        ".env",
+        "export DB_PASSWORD=\"s3cret value\"\nAPI_URL=https://api.example\n# comment\nSTRIPE_KEY=sk_1\n",
+    );
     let import = |extra: &[&str]| {
         let mut c = cmd(&account, &sim);
         c.args(["--output", "json", "params", "import", &file, "--path", "/staging/shop"]).args(extra);
@@ -307,7 +323,14 @@ fn params_import_is_idempotent_and_types_secrets() {
             .as_array()
             .unwrap()
             .iter()
-            .map(|p| format!("{} {} {}", p["name"].as_str().unwrap(), p["type"].as_str().unwrap(), p["action"].as_str().unwrap()))
+            .map(|p| {
+                format!(
+                    "{} {} {}",
+                    p["name"].as_str().unwrap(),
+                    p["type"].as_str().unwrap(),
+                    p["action"].as_str().unwrap()
+                )
+            })
             .collect::<Vec<_>>()
     };
     let plan = import(&["--dry-run"]);
@@ -336,7 +359,11 @@ fn params_import_is_idempotent_and_types_secrets() {
     assert!(import(&[]).iter().all(|l| l.ends_with(" create")));
     assert_eq!(
         listed(),
-        ["/staging/shop/api_url String", "/staging/shop/db_password SecureString", "/staging/shop/stripe_key SecureString"]
+        [
+            "/staging/shop/api_url String",
+            "/staging/shop/db_password SecureString",
+            "/staging/shop/stripe_key SecureString"
+        ]
     );
     assert!(import(&[]).iter().all(|l| l.ends_with(" unchanged")), "a second import changes nothing");
     std::fs::write(&file, "DB_PASSWORD=rotated\nAPI_URL=https://api.example\nSTRIPE_KEY=sk_1\n").unwrap();

@@ -26,11 +26,6 @@ fn secs(var: &str, scale: f64) -> Option<Duration> {
 
 async fn answer(app: Arc<App>) -> impl IntoResponse {
     let n = app.calls.fetch_add(1, Ordering::Relaxed);
-    if app.health == "degraded" {
-        // HTTP 200 (a target group's status matcher is happy) with a body only a reader of
-        // the JSON `status` notices: the "ECS thinks all is well" failure.
-        return (StatusCode::OK, Json(json!({"status": "degraded", "version": app.version})));
-    }
     let healthy = match app.health.as_str() {
         "ok" | "" => true,
         "fail" => false,
@@ -48,9 +43,11 @@ async fn answer(app: Arc<App>) -> impl IntoResponse {
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() {
-    let scale: f64 = std::env::var("SIM_TIME_SCALE").ok().and_then(|s| s.parse().ok()).filter(|s: &f64| *s > 0.0).unwrap_or(1.0);
+    let scale: f64 =
+        std::env::var("SIM_TIME_SCALE").ok().and_then(|s| s.parse().ok()).filter(|s: &f64| *s > 0.0).unwrap_or(1.0);
     if let Ok(req) = std::env::var("SIM_REQUIRE_ENV") {
-        let missing: Vec<&str> = req.split(',').map(str::trim).filter(|n| !n.is_empty() && std::env::var_os(n).is_none()).collect();
+        let missing: Vec<&str> =
+            req.split(',').map(str::trim).filter(|n| !n.is_empty() && std::env::var_os(n).is_none()).collect();
         if !missing.is_empty() {
             eprintln!("sim-app: missing required environment variables: {}", missing.join(", "));
             std::process::exit(1);
@@ -85,7 +82,8 @@ async fn main() {
         .route("/health", axum::routing::get(move || answer(a1.clone())))
         .fallback(move || answer(a2.clone()));
     let shutdown = async {
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
+        let mut term =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
         term.recv().await;
     };
     let _ = axum::serve(listener, router).with_graceful_shutdown(shutdown).await;

@@ -152,6 +152,12 @@ fn symlink(builder: &mut tar::Builder<std::fs::File>, name: &str, target: &str) 
 /// A legacy `docker save` tar: `<id>/layer.tar`, `<config hex>.json`, `manifest.json`.
 /// `skip_layer` leaves one layer out (a broken archive). Returns the config bytes.
 pub fn legacy_archive(path: &Path, layers: &[Layer], skip_layer: Option<usize>) -> Vec<u8> {
+    archive_with(path, layers, skip_layer, false)
+}
+
+/// Like [`legacy_archive`]; with `gzip` the layer files are the gzip bytes, as a
+/// containerd-backed `docker save` writes them.
+pub fn archive_with(path: &Path, layers: &[Layer], skip_layer: Option<usize>, gzip: bool) -> Vec<u8> {
     let cfg = config(layers, "amd64");
     let cfg_name = format!("{}.json", sha(&cfg).trim_start_matches("sha256:"));
     let mut b = tar::Builder::new(std::fs::File::create(path).unwrap());
@@ -161,7 +167,7 @@ pub fn legacy_archive(path: &Path, layers: &[Layer], skip_layer: Option<usize>) 
         let name = format!("{id}/layer.tar");
         if Some(i) != skip_layer {
             append(&mut b, &format!("{id}/VERSION"), b"1.0");
-            append(&mut b, &name, &l.tar);
+            append(&mut b, &name, if gzip { &l.gz } else { &l.tar });
         }
         names.push(name);
     }
@@ -184,7 +190,8 @@ pub fn docker25_archive(path: &Path, layers: &[Layer]) -> Vec<u8> {
     for l in layers {
         let d = l.diff_id();
         append(&mut b, &blob(&d), &l.tar);
-        layer_descs.push(json!({"mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": d, "size": l.tar.len()}));
+        layer_descs
+            .push(json!({"mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": d, "size": l.tar.len()}));
         names.push(blob(&d));
     }
     // One legacy path as a symlink, as Docker 25 writes them.

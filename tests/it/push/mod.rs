@@ -141,7 +141,8 @@ fn oci_layout_round_trips_with_the_printed_digest() {
     let ls = layers(3, 300_000);
     let (dir, digest) = oci_dir(&ls);
     let repo = repo("oci");
-    let out = ok(&run.push(&stack().registry_url, &src(dir.path()), &repo, &["v1", "latest"], &["--create-repository"]));
+    let out =
+        ok(&run.push(&stack().registry_url, &src(dir.path()), &repo, &["v1", "latest"], &["--create-repository"]));
     assert_eq!(out["image-digest"], digest.as_str());
     assert_eq!(out["image-uri"], format!("{}.dkr.ecr.us-east-1.amazonaws.com/{repo}@{digest}", run.account));
     assert_eq!(out["blobs-uploaded"], 4);
@@ -166,8 +167,7 @@ fn multi_arch_index_is_pushed_byte_for_byte() {
     let run = Run::new();
     let shared = Layer::random(200_000, "shared.bin");
     let dir = tempfile::tempdir().unwrap();
-    let (index, children) =
-        fixtures::multi_arch_layout(dir.path(), &shared, &layers(1, 100_000), &layers(2, 100_000));
+    let (index, children) = fixtures::multi_arch_layout(dir.path(), &shared, &layers(1, 100_000), &layers(2, 100_000));
     let repo = repo("multi");
     let out = ok(&run.push(&stack().registry_url, &src(dir.path()), &repo, &["v1"], &["--create-repository"]));
     assert_eq!(out["image-digest"], index.as_str());
@@ -223,6 +223,29 @@ fn legacy_docker_archive_round_trips_and_compresses_once() {
 }
 
 #[test]
+fn an_archive_of_gzip_layers_is_pushed_as_it_is() {
+    let run = Run::new();
+    let ls = layers(2, 100_000);
+    let dir = tempfile::tempdir().unwrap();
+    let tar = dir.path().join("image.tar");
+    fixtures::archive_with(&tar, &ls, None, true);
+    let r = repo("gzip-archive");
+    let pushed = run.push(
+        &stack().registry_url,
+        &format!("docker-archive:{}", tar.display()),
+        &r,
+        &["v1"],
+        &["--create-repository"],
+    );
+    let out = ok(&pushed);
+    assert!(!pushed.stderr.contains("compressed"), "nothing to compress: {pushed}");
+    let digest = out["image-digest"].as_str().unwrap();
+    let back = pull_back(&r, digest, false);
+    let got = layer_digests(&blob(back.path(), digest));
+    assert_eq!(got, ls.iter().map(|l| sha(&l.gz)).collect::<Vec<_>>());
+}
+
+#[test]
 fn docker25_archive_round_trips() {
     let run = Run::new();
     let ls = layers(2, 250_000);
@@ -247,6 +270,8 @@ fn faults_are_retried_and_the_digest_is_the_same() {
     proxy.fault("PUT", "/blobs/uploads/", Fault::Slow { chunk: 32 * 1024, delay: Duration::from_millis(5) }, 0, 2);
     proxy.fault("PUT", "/manifests/", Fault::Status(503), 0, 1);
     proxy.fault("HEAD", "/manifests/", Fault::Status(429), 0, 1);
+    // An expired token: the first blob POST gets a 401, which refreshes it once.
+    proxy.fault("POST", "/blobs/uploads/", Fault::Status(401), 0, 1);
     let t = Instant::now();
     let pushed = run.push(&proxy.url, &src(dir.path()), &repo, &["v1"], &["--create-repository", "-vv"]);
     let out = ok(&pushed);
@@ -254,9 +279,13 @@ fn faults_are_retried_and_the_digest_is_the_same() {
     let password = format!("{}-auth-token", run.account);
     let token = base64::Engine::encode(&base64::engine::general_purpose::STANDARD, format!("AWS:{password}"));
     for secret in [&password, &token] {
-        assert!(!pushed.stdout.contains(secret.as_str()) && !pushed.stderr.contains(secret.as_str()), "token leaked: {pushed}");
+        assert!(
+            !pushed.stdout.contains(secret.as_str()) && !pushed.stderr.contains(secret.as_str()),
+            "token leaked: {pushed}"
+        );
     }
     assert!(pushed.stderr.contains("attempt 1 failed"), "retries are logged at -v: {pushed}");
+    assert!(pushed.stderr.contains("refreshing the ECR authorization token"), "{pushed}");
     // Every registry request carried the ECR token as Basic auth.
     let basic = format!("Basic {token}");
     assert!(proxy.seen().iter().all(|s| s.authorization.as_deref() == Some(basic.as_str())));
@@ -493,7 +522,14 @@ fn promote_across_registries_streams_only_missing_blobs() {
     proxy.fault("PUT", "/blobs/uploads/", Fault::DropAfter(20_000), 0, 1);
     // The source is read with a token of another account's role (masked, never printed).
     let role = format!("arn:aws:iam::{}:role/image-reader", unique_account());
-    let run_out = promote(&run, &proxy.url, &format!("{from}:rc1"), &to, &["v1"], &["--from-registry", &other.url, "--from-role-arn", &role]);
+    let run_out = promote(
+        &run,
+        &proxy.url,
+        &format!("{from}:rc1"),
+        &to,
+        &["v1"],
+        &["--from-registry", &other.url, "--from-role-arn", &role],
+    );
     assert!(run_out.stderr.contains("reading the source as"), "{run_out}");
     let out = ok(&run_out);
     assert_eq!(out["image-digest"], index.as_str());
@@ -512,4 +548,38 @@ fn docker_source_without_a_daemon_says_what_to_do() {
     cmd.env("PATH", empty.path()).args(["push", "--output", "json", "--source", "docker:shop:1", "--repository", "x1"]);
     let out = capture(&mut cmd);
     assert_failed(&out, &["docker CLI is not installed", "docker-archive:"]);
+}
+
+#[test]
+fn in_actions_outputs_are_written_tokens_masked_and_each_blob_logged() {
+    let run = Run::new();
+    let (dir, digest) = oci_dir(&layers(2, 20_000));
+    let r = repo("actions");
+    let job = tempfile::tempdir().unwrap();
+    let output = job.path().join("output");
+    let mut cmd = run.cmd(&stack().registry_url);
+    cmd.env("GITHUB_ACTIONS", "true").env("GITHUB_OUTPUT", &output).args([
+        "push",
+        "--source",
+        &src(dir.path()),
+        "--repository",
+        &r,
+        "--tag",
+        "v1",
+        "--create-repository",
+    ]);
+    let out = capture(&mut cmd);
+    assert_eq!(out.code, Some(0), "{out}");
+    let uri = format!("{}.dkr.ecr.us-east-1.amazonaws.com/{r}@{digest}", run.account);
+    assert!(out.stdout.contains(&uri), "{out}");
+    let password = format!("{}-auth-token", run.account);
+    assert!(out.stdout.contains(&format!("::add-mask::{password}")), "the token's password is masked: {out}");
+    assert!(out.stdout.contains("::group::push"), "{out}");
+    assert_eq!(out.stderr.matches("uploaded in").count(), 3, "one line per blob: {out}");
+    let written = std::fs::read_to_string(&output).unwrap();
+    for needle in
+        ["image-uri<<".to_string(), uri.clone(), "image-digest<<".into(), digest.clone(), "image-tags<<".into()]
+    {
+        assert!(written.contains(&needle), "{needle} in {written}");
+    }
 }

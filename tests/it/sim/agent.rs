@@ -11,7 +11,8 @@ use super::harness::{Sim, moto, push_image, unique, wait_for};
 use crate::support::unique_account;
 
 async fn run_one(ecs: &Client, td: &str) -> String {
-    let out = ecs.run_task().cluster("main").task_definition(td).count(1).started_by("test").send().await.expect("run task");
+    let out =
+        ecs.run_task().cluster("main").task_definition(td).count(1).started_by("test").send().await.expect("run task");
     out.tasks()[0].task_arn().unwrap().to_string()
 }
 
@@ -112,7 +113,10 @@ async fn run_task_environment_overrides_reach_the_app() {
     let td = register(&ecs, "job", &image, &[("SIM_VERSION", "v1")], &[], false).await;
     let over = TaskOverride::builder()
         .container_overrides(
-            ContainerOverride::builder().name("app").environment(KeyValuePair::builder().name("SIM_VERSION").value("override").build()).build(),
+            ContainerOverride::builder()
+                .name("app")
+                .environment(KeyValuePair::builder().name("SIM_VERSION").value("override").build())
+                .build(),
         )
         .build();
     let out = ecs.run_task().cluster("main").task_definition(&td).overrides(over).send().await.unwrap();

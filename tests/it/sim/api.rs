@@ -32,7 +32,15 @@ async fn errors_use_ecs_exception_names_and_faults_can_be_injected() {
     let e = ecs.describe_services().cluster("nope").services("web").send().await.unwrap_err().into_service_error();
     assert!(e.is_cluster_not_found_exception(), "{e:?}");
     ecs.create_cluster().cluster_name("main").send().await.unwrap();
-    let e = ecs.update_service().cluster("main").service("web").desired_count(1).send().await.unwrap_err().into_service_error();
+    let e = ecs
+        .update_service()
+        .cluster("main")
+        .service("web")
+        .desired_count(1)
+        .send()
+        .await
+        .unwrap_err()
+        .into_service_error();
     assert!(e.is_service_not_found_exception(), "{e:?}");
     let d = ecs.describe_services().cluster("main").services("web").send().await.unwrap();
     assert_eq!(d.failures()[0].reason(), Some("MISSING"));
@@ -69,14 +77,25 @@ async fn arns_carry_the_account_of_moto_issued_credentials() {
     let conf = aws_sdk_ecs::config::Builder::new()
         .endpoint_url(&sim.url)
         .region(Region::new("eu-west-1"))
-        .credentials_provider(Credentials::new(&creds.access_key_id, &creds.secret_access_key, Some(creds.session_token.clone()), None, "test"))
+        .credentials_provider(Credentials::new(
+            &creds.access_key_id,
+            &creds.secret_access_key,
+            Some(creds.session_token.clone()),
+            None,
+            "test",
+        ))
         .http_client(aws_smithy_http_client::Builder::new().build_http())
         .behavior_version_latest()
-        .timeout_config(aws_sdk_ecs::config::timeout::TimeoutConfig::builder().operation_timeout(Duration::from_secs(10)).build())
+        .timeout_config(
+            aws_sdk_ecs::config::timeout::TimeoutConfig::builder().operation_timeout(Duration::from_secs(10)).build(),
+        )
         .build();
     let ecs = aws_sdk_ecs::Client::from_conf(conf);
     let c = ecs.create_cluster().cluster_name("main").send().await.unwrap();
-    assert_eq!(c.cluster().unwrap().cluster_arn(), Some(format!("arn:aws:ecs:eu-west-1:{account}:cluster/main").as_str()));
+    assert_eq!(
+        c.cluster().unwrap().cluster_arn(),
+        Some(format!("arn:aws:ecs:eu-west-1:{account}:cluster/main").as_str())
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -123,7 +142,13 @@ async fn task_definitions_round_trip_with_full_fidelity() {
     }
     // Through the SDK by family, family:revision and ARN, with tags on request.
     for ident in ["shop", "shop:1", td["taskDefinitionArn"].as_str().unwrap()] {
-        let out = ecs.describe_task_definition().task_definition(ident).include(TaskDefinitionField::Tags).send().await.unwrap();
+        let out = ecs
+            .describe_task_definition()
+            .task_definition(ident)
+            .include(TaskDefinitionField::Tags)
+            .send()
+            .await
+            .unwrap();
         let t = out.task_definition().unwrap();
         assert_eq!(t.revision(), 1);
         assert_eq!(t.container_definitions()[0].health_check().unwrap().start_period(), Some(15));

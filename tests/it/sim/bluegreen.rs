@@ -7,8 +7,9 @@ use std::time::Duration;
 
 use aws_sdk_ecs::Client;
 use aws_sdk_ecs::types::{
-    AdvancedConfiguration, CanaryConfiguration, DeploymentConfiguration, DeploymentLifecycleHook, DeploymentLifecycleHookStage,
-    DeploymentLifecycleHookTargetType, DeploymentStrategy, LoadBalancer, ServiceDeployment, StopServiceDeploymentStopType,
+    AdvancedConfiguration, CanaryConfiguration, DeploymentConfiguration, DeploymentLifecycleHook,
+    DeploymentLifecycleHookStage, DeploymentLifecycleHookTargetType, DeploymentStrategy, LoadBalancer,
+    ServiceDeployment, StopServiceDeploymentStopType,
 };
 
 use super::common::*;
@@ -25,8 +26,12 @@ fn blue_green_lb(account: &str) -> LoadBalancer {
         .advanced_configuration(
             AdvancedConfiguration::builder()
                 .alternate_target_group_arn(tg("green"))
-                .production_listener_rule(format!("arn:aws:elasticloadbalancing:us-east-1:{account}:listener-rule/app/web/1/2/3"))
-                .test_listener_rule(format!("arn:aws:elasticloadbalancing:us-east-1:{account}:listener-rule/app/web/1/2/4"))
+                .production_listener_rule(format!(
+                    "arn:aws:elasticloadbalancing:us-east-1:{account}:listener-rule/app/web/1/2/3"
+                ))
+                .test_listener_rule(format!(
+                    "arn:aws:elasticloadbalancing:us-east-1:{account}:listener-rule/app/web/1/2/4"
+                ))
                 .role_arn(format!("arn:aws:iam::{account}:role/ecs-infrastructure"))
                 .build(),
         )
@@ -77,7 +82,8 @@ async fn blue_green_pause_hook_continue_then_rollback_keeps_production_serving()
     assert_eq!(versions_at(&prod, 4).await, vec!["v1"; 4]);
     assert_eq!(versions_at(&test, 4).await, vec!["v1"; 4]);
 
-    let load = load::start(&prod, LoadOptions { max_duration: Duration::from_secs(40), concurrency: 3, ..Default::default() });
+    let load =
+        load::start(&prod, LoadOptions { max_duration: Duration::from_secs(40), concurrency: 3, ..Default::default() });
     let green = register(&ecs, "web", &v2, &[("SIM_VERSION", "v2")], &[], false).await;
     ecs.update_service().cluster("main").service("web").task_definition(&green).send().await.expect("update service");
 
@@ -152,7 +158,9 @@ async fn canary_deployment_shifts_in_steps_and_succeeds() {
     let config = DeploymentConfiguration::builder()
         .strategy(DeploymentStrategy::Canary)
         .bake_time_in_minutes(0)
-        .canary_configuration(CanaryConfiguration::builder().canary_percent(50.0).canary_bake_time_in_minutes(1).build())
+        .canary_configuration(
+            CanaryConfiguration::builder().canary_percent(50.0).canary_bake_time_in_minutes(1).build(),
+        )
         .build();
     ecs.create_service()
         .cluster("main")
@@ -167,7 +175,8 @@ async fn canary_deployment_shifts_in_steps_and_succeeds() {
     wait_steady(&ecs, "main", "web", Duration::from_secs(20)).await;
     let (prod, _) = sim.listeners("web").await;
     let green = register(&ecs, "web", &v2, &[("SIM_VERSION", "v2")], &[], false).await;
-    let load = load::start(&prod, LoadOptions { max_duration: Duration::from_secs(30), concurrency: 2, ..Default::default() });
+    let load =
+        load::start(&prod, LoadOptions { max_duration: Duration::from_secs(30), concurrency: 2, ..Default::default() });
     ecs.update_service().cluster("main").service("web").task_definition(&green).send().await.expect("update service");
     let sd = wait_for("the canary step", Duration::from_secs(20), || async {
         let sd = current_sd(&ecs, "web").await;

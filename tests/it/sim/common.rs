@@ -4,14 +4,21 @@ use std::time::Duration;
 
 use aws_sdk_ecs::Client;
 use aws_sdk_ecs::types::{
-    ContainerDefinition, DeploymentCircuitBreaker, DeploymentConfiguration, HealthCheck, KeyValuePair, LoadBalancer, Secret,
-    Service, ServiceDeployment, Task,
+    ContainerDefinition, DeploymentCircuitBreaker, DeploymentConfiguration, HealthCheck, KeyValuePair, LoadBalancer,
+    Secret, Service, ServiceDeployment, Task,
 };
 
 use super::harness::wait_for;
 
 /// Registers a one-container task definition running sim-app with `env` and `secrets`.
-pub async fn register(ecs: &Client, family: &str, image: &str, env: &[(&str, &str)], secrets: &[(&str, &str)], health: bool) -> String {
+pub async fn register(
+    ecs: &Client,
+    family: &str,
+    image: &str,
+    env: &[(&str, &str)],
+    secrets: &[(&str, &str)],
+    health: bool,
+) -> String {
     let mut c = ContainerDefinition::builder().name("app").image(image).essential(true);
     for (k, v) in env {
         c = c.environment(KeyValuePair::builder().name(*k).value(*v).build());
@@ -48,7 +55,9 @@ pub async fn register(ecs: &Client, family: &str, image: &str, env: &[(&str, &st
 
 pub fn load_balancer(account: &str, name: &str) -> LoadBalancer {
     LoadBalancer::builder()
-        .target_group_arn(format!("arn:aws:elasticloadbalancing:us-east-1:{account}:targetgroup/{name}/0123456789abcdef"))
+        .target_group_arn(format!(
+            "arn:aws:elasticloadbalancing:us-east-1:{account}:targetgroup/{name}/0123456789abcdef"
+        ))
         .container_name("app")
         .container_port(8080)
         .build()
@@ -95,8 +104,15 @@ pub async fn wait_stopped(ecs: &Client, cluster: &str, arn: &str, limit: Duratio
 }
 
 pub async fn service_deployments(ecs: &Client, cluster: &str, service: &str) -> Vec<ServiceDeployment> {
-    let list = ecs.list_service_deployments().cluster(cluster).service(service).send().await.expect("list service deployments");
-    let arns: Vec<String> = list.service_deployments().iter().filter_map(|b| b.service_deployment_arn().map(str::to_string)).collect();
+    let list = ecs
+        .list_service_deployments()
+        .cluster(cluster)
+        .service(service)
+        .send()
+        .await
+        .expect("list service deployments");
+    let arns: Vec<String> =
+        list.service_deployments().iter().filter_map(|b| b.service_deployment_arn().map(str::to_string)).collect();
     if arns.is_empty() {
         return Vec::new();
     }

@@ -48,7 +48,11 @@ impl Sim {
             let _ = tx.send(line);
         });
         let line = rx.recv_timeout(Duration::from_secs(15)).expect("ecs-sim printed its address");
-        let url = line.trim().strip_prefix("ecs-sim listening on ").unwrap_or_else(|| panic!("unexpected first line {line:?}")).to_string();
+        let url = line
+            .trim()
+            .strip_prefix("ecs-sim listening on ")
+            .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
+            .to_string();
         Sim { url, child: Some(child), log, _dir: dir }
     }
 
@@ -79,13 +83,19 @@ impl Sim {
             .as_array()
             .and_then(|a| a.iter().find(|s| s["service"] == service))
             .unwrap_or_else(|| panic!("service {service} in {v}"));
-        (s["productionUrl"].as_str().expect("production listener").to_string(), s["testUrl"].as_str().map(str::to_string))
+        (
+            s["productionUrl"].as_str().expect("production listener").to_string(),
+            s["testUrl"].as_str().map(str::to_string),
+        )
     }
 
     /// Pids of every task process the sim has not reaped.
     pub async fn live_pids(&self) -> Vec<u32> {
         let v = self.control("tasks").await;
-        v["livePids"].as_array().map(|a| a.iter().filter_map(|p| p.as_u64().map(|p| p as u32)).collect()).unwrap_or_default()
+        v["livePids"]
+            .as_array()
+            .map(|a| a.iter().filter_map(|p| p.as_u64().map(|p| p as u32)).collect())
+            .unwrap_or_default()
     }
 
     pub fn log_text(&self) -> String {
@@ -152,7 +162,9 @@ async fn upload_blob(http: &reqwest::Client, registry: &str, repo: &str, data: &
 pub async fn push_image(repo: &str, tag: &str) -> String {
     let st = stack();
     let http = reqwest::Client::new();
-    let config = json!({"architecture": "amd64", "os": "linux", "config": {}, "rootfs": {"type": "layers", "diff_ids": []}}).to_string();
+    let config =
+        json!({"architecture": "amd64", "os": "linux", "config": {}, "rootfs": {"type": "layers", "diff_ids": []}})
+            .to_string();
     let layer = format!("layer of {repo}:{tag}").into_bytes();
     let config_digest = upload_blob(&http, &st.registry_url, repo, config.as_bytes()).await;
     let layer_digest = upload_blob(&http, &st.registry_url, repo, &layer).await;

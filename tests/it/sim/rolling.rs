@@ -32,7 +32,8 @@ async fn good_rolling_update_completes_with_zero_failed_requests() {
     let (prod, _) = sim.listeners("web").await;
     assert_eq!(versions_at(&prod, 4).await, vec!["v1"; 4]);
 
-    let load = load::start(&prod, LoadOptions { max_duration: Duration::from_secs(30), concurrency: 3, ..Default::default() });
+    let load =
+        load::start(&prod, LoadOptions { max_duration: Duration::from_secs(30), concurrency: 3, ..Default::default() });
     let td2 = register(&ecs, "web", &v2, &[("SIM_VERSION", "v2")], &[], true).await;
     let update_at = aws_sdk_ecs::primitives::DateTime::from(std::time::SystemTime::now());
     assert!(td2.ends_with("task-definition/web:2"), "{td2}");
@@ -65,12 +66,16 @@ async fn good_rolling_update_completes_with_zero_failed_requests() {
     assert!(stopped_events.iter().all(|e| e.contains(" running tasks: (task ")), "{events:#?}");
     assert!(events.iter().any(|e| e.starts_with("(service web) has begun draining connections on ")), "{events:#?}");
     // The old tasks were stopped by the scheduler, not by failures.
-    let stopped = ecs.list_tasks().cluster("main").service_name("web").desired_status("STOPPED".into()).send().await.unwrap();
+    let stopped =
+        ecs.list_tasks().cluster("main").service_name("web").desired_status("STOPPED".into()).send().await.unwrap();
     assert_eq!(stopped.task_arns().len(), 2);
     for arn in stopped.task_arns() {
         let t = describe_task(&ecs, "main", arn).await;
         assert_eq!(t.stop_code().map(|c| c.as_str()), Some("ServiceSchedulerInitiated"));
-        assert!(t.stopped_reason().unwrap_or("").starts_with("Scaling activity initiated by (deployment ecs-svc/"), "{t:?}");
+        assert!(
+            t.stopped_reason().unwrap_or("").starts_with("Scaling activity initiated by (deployment ecs-svc/"),
+            "{t:?}"
+        );
     }
     let sds = service_deployments(&ecs, "main", "web").await;
     assert_eq!(sds.len(), 2);
@@ -112,7 +117,8 @@ async fn crashing_revision_trips_the_circuit_breaker_and_rolls_back() {
 
     // Crashes 2 s (scaled: 100 ms) after starting.
     let td2 = register(&ecs, "api", &v2, &[("SIM_VERSION", "v2"), ("SIM_CRASH_AFTER", "2")], &[], false).await;
-    let up = ecs.update_service().cluster("main").service("api").task_definition(&td2).send().await.expect("update service");
+    let up =
+        ecs.update_service().cluster("main").service("api").task_definition(&td2).send().await.expect("update service");
     let bad_id = up.service().unwrap().deployments()[0].id().unwrap().to_string();
     assert_ne!(bad_id, good_id);
 
@@ -121,7 +127,11 @@ async fn crashing_revision_trips_the_circuit_breaker_and_rolls_back() {
         sds.into_iter().find(|sd| sd.status().map(|s| s.as_str()) == Some("ROLLBACK_SUCCESSFUL"))
     })
     .await;
-    assert_eq!(sd.deployment_circuit_breaker().map(|b| b.threshold()), Some(3), "threshold for desired 2 is max(3, ceil(0.5*2))");
+    assert_eq!(
+        sd.deployment_circuit_breaker().map(|b| b.threshold()),
+        Some(3),
+        "threshold for desired 2 is max(3, ceil(0.5*2))"
+    );
     assert!(sd.deployment_circuit_breaker().map(|b| b.failure_count()).unwrap_or(0) >= 3, "{sd:?}");
     assert_eq!(sd.target_service_revision().map(|r| r.requested_task_count()), Some(2));
     assert!(sd.rollback().and_then(|r| r.reason()).unwrap_or("").contains("circuit breaker"), "{sd:?}");
@@ -132,14 +142,16 @@ async fn crashing_revision_trips_the_circuit_breaker_and_rolls_back() {
     let failed_event = format!("(service api) (deployment {bad_id}) deployment failed: tasks failed to start.");
     let rollback_event = format!("(service api) rolling back to deployment {good_id}.");
     let fi = events.iter().position(|e| *e == failed_event).unwrap_or_else(|| panic!("{failed_event} in {events:#?}"));
-    let ri = events.iter().position(|e| *e == rollback_event).unwrap_or_else(|| panic!("{rollback_event} in {events:#?}"));
+    let ri =
+        events.iter().position(|e| *e == rollback_event).unwrap_or_else(|| panic!("{rollback_event} in {events:#?}"));
     assert!(ri < fi, "rollback is announced after the failure (events are newest first)");
     assert_eq!(events[0], "(service api) has reached a steady state.");
 
     // The failed revision's tasks: essential container exits, and the breaker tripped at the
     // threshold: three failures before the rollback, no v2 task started after it.
     let rollback_at = s.events()[ri].created_at().unwrap().as_secs_f64();
-    let stopped = ecs.list_tasks().cluster("main").started_by(&bad_id).desired_status("STOPPED".into()).send().await.unwrap();
+    let stopped =
+        ecs.list_tasks().cluster("main").started_by(&bad_id).desired_status("STOPPED".into()).send().await.unwrap();
     let mut failures_before = 0;
     for arn in stopped.task_arns() {
         let t = describe_task(&ecs, "main", arn).await;
@@ -152,7 +164,10 @@ async fn crashing_revision_trips_the_circuit_breaker_and_rolls_back() {
             }
         }
     }
-    assert!((3..=4).contains(&failures_before), "breaker trips at the 3rd failure (a 4th may race it): {failures_before}");
+    assert!(
+        (3..=4).contains(&failures_before),
+        "breaker trips at the 3rd failure (a 4th may race it): {failures_before}"
+    );
     // v1 never went away (minimumHealthyPercent 100) and serves on.
     let running = ecs.list_tasks().cluster("main").service_name("api").send().await.unwrap();
     assert_eq!(running.task_arns().len(), 2);
@@ -173,7 +188,9 @@ async fn failing_container_health_checks_stop_tasks_and_fail_without_rollback() 
     let no_rollback = aws_sdk_ecs::types::DeploymentConfiguration::builder()
         .minimum_healthy_percent(100)
         .maximum_percent(200)
-        .deployment_circuit_breaker(aws_sdk_ecs::types::DeploymentCircuitBreaker::builder().enable(true).rollback(false).build())
+        .deployment_circuit_breaker(
+            aws_sdk_ecs::types::DeploymentCircuitBreaker::builder().enable(true).rollback(false).build(),
+        )
         .build();
     ecs.create_service()
         .cluster("main")
@@ -198,7 +215,14 @@ async fn failing_container_health_checks_stop_tasks_and_fail_without_rollback() 
     assert_eq!(d.rollout_state_reason(), Some("ECS deployment circuit breaker: tasks failed to start."));
     assert_eq!(d.failed_tasks(), 3);
     assert_eq!(s.task_definition(), Some(td2.as_str()), "no rollback was asked for");
-    let stopped = ecs.list_tasks().cluster("main").started_by(d.id().unwrap()).desired_status("STOPPED".into()).send().await.unwrap();
+    let stopped = ecs
+        .list_tasks()
+        .cluster("main")
+        .started_by(d.id().unwrap())
+        .desired_status("STOPPED".into())
+        .send()
+        .await
+        .unwrap();
     assert!(stopped.task_arns().len() >= 3);
     let t = describe_task(&ecs, "main", &stopped.task_arns()[0]).await;
     assert_eq!(t.stopped_reason(), Some("Task failed container health checks"));

@@ -73,11 +73,7 @@ pub fn start(url: &str, opts: LoadOptions) -> Load {
     let budget = Arc::new(AtomicU64::new(opts.max_requests));
     let started = Instant::now();
     let deadline = started + opts.max_duration;
-    let client = reqwest::Client::builder()
-        .no_proxy()
-        .timeout(opts.request_timeout)
-        .build()
-        .expect("load client");
+    let client = reqwest::Client::builder().no_proxy().timeout(opts.request_timeout).build().expect("load client");
     let workers = (0..opts.concurrency.max(1))
         .map(|_| {
             let (stop, budget, client, url) = (stop.clone(), budget.clone(), client.clone(), url.to_string());
@@ -102,7 +98,8 @@ pub fn start(url: &str, opts: LoadOptions) -> Load {
                             } else {
                                 r.failed += 1;
                                 if r.failures.len() < 10 {
-                                    r.failures.push(format!("HTTP {status}: {}", body.chars().take(120).collect::<String>()));
+                                    r.failures
+                                        .push(format!("HTTP {status}: {}", body.chars().take(120).collect::<String>()));
                                 }
                             }
                         }

@@ -125,10 +125,13 @@ pub fn runtime() -> &'static tokio::runtime::Runtime {
 }
 
 /// Serve an axum router on a free loopback port in the background; returns `http://127.0.0.1:PORT`.
+/// Works from sync tests and from inside async ones alike.
 pub fn serve(router: axum::Router) -> String {
-    let listener = runtime().block_on(tokio::net::TcpListener::bind("127.0.0.1:0")).expect("bind loopback");
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind loopback");
+    listener.set_nonblocking(true).expect("nonblocking");
     let addr = listener.local_addr().expect("local addr");
     runtime().spawn(async move {
+        let listener = tokio::net::TcpListener::from_std(listener).expect("tokio listener");
         let _ = axum::serve(listener, router).await;
     });
     format!("http://{addr}")

@@ -66,12 +66,15 @@ pub struct RegistryProxy {
 impl RegistryProxy {
     /// Start a proxy to `upstream` (`127.0.0.1:PORT`) on a free loopback port.
     pub fn start(upstream: &str) -> Self {
-        let listener = runtime().block_on(TcpListener::bind("127.0.0.1:0")).expect("bind loopback");
+        // Bound here, served on the support runtime: works from sync and async tests alike.
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind loopback");
+        listener.set_nonblocking(true).expect("nonblocking");
         let addr = listener.local_addr().expect("addr");
         let state = Arc::new(State::default());
         let upstream = upstream.to_string();
         let st = state.clone();
         runtime().spawn(async move {
+            let listener = TcpListener::from_std(listener).expect("tokio listener");
             while let Ok((client, _)) = listener.accept().await {
                 let (st, upstream) = (st.clone(), upstream.clone());
                 tokio::spawn(async move {

@@ -1,0 +1,168 @@
+//! `deployer.toml`: per-environment settings (role, cluster, services, which refs may deploy
+//! where), read strictly — an unknown key is an error naming its line, not a silent typo.
+//! Flags override the file; `release` merges both into one plan.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use serde::Deserialize;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{file}: cannot read it: {reason}")]
+    Read { file: String, reason: String },
+    #[error("{file}: {message}")]
+    Parse { file: String, message: String },
+    #[error("{file}: environment {env:?}: {reason}")]
+    Invalid { file: String, env: String, reason: String },
+}
+
+/// One string or a list of them (`service = "web"` or `service = ["web", "worker"]`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(untagged)]
+pub enum OneOrMany {
+    #[default]
+    None,
+    One(String),
+    Many(Vec<String>),
+}
+
+impl OneOrMany {
+    pub fn to_vec(&self) -> Vec<String> {
+        match self {
+            OneOrMany::None => Vec::new(),
+            OneOrMany::One(s) => vec![s.clone()],
+            OneOrMany::Many(v) => v.clone(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct Environment {
+    pub role_arn: Option<String>,
+    pub chain_role_arn: Option<String>,
+    #[serde(default)]
+    pub allowed_account_ids: Vec<String>,
+    pub region: Option<String>,
+    pub cluster: Option<String>,
+    #[serde(default, alias = "services")]
+    pub service: OneOrMany,
+    /// Branch globs (`main`, `release/*`) whose pushes may deploy here.
+    #[serde(default)]
+    pub branches: Vec<String>,
+    /// Tag globs (`v*`) whose pushes or releases may deploy here.
+    #[serde(default)]
+    pub tags: Vec<String>,
+    /// `workflow_dispatch` may target this environment.
+    #[serde(default)]
+    pub manual: bool,
+    pub strategy: Option<String>,
+    #[serde(default)]
+    pub health_url: OneOrMany,
+    pub bake: Option<u64>,
+    pub timeout: Option<u64>,
+    pub repository: Option<String>,
+    pub task_definition: Option<String>,
+    pub container: Option<String>,
+    pub secrets_path: Option<String>,
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
+    #[serde(default)]
+    pub secrets: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct Config {
+    pub app: Option<String>,
+    pub region: Option<String>,
+    #[serde(default)]
+    pub environments: BTreeMap<String, Environment>,
+}
+
+impl Config {
+    pub fn parse(text: &str, file: &str) -> Result<Config, ConfigError> {
+        let config: Config = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            file: file.to_string(),
+            message: e.to_string().trim_end().to_string(),
+        })?;
+        for (name, env) in &config.environments {
+            let invalid = |reason: String| ConfigError::Invalid { file: file.to_string(), env: name.clone(), reason };
+            for pattern in env.branches.iter().chain(&env.tags) {
+                crate::resolve::glob(pattern).map_err(|e| invalid(format!("pattern {pattern:?}: {e}")))?;
+            }
+            if let Some(s) = &env.strategy
+                && !["rolling", "blue-green", "canary", "linear"].contains(&s.as_str())
+            {
+                return Err(invalid(format!("strategy {s:?} is not one of rolling, blue-green, canary, linear")));
+            }
+        }
+        Ok(config)
+    }
+
+    /// Read `path`; a missing file is an empty config only when `required` is false (the
+    /// default path), so a typo in `--config` is still an error.
+    pub fn load(path: &Path, required: bool) -> Result<Config, ConfigError> {
+        let file = path.display().to_string();
+        match std::fs::read_to_string(path) {
+            Ok(text) => Config::parse(&text, &file),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && !required => Ok(Config::default()),
+            Err(e) => Err(ConfigError::Read { file, reason: e.to_string() }),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const EXAMPLE: &str = r#"
+app = "shop"
+region = "eu-west-1"
+[environments.staging]
+role-arn = "arn:aws:iam::111111111111:role/deploy-staging"
+cluster = "staging"
+service = "web"
+branches = ["main"]
+secrets-path = "/staging/shop/"
+[environments.production]
+role-arn = "arn:aws:iam::222222222222:role/deploy-prod"
+cluster = "prod"
+service = ["web", "worker"]
+branches = ["release/*"]
+tags = ["v*"]
+manual = true
+strategy = "blue-green"
+health-url = ["https://shop.example.com/health"]
+"#;
+
+    #[test]
+    fn the_design_example_parses() {
+        let c = Config::parse(EXAMPLE, "deployer.toml").unwrap();
+        assert_eq!(c.app.as_deref(), Some("shop"));
+        let prod = &c.environments["production"];
+        assert_eq!(prod.service.to_vec(), ["web", "worker"]);
+        assert!(prod.manual);
+        assert_eq!(prod.health_url.to_vec(), ["https://shop.example.com/health"]);
+        assert_eq!(c.environments["staging"].service.to_vec(), ["web"]);
+    }
+
+    #[test]
+    fn mistakes_name_the_file_and_line() {
+        let typo = "[environments.prod]\nclustr = \"x\"\n";
+        let err = Config::parse(typo, "deployer.toml").unwrap_err().to_string();
+        assert!(err.starts_with("deployer.toml: TOML parse error at line 2, column 1"), "{err}");
+        assert!(err.contains("unknown field `clustr`"), "{err}");
+        let bad = "[environments.prod]\nstrategy = \"yolo\"\n";
+        let err = Config::parse(bad, "d.toml").unwrap_err().to_string();
+        assert_eq!(
+            err,
+            "d.toml: environment \"prod\": strategy \"yolo\" is not one of rolling, blue-green, canary, linear"
+        );
+        let glob = "[environments.prod]\nbranches = [\"release/[\"]\n";
+        assert!(Config::parse(glob, "d.toml").unwrap_err().to_string().contains("pattern \"release/[\""));
+        assert!(Config::load(Path::new("/nonexistent/deployer.toml"), false).unwrap().environments.is_empty());
+        assert!(Config::load(Path::new("/nonexistent/deployer.toml"), true).is_err());
+    }
+}

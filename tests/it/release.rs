@@ -1,0 +1,173 @@
+//! `deployer release` end to end as a workflow on a release branch runs it: the local OIDC
+//! issuer, moto's STS/SSM, docker-registry and ecs-sim; and the policy refusing a branch
+//! that may not deploy to production.
+
+use std::time::Duration;
+
+use serde_json::json;
+
+use crate::sim::common::{describe, load_balancer, register, rolling_config, versions_at, wait_steady};
+use crate::sim::harness::{Sim, moto, push_image, unique};
+use crate::support::oidc::{Issuer, Job};
+use crate::support::{Captured, capture, deployer, ecs_client, stack, unique_account};
+
+struct Setup {
+    account: String,
+    sim: Sim,
+    dir: tempfile::TempDir,
+    family: String,
+    prod: String,
+    v1: String,
+}
+
+async fn setup() -> Setup {
+    let account = unique_account();
+    let sim = Sim::start();
+    let ecs = ecs_client(&sim.url, &account);
+    let family = unique("shop");
+    let image = push_image(&family, "v1").await;
+    ecs.create_cluster().cluster_name("prod").send().await.unwrap();
+    let v1 = register(&ecs, &family, &image, &[("SIM_VERSION", "v1")], &[], true).await;
+    ecs.create_service()
+        .cluster("prod")
+        .service_name("web")
+        .task_definition(&v1)
+        .desired_count(2)
+        .load_balancers(load_balancer(&account, "web"))
+        .deployment_configuration(rolling_config())
+        .send()
+        .await
+        .unwrap();
+    wait_steady(&ecs, "prod", "web", Duration::from_secs(30)).await;
+    let (prod, _) = sim.listeners("web").await;
+    moto(
+        &account,
+        "AmazonSSM.PutParameter",
+        json!({"Name": "/production/shop/db_password", "Value": "canary-release-secret", "Type": "SecureString"}),
+    )
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("deployer.toml"),
+        format!(
+            r#"app = "shop"
+region = "us-east-1"
+[environments.staging]
+role-arn = "arn:aws:iam::{account}:role/deploy-staging"
+cluster = "staging"
+service = "web"
+branches = ["main"]
+[environments.production]
+role-arn = "arn:aws:iam::{account}:role/deploy-prod"
+cluster = "prod"
+service = "web"
+branches = ["release/*"]
+tags = ["v*"]
+manual = true
+secrets-path = "/production/shop/"
+health-url = ["{prod}/health"]
+task-definition = "taskdef.json"
+"#
+        ),
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("taskdef.json"),
+        json!({
+            "family": family,
+            "executionRoleArn": format!("arn:aws:iam::{account}:role/ecsTaskExecutionRole"),
+            "networkMode": "awsvpc", "requiresCompatibilities": ["FARGATE"], "cpu": "256", "memory": "512",
+            "containerDefinitions": [{"name": "app", "image": "placeholder", "essential": true,
+                "portMappings": [{"containerPort": 8080}],
+                "environment": [{"name": "SIM_VERSION", "value": "v2"}]}]
+        })
+        .to_string(),
+    )
+    .unwrap();
+    Setup { account, sim, dir, family, prod, v1 }
+}
+
+fn release(s: &Setup, issuer: &Issuer, git_ref: &str, image: &str) -> assert_cmd::Command {
+    let mut c = deployer(&s.account);
+    c.current_dir(s.dir.path())
+        .envs(issuer.env())
+        .env("GITHUB_ACTIONS", "true")
+        .env("GITHUB_EVENT_NAME", "push")
+        .env("GITHUB_REF", git_ref)
+        .env("GITHUB_REPOSITORY", "octo-org/shop")
+        .env("GITHUB_RUN_ID", "4242")
+        .env("GITHUB_OUTPUT", s.dir.path().join("outputs"))
+        .env("GITHUB_STEP_SUMMARY", s.dir.path().join("summary.md"))
+        .env("AWS_ENDPOINT_URL_ECS", &s.sim.url)
+        .env("DEPLOYER_POLL_MS", "150")
+        .args(["--output", "json", "release", "--image", image, "--registry-endpoint", &stack().registry_url]);
+    c
+}
+
+fn outputs(s: &Setup) -> std::collections::HashMap<String, String> {
+    let text = std::fs::read_to_string(s.dir.path().join("outputs")).unwrap_or_default();
+    let mut out = std::collections::HashMap::new();
+    let mut lines = text.lines();
+    while let Some(line) = lines.next() {
+        let Some((name, delim)) = line.split_once("<<") else { continue };
+        let value: Vec<&str> = lines.by_ref().take_while(|l| *l != delim).collect();
+        out.insert(name.to_string(), value.join("\n"));
+    }
+    out
+}
+
+async fn run(mut c: assert_cmd::Command) -> Captured {
+    tokio::task::spawn_blocking(move || capture(&mut c)).await.unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_release_branch_push_deploys_to_production_through_every_stage() {
+    let s = setup().await;
+    let issuer = Issuer::start(Job { git_ref: "refs/heads/release/1.4".into(), ..Job::default() });
+    let image = push_image(&s.family, "v2").await;
+    let out = run(release(&s, &issuer, "refs/heads/release/1.4", &image)).await;
+    assert_eq!(out.code, Some(0), "{out}");
+    let result: serde_json::Value = serde_json::from_str(out.stdout.trim()).unwrap_or_else(|e| panic!("{e}\n{out}"));
+    assert_eq!(result["environment"], "production");
+    assert_eq!(result["aws-account-id"], s.account.as_str());
+    assert_eq!(result["result"], "succeeded");
+    let stages: Vec<&str> = result["stages"].as_array().unwrap().iter().map(|s| s["stage"].as_str().unwrap()).collect();
+    assert_eq!(stages, ["resolve", "auth", "render", "verify", "register", "deploy"]);
+    let o = outputs(&s);
+    assert_eq!(o.get("environment").map(String::as_str), Some("production"));
+    assert_eq!(o.get("result").map(String::as_str), Some("succeeded"));
+    assert_eq!(o.get("previous-task-definition-arn"), Some(&s.v1));
+    assert!(o.get("task-definition-arn").is_some_and(|a| a.ends_with(&format!("{}:2", s.family))), "{o:?}");
+    assert_eq!(versions_at(&s.prod, 4).await, vec!["v2"; 4]);
+
+    // The registered revision carries the secret as a reference, never the value.
+    let ecs = ecs_client(&s.sim.url, &s.account);
+    let svc = describe(&ecs, "prod", "web").await;
+    let td = ecs.describe_task_definition().task_definition(svc.task_definition().unwrap()).send().await.unwrap();
+    let secrets = td.task_definition().unwrap().container_definitions()[0].secrets().to_vec();
+    assert_eq!(secrets.len(), 1);
+    assert_eq!(
+        secrets[0].value_from(),
+        format!("arn:aws:ssm:us-east-1:{}:parameter/production/shop/db_password", s.account)
+    );
+    let summary = std::fs::read_to_string(s.dir.path().join("summary.md")).unwrap();
+    for text in [&out.stdout, &out.stderr, &summary] {
+        assert!(!text.contains("canary-release-secret"));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_feature_branch_may_not_deploy_and_nothing_changes() {
+    let s = setup().await;
+    let issuer = Issuer::start(Job { git_ref: "refs/heads/feature/x".into(), ..Job::default() });
+    let image = push_image(&s.family, "v2").await;
+    let mut c = release(&s, &issuer, "refs/heads/feature/x", &image);
+    c.args(["--environment", "production"]);
+    let out = run(c).await;
+    assert_eq!(out.code, Some(1), "{out}");
+    assert!(out.stderr.contains("refusing to deploy: refs/heads/feature/x may not deploy to \"production\""), "{out}");
+    assert!(out.stderr.contains("production ← branches release/*, tags v*, workflow_dispatch"), "{out}");
+    assert_eq!(issuer.requests(), 0, "refused before asking for a token");
+    let ecs = ecs_client(&s.sim.url, &s.account);
+    assert_eq!(describe(&ecs, "prod", "web").await.task_definition(), Some(s.v1.as_str()));
+}
