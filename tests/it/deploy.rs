@@ -70,7 +70,8 @@ impl App {
         register(&self.ecs, &self.family, &self.image, &all, &[], health_check).await
     }
 
-    fn deploy(&self, task_definition: &str, extra: &[&str]) -> assert_cmd::Command {
+    /// `deployer --output json deploy --cluster main --task-definition TD` against the sim.
+    fn deploy_to(&self, services: &str, task_definition: &str) -> assert_cmd::Command {
         let mut c = deployer(&self.account);
         c.env("AWS_ENDPOINT_URL_ECS", &self.sim.url).env("DEPLOYER_POLL_MS", "150").args([
             "--output",
@@ -79,15 +80,17 @@ impl App {
             "--cluster",
             "main",
             "--service",
-            "web",
+            services,
             "--task-definition",
             task_definition,
-            "--health-url",
-            &format!("{}/health", self.prod),
-            "--timeout",
-            "60",
         ]);
-        c.args(extra);
+        c
+    }
+
+    /// Deploy to `web`, gated on its production listener's /health.
+    fn deploy(&self, task_definition: &str, extra: &[&str]) -> assert_cmd::Command {
+        let mut c = self.deploy_to("web", task_definition);
+        c.args(["--health-url", &format!("{}/health", self.prod), "--timeout", "60"]).args(extra);
         c
     }
 
@@ -393,18 +396,7 @@ async fn add_service(app: &App, name: &str, config: DeploymentConfiguration) {
 }
 
 fn deploy_many(app: &App, task_definition: &str, extra: &[&str]) -> assert_cmd::Command {
-    let mut c = deployer(&app.account);
-    c.env("AWS_ENDPOINT_URL_ECS", &app.sim.url).env("DEPLOYER_POLL_MS", "150").args([
-        "--output",
-        "json",
-        "deploy",
-        "--cluster",
-        "main",
-        "--service",
-        "web,worker",
-        "--task-definition",
-        task_definition,
-    ]);
+    let mut c = app.deploy_to("web,worker", task_definition);
     c.args(extra);
     c
 }

@@ -12,7 +12,7 @@ use fixtures::{Layer, gunzip, layers, sha};
 use serde_json::Value;
 
 use crate::support::registry_proxy::{Fault, RegistryProxy};
-use crate::support::{Captured, capture, credentials_for, deployer, stack, unique_account};
+use crate::support::{Captured, capture, deployer, deployer_process, stack, unique_account};
 
 /// A repository name no other test uses.
 fn repo(name: &str) -> String {
@@ -38,21 +38,8 @@ impl Run {
 
     /// The same command as a plain `std::process::Command`, for a run the test kills.
     fn std_cmd(&self, endpoint: &str) -> Command {
-        let creds = credentials_for(&self.account);
-        let mut cmd = Command::new(assert_cmd::cargo::cargo_bin("deployer"));
-        cmd.env_clear()
-            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-            .env("AWS_ENDPOINT_URL", &stack().moto_url)
-            .env("AWS_REGION", "us-east-1")
-            .env("AWS_ACCESS_KEY_ID", &creds.access_key_id)
-            .env("AWS_SECRET_ACCESS_KEY", &creds.secret_access_key)
-            .env("AWS_SESSION_TOKEN", &creds.session_token)
-            .env("AWS_CONFIG_FILE", "/nonexistent/deployer-test/config")
-            .env("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent/deployer-test/credentials")
-            .env("AWS_EC2_METADATA_DISABLED", "true")
-            .env("DEPLOYER_RETRY_BASE_MS", "20")
-            .env("DEPLOYER_REGISTRY_ENDPOINT", endpoint)
-            .env("DEPLOYER_CACHE_DIR", self.cache.path());
+        let mut cmd = deployer_process(&self.account);
+        cmd.env("DEPLOYER_REGISTRY_ENDPOINT", endpoint).env("DEPLOYER_CACHE_DIR", self.cache.path());
         cmd
     }
 

@@ -140,9 +140,14 @@ pub fn serve(router: axum::Router) -> String {
 /// `deployer` with a clean environment pointed at the local stack as `account`: no GitHub or
 /// AWS variables leak in from the machine running the tests.
 pub fn deployer(account: &str) -> assert_cmd::Command {
+    assert_cmd::Command::from_std(deployer_process(account))
+}
+
+/// The same as a plain `std::process::Command`, for runs a test signals or kills.
+pub fn deployer_process(account: &str) -> std::process::Command {
     let stack = stack();
     let creds = credentials_for(account);
-    let mut cmd = assert_cmd::Command::cargo_bin("deployer").expect("deployer binary");
+    let mut cmd = std::process::Command::new(assert_cmd::cargo::cargo_bin("deployer"));
     for (key, _) in std::env::vars_os() {
         let key = key.to_string_lossy().to_string();
         if key.starts_with("GITHUB_")
