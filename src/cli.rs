@@ -227,6 +227,29 @@ pub struct DeployArgs {
     /// Consecutive bad probe answers (one URL) that fail the gate.
     #[arg(long, default_value_t = 3, env = "DEPLOYER_PROBE_FAILURES")]
     pub probe_failures: u32,
+    #[command(flatten)]
+    pub traffic: TrafficArgs,
+}
+
+/// Blue/green, canary and linear settings (ignored by --strategy rolling).
+#[derive(Debug, Clone, Default, Args)]
+pub struct TrafficArgs {
+    /// A URL on the test listener (green only, before production shifts) that must answer
+    /// well before deployer lets ECS shift production traffic; repeatable.
+    #[arg(long = "test-url", env = "DEPLOYER_TEST_URL", value_delimiter = ',')]
+    pub test_urls: Vec<String>,
+    /// --strategy canary: percent of production traffic the canary step gets (ECS default 5).
+    #[arg(long, env = "DEPLOYER_CANARY_PERCENT")]
+    pub canary_percent: Option<f64>,
+    /// --strategy canary: seconds between the canary step and 100% (whole minutes to ECS, rounded up).
+    #[arg(long, env = "DEPLOYER_CANARY_BAKE")]
+    pub canary_bake: Option<u64>,
+    /// --strategy linear: percent of production traffic added each step (ECS default 10).
+    #[arg(long, env = "DEPLOYER_LINEAR_PERCENT")]
+    pub linear_percent: Option<f64>,
+    /// --strategy linear: seconds between steps (whole minutes to ECS, rounded up).
+    #[arg(long, env = "DEPLOYER_LINEAR_BAKE")]
+    pub linear_bake: Option<u64>,
 }
 
 #[derive(Debug, Args)]
@@ -318,6 +341,19 @@ pub struct ReleaseArgs {
     pub no_rollback: bool,
     #[arg(long, env = "DEPLOYER_ALL_OR_NOTHING")]
     pub all_or_nothing: bool,
+    #[command(flatten)]
+    pub traffic: TrafficArgs,
+
+    // GitHub Deployments
+    /// Token for GitHub Deployments (falls back to GITHUB_TOKEN); without one they are skipped.
+    #[arg(long, env = "DEPLOYER_GITHUB_TOKEN", hide_env_values = true)]
+    pub github_token: Option<String>,
+    /// The REST API base (falls back to GITHUB_API_URL, then https://api.github.com).
+    #[arg(long, env = "DEPLOYER_GITHUB_API_URL")]
+    pub github_api_url: Option<String>,
+    /// The deployed app's URL for the GitHub deployment (default: the first --health-url).
+    #[arg(long, env = "DEPLOYER_ENVIRONMENT_URL")]
+    pub environment_url: Option<String>,
 }
 
 #[derive(Debug, Subcommand)]

@@ -60,6 +60,9 @@ pub struct Environment {
     pub strategy: Option<String>,
     #[serde(default)]
     pub health_url: OneOrMany,
+    /// Test-listener URLs probed before production traffic shifts (blue-green, canary, linear).
+    #[serde(default)]
+    pub test_url: OneOrMany,
     pub bake: Option<u64>,
     pub timeout: Option<u64>,
     pub repository: Option<String>,

@@ -60,7 +60,128 @@ pub fn summary(reports: &[DeployReport]) -> String {
         for s in &r.timeline {
             md.push_str(&format!("| {:.1}s | {} |\n", s.at_ms as f64 / 1000.0, s.what.replace('|', "\\|")));
         }
+        md.push_str(&lifecycle_markdown(r));
         md.push_str(&format!("\n{} polls, {} ECS API calls.\n", r.polls, r.api_calls));
     }
     md
+}
+
+/// What the release section of the step summary shows.
+pub struct ReleaseSummary<'a> {
+    pub environment: &'a str,
+    pub image_uri: Option<&'a str>,
+    pub image_digest: Option<&'a str>,
+    pub task_definition_arn: &'a str,
+    pub previous_task_definition_arn: &'a str,
+    pub strategy: &'a str,
+    /// `succeeded` | `rolled-back` | `failed`
+    pub result: &'a str,
+    /// Each stage and its duration in milliseconds, in order.
+    pub stages: Vec<(&'a str, u64)>,
+}
+
+/// The release's headline for `$GITHUB_STEP_SUMMARY`: environment, image and digest, task
+/// definition old → new revision, strategy, result, durations, and the stages as a mermaid
+/// gantt chart (GitHub renders it). The diff and the per-service diagnostics are written by
+/// the stages themselves.
+pub fn release_summary(s: &ReleaseSummary) -> String {
+    let code = |v: &str| format!("`{}`", v.replace('`', "'"));
+    let icon = match s.result {
+        "succeeded" => "✅",
+        "rolled-back" => "↩️",
+        _ => "❌",
+    };
+    let total: u64 = s.stages.iter().map(|(_, ms)| ms).sum();
+    let secs = |ms: u64| format!("{:.1}s", ms as f64 / 1000.0);
+    let mut md = format!("## deployer release: {} {icon} {}\n\n", code(s.environment), s.result);
+    md.push_str("| | |\n| --- | --- |\n");
+    md.push_str(&format!("| environment | {} |\n", code(s.environment)));
+    if let Some(uri) = s.image_uri {
+        md.push_str(&format!("| image | {} |\n", code(uri)));
+    }
+    if let Some(digest) = s.image_digest {
+        md.push_str(&format!("| digest | {} |\n", code(digest)));
+    }
+    let previous =
+        if s.previous_task_definition_arn.is_empty() { "(none)" } else { short(s.previous_task_definition_arn) };
+    md.push_str(&format!("| task definition | {} → {} |\n", code(previous), code(short(s.task_definition_arn))));
+    md.push_str(&format!("| strategy | {} |\n", s.strategy));
+    md.push_str(&format!("| result | {icon} {} |\n", s.result));
+    let durations: Vec<String> = s.stages.iter().map(|(stage, ms)| format!("{stage} {}", secs(*ms))).collect();
+    md.push_str(&format!("| duration | {} ({}) |\n\n", secs(total), durations.join(", ")));
+    md.push_str(&gantt(&s.stages));
+    md
+}
+
+/// The stages as a mermaid gantt chart, milliseconds from the start of the release.
+pub fn gantt(stages: &[(&str, u64)]) -> String {
+    let mut md = String::from(
+        "```mermaid\ngantt\n    title release timeline\n    dateFormat x\n    axisFormat %M:%S\n    section stages\n",
+    );
+    let mut at = 0u64;
+    for (stage, ms) in stages {
+        // A task name must not contain ':' or '#' (mermaid syntax); ours are fixed words.
+        let name: String = stage.chars().filter(|c| c.is_ascii_alphanumeric() || *c == '-' || *c == ' ').collect();
+        // A zero-length bar is invisible: give it 1 ms.
+        let end = at + (*ms).max(1);
+        md.push_str(&format!("    {name} ({:.1}s) : {at}, {end}\n", *ms as f64 / 1000.0));
+        at = end;
+    }
+    md.push_str("```\n");
+    md
+}
+
+/// Blue/green, canary, linear: each lifecycle stage with its start and duration, and green's
+/// share of traffic over time. Empty for rolling deployments.
+fn lifecycle_markdown(r: &DeployReport) -> String {
+    let secs = |ms: u64| format!("{:.1}s", ms as f64 / 1000.0);
+    let mut md = String::new();
+    if !r.lifecycle.is_empty() {
+        md.push_str(&format!(
+            "\n**Lifecycle ({}):**\n\n| stage | started | duration |\n| --- | ---: | ---: |\n",
+            r.strategy.as_deref().unwrap_or("traffic shift")
+        ));
+        for s in &r.lifecycle {
+            md.push_str(&format!("| {} | {} | {} |\n", s.stage, secs(s.started_ms), secs(s.duration_ms)));
+        }
+    }
+    if !r.traffic.is_empty() {
+        md.push_str("\n**Traffic split:**\n\n| at | production → green | test → green |\n| ---: | ---: | ---: |\n");
+        for t in &r.traffic {
+            md.push_str(&format!(
+                "| {} | {}% | {}% |\n",
+                secs(t.at_ms),
+                t.production_green_percent,
+                t.test_green_percent
+            ));
+        }
+    }
+    md
+}
+
+#[cfg(test)]
+mod release_summary_tests {
+    use super::*;
+
+    #[test]
+    fn the_release_summary_has_the_headline_and_a_gantt_timeline() {
+        let md = release_summary(&ReleaseSummary {
+            environment: "production",
+            image_uri: Some("1.dkr.ecr.us-east-1.amazonaws.com/shop@sha256:ab"),
+            image_digest: Some("sha256:ab"),
+            task_definition_arn: "arn:aws:ecs:us-east-1:1:task-definition/shop:8",
+            previous_task_definition_arn: "arn:aws:ecs:us-east-1:1:task-definition/shop:7",
+            strategy: "rolling",
+            result: "succeeded",
+            stages: vec![("resolve", 3), ("auth", 250), ("deploy", 41_000)],
+        });
+        assert!(md.contains("| task definition | `shop:7` → `shop:8` |"), "{md}");
+        assert!(md.contains("| digest | `sha256:ab` |"), "{md}");
+        assert!(md.contains("| duration | 41.3s (resolve 0.0s, auth 0.2s, deploy 41.0s) |"), "{md}");
+        assert!(md.contains("```mermaid\ngantt\n"), "{md}");
+        assert!(
+            md.contains("    resolve (0.0s) : 0, 3\n    auth (0.2s) : 3, 253\n    deploy (41.0s) : 253, 41253\n"),
+            "{md}"
+        );
+    }
 }

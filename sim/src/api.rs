@@ -404,6 +404,7 @@ async fn create_service(sim: &Arc<Sim>, ctx: &Ctx, input: &Value) -> R {
         "role",
         "serviceConnectConfiguration",
         "availabilityZoneRebalancing",
+        "deploymentController",
     ] {
         if let Some(v) = input.get(k) {
             extra.insert(if k == "role" { "roleArn".into() } else { k.to_string() }, v.clone());

@@ -193,6 +193,12 @@ pub fn start_deployment(st: &mut State, svc_arn: &str, td_arn: &str) {
         v.sort_by_key(|d| Some(&d.id) != main.as_ref());
         v.iter().map(|d| (d.revision_arn.clone(), d.id.clone(), d.task_definition.clone())).collect()
     };
+    // A service that just switched to a traffic-shifting strategy has no weights yet: its
+    // listeners must stay on blue until the lifecycle shifts them.
+    if svc.is_traffic_shifting() && svc.prod_weights.is_none() && !sources.is_empty() {
+        svc.prod_weights = Some(vec![(sources[0].1.clone(), 100.0)]);
+        svc.test_weights = Some(vec![(sources[0].1.clone(), 100.0)]);
+    }
     for d in svc.deployments.iter_mut() {
         if d.status == "PRIMARY" {
             d.status = "ACTIVE".into();

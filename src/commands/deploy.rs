@@ -9,7 +9,9 @@ use serde::Serialize;
 use crate::aws::ecs_json::EcsJson;
 use crate::cli::{DeployArgs, GlobalArgs, RollbackArgs, Strategy};
 use crate::commands::taskdef::Session;
+use crate::deploy::bluegreen::ShiftRequest;
 use crate::deploy::gate::GateConfig;
+use crate::deploy::lifecycle::{self, ShiftSettings};
 use crate::deploy::rollback::{Restored, Rollback};
 use crate::deploy::rolling::{DeployReport, DeployRequest, Deployer, Outcome};
 use crate::deploy::watch::describe_service;
@@ -18,6 +20,7 @@ use crate::error::{Error, Result};
 use crate::exit::Exit;
 use crate::output::Printer;
 use crate::taskdef::{ecs, template::TaskDefinition};
+use aws_sdk_ecs::types::DeploymentStrategy;
 
 pub fn http_client() -> Result<reqwest::Client> {
     reqwest::Client::builder()
@@ -78,11 +81,11 @@ pub async fn deploy_services(
     task_definition: &str,
     printer: &Printer,
 ) -> Result<DeployResult> {
-    if args.strategy != Strategy::Rolling {
-        return Err(Error::NotImplemented("deploy --strategy blue-green|canary|linear (rolling works today)"));
-    }
     for url in &args.health_urls {
         reqwest::Url::parse(url).map_err(|e| Error::Input(format!("--health-url {url:?} is not a URL: {e}")))?;
+    }
+    if args.strategy != Strategy::Rolling {
+        return deploy_traffic_shift(session, args, task_definition, printer).await;
     }
     let ecs = aws_sdk_ecs::Client::new(&session.config);
     let http = http_client()?;
@@ -127,12 +130,114 @@ pub async fn deploy_services(
     for (service, e) in &errors {
         printer.runner.annotate(crate::github::runner::Level::Error, &format!("{service}: {e}"), None);
     }
-    let any_failed = !errors.is_empty() || reports.iter().any(|r| r.result != Outcome::Succeeded);
+    all_or_nothing(&ecs, &http, args, &mut reports, !errors.is_empty()).await;
+    let result = if reports.iter().any(|r| r.result == Outcome::Failed) || !errors.is_empty() {
+        Outcome::Failed
+    } else if reports.iter().any(|r| r.result == Outcome::RolledBack) {
+        Outcome::RolledBack
+    } else {
+        Outcome::Succeeded
+    };
+    Ok(DeployResult { result, services: reports })
+}
+
+/// The ShiftSettings of `args`: ECS takes minutes, deployer seconds (rounded up).
+pub fn shift_settings(args: &DeployArgs) -> ShiftSettings {
+    let t = &args.traffic;
+    ShiftSettings {
+        strategy: match args.strategy {
+            Strategy::Canary => DeploymentStrategy::Canary,
+            Strategy::Linear => DeploymentStrategy::Linear,
+            _ => DeploymentStrategy::BlueGreen,
+        },
+        bake_minutes: args.bake.map(lifecycle::minutes),
+        canary_percent: t.canary_percent,
+        canary_bake_minutes: t.canary_bake.map(lifecycle::minutes),
+        linear_percent: t.linear_percent,
+        linear_bake_minutes: t.linear_bake.map(lifecycle::minutes),
+    }
+}
+
+/// Blue/green, canary, linear: check every service, then deploy them in parallel. ECS bakes
+/// (`bakeTimeInMinutes`, blue kept for an instant rollback), so deployer's own post-success
+/// bake is zero here.
+async fn deploy_traffic_shift(
+    session: &Session,
+    args: &DeployArgs,
+    task_definition: &str,
+    printer: &Printer,
+) -> Result<DeployResult> {
+    for url in &args.traffic.test_urls {
+        reqwest::Url::parse(url).map_err(|e| Error::Input(format!("--test-url {url:?} is not a URL: {e}")))?;
+    }
+    let ecs = aws_sdk_ecs::Client::new(&session.config);
+    let http = http_client()?;
+    let cancel = Cancel::on_signals();
+    let deployer = Deployer { ecs: &ecs, http: &http, cancel: &cancel };
+    let requests: Vec<ShiftRequest> = args
+        .services
+        .iter()
+        .map(|service| ShiftRequest {
+            base: DeployRequest {
+                cluster: args.cluster.clone(),
+                service: service.clone(),
+                task_definition: task_definition.to_string(),
+                gate: GateConfig { bake: Duration::ZERO, ..gate_config(args) },
+                no_rollback: args.no_rollback,
+            },
+            settings: shift_settings(args),
+            test_urls: args.traffic.test_urls.clone(),
+        })
+        .collect();
+    let checks = futures_util::future::join_all(requests.iter().map(|r| deployer.check_traffic_shift(r))).await;
+    let mut previous = Vec::new();
+    for (req, check) in requests.iter().zip(checks) {
+        previous.push(check.map_err(|e| deploy_error(&req.base.service, e))?);
+    }
+    printer.runner.group(&format!("deploy {} to {}", short(task_definition), args.services.join(", ")));
+    let results = futures_util::future::join_all(
+        requests.iter().zip(previous).map(|(r, prev)| deployer.deploy_traffic_shift(r, prev)),
+    )
+    .await;
+    printer.runner.end_group();
+    let mut reports = Vec::new();
+    for (req, result) in requests.iter().zip(results) {
+        match result {
+            Ok(r) => reports.push(r),
+            Err(e) if reports.is_empty() && requests.len() == 1 => return Err(deploy_error(&req.base.service, e)),
+            Err(e) => printer.runner.annotate(
+                crate::github::runner::Level::Error,
+                &format!("{}: {e}", req.base.service),
+                None,
+            ),
+        }
+    }
+    let some_errored = reports.len() < requests.len();
+    all_or_nothing(&ecs, &http, args, &mut reports, some_errored).await;
+    let result = if reports.len() < requests.len() || reports.iter().any(|r| r.result == Outcome::Failed) {
+        Outcome::Failed
+    } else if reports.iter().any(|r| r.result == Outcome::RolledBack) {
+        Outcome::RolledBack
+    } else {
+        Outcome::Succeeded
+    };
+    Ok(DeployResult { result, services: reports })
+}
+
+/// --all-or-nothing: when any service failed, roll back the ones that succeeded.
+async fn all_or_nothing(
+    ecs: &aws_sdk_ecs::Client,
+    http: &reqwest::Client,
+    args: &DeployArgs,
+    reports: &mut [DeployReport],
+    any_error: bool,
+) {
+    let any_failed = any_error || reports.iter().any(|r| r.result != Outcome::Succeeded);
     if args.all_or_nothing && any_failed {
         for r in reports.iter_mut().filter(|r| r.result == Outcome::Succeeded) {
             let rollback = Rollback {
-                ecs: &ecs,
-                http: &http,
+                ecs,
+                http,
                 cluster: &r.cluster,
                 service: &r.service,
                 to: &r.previous_task_definition_arn,
@@ -159,14 +264,6 @@ pub async fn deploy_services(
             }
         }
     }
-    let result = if reports.iter().any(|r| r.result == Outcome::Failed) || !errors.is_empty() {
-        Outcome::Failed
-    } else if reports.iter().any(|r| r.result == Outcome::RolledBack) {
-        Outcome::RolledBack
-    } else {
-        Outcome::Succeeded
-    };
-    Ok(DeployResult { result, services: reports })
 }
 
 fn deploy_error(service: &str, e: DeployError) -> Error {

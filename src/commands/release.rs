@@ -100,6 +100,10 @@ pub fn plan(args: &ReleaseArgs, global: &GlobalArgs, name: &str, env: &Environme
             all_or_nothing: args.all_or_nothing,
             probe_successes: 3,
             probe_failures: 3,
+            traffic: crate::cli::TrafficArgs {
+                test_urls: or_vec(&args.traffic.test_urls, env.test_url.to_vec()),
+                ..args.traffic.clone()
+            },
         },
         repository: args.repository.clone().or_else(|| env.repository.clone()),
     })
@@ -204,10 +208,23 @@ pub async fn run(args: &ReleaseArgs, global: &GlobalArgs, printer: &Printer) -> 
     printer.runner.set_output("task-definition-arn", &registered.task_definition_arn)?;
     lap("register", &mut stages);
 
+    // the GitHub Deployment records the deploy from here on (best effort, never fails the release)
+    let github = github_deployment(args, &plan, published.as_ref(), &registered.task_definition_arn, printer).await;
+
     // deploy
     plan.deploy.task_definition = registered.task_definition_arn.clone();
-    let deployed = deploy_services(&td_session, &plan.deploy, &registered.task_definition_arn, printer).await?;
+    let deployed = match deploy_services(&td_session, &plan.deploy, &registered.task_definition_arn, printer).await {
+        Ok(d) => d,
+        Err(e) => {
+            github.finish(false, &e.to_string()).await;
+            return Err(e);
+        }
+    };
     publish(printer, &deployed)?;
+    github.finish(deployed.result == Outcome::Succeeded, result_name(deployed.result)).await;
+    if let Some(id) = github.id() {
+        printer.runner.set_output("github-deployment-id", &id.to_string())?;
+    }
     lap("deploy", &mut stages);
 
     let first = deployed.services.first();
@@ -224,6 +241,55 @@ pub async fn run(args: &ReleaseArgs, global: &GlobalArgs, printer: &Printer) -> 
         deploy: deployed,
     };
     let exit = result.deploy.exit();
+    printer.runner.summary(&crate::report::release_summary(&crate::report::ReleaseSummary {
+        environment: &result.environment,
+        image_uri: result.image_uri.as_deref(),
+        image_digest: result.image_digest.as_deref(),
+        task_definition_arn: &result.task_definition_arn,
+        previous_task_definition_arn: &result.previous_task_definition_arn,
+        strategy: strategy_name(plan.deploy.strategy),
+        result: result.result,
+        stages: result.stages.iter().map(|s| (s.stage, s.ms)).collect(),
+    }))?;
     printer.result(&result);
     Ok(exit)
+}
+
+fn strategy_name(s: Strategy) -> &'static str {
+    match s {
+        Strategy::Rolling => "rolling",
+        Strategy::BlueGreen => "blue-green",
+        Strategy::Canary => "canary",
+        Strategy::Linear => "linear",
+    }
+}
+
+/// Start the GitHub Deployment for this release: token from --github-token /
+/// DEPLOYER_GITHUB_TOKEN, else GITHUB_TOKEN; the environment URL from --environment-url, else
+/// the first health URL.
+async fn github_deployment<'a>(
+    args: &ReleaseArgs,
+    plan: &Plan,
+    published: Option<&Published>,
+    task_definition_arn: &str,
+    printer: &'a Printer,
+) -> crate::github::deployments::Recorder<'a> {
+    let token = args.github_token.clone().or_else(|| std::env::var("GITHUB_TOKEN").ok());
+    let environment_url = args.environment_url.clone().or_else(|| plan.deploy.health_urls.first().cloned());
+    let payload = serde_json::json!({
+        "image-uri": published.map(|p| p.uri.as_str()),
+        "image-digest": published.map(|p| p.digest.as_str()),
+        "task-definition-arn": task_definition_arn,
+        "services": plan.deploy.services,
+        "cluster": plan.deploy.cluster,
+    });
+    crate::github::deployments::Recorder::start(
+        &printer.runner,
+        token,
+        args.github_api_url.clone(),
+        &plan.environment,
+        environment_url,
+        &payload,
+    )
+    .await
 }

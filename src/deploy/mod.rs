@@ -2,7 +2,9 @@
 //! drives UpdateService and the watch, `rollback` returns the service to a known revision.
 //! `Cancel` turns SIGINT/SIGTERM into a flag the loops check between polls.
 
+pub mod bluegreen;
 pub mod gate;
+pub mod lifecycle;
 pub mod rollback;
 pub mod rolling;
 pub mod watch;

@@ -66,6 +66,15 @@ pub struct DeployReport {
     pub started_at_ms: u64,
     pub failure_signal_at_ms: Option<u64>,
     pub rollback_started_at_ms: Option<u64>,
+    /// BLUE_GREEN | CANARY | LINEAR; absent for rolling deployments.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub strategy: Option<String>,
+    /// Blue/green, canary, linear: each lifecycle stage with its start and duration.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub lifecycle: Vec<super::lifecycle::StageSpan>,
+    /// Blue/green, canary, linear: green's share of production and test traffic over time.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub traffic: Vec<super::lifecycle::TrafficPoint>,
 }
 
 impl DeployReport {
@@ -199,6 +208,9 @@ impl Deployer<'_> {
             started_at_ms: super::watch::now_ms(),
             failure_signal_at_ms: None,
             rollback_started_at_ms: None,
+            strategy: None,
+            lifecycle: Vec::new(),
+            traffic: Vec::new(),
         };
 
         // update

@@ -75,6 +75,8 @@ pub struct Watcher<'a> {
     pub stopped: Vec<String>,
     /// When ECS first began stopping a failed task of the new revision (epoch ms).
     pub first_failure_ms: Option<u64>,
+    /// The ServiceDeployment as the last poll described it (blue/green reads its stage).
+    pub last_service_deployment: Option<aws_sdk_ecs::types::ServiceDeployment>,
     last: Option<Observation>,
 }
 
@@ -154,6 +156,7 @@ impl<'a> Watcher<'a> {
             events: Vec::new(),
             stopped: Vec::new(),
             first_failure_ms: None,
+            last_service_deployment: None,
             last: None,
         }
     }
@@ -226,6 +229,7 @@ impl<'a> Watcher<'a> {
             .await
             .map_err(|e| api("DescribeServiceDeployments", e))?;
         self.api_calls += 1;
+        self.last_service_deployment = out.service_deployments().first().cloned();
         Ok(out.service_deployments().first().and_then(|d| d.status()).map(|s| s.as_str().to_string()))
     }
 

@@ -2,9 +2,11 @@
 //! a module per area, all talking to the local stack over loopback (DESIGN.md section 5).
 
 mod auth;
+mod bluegreen;
 mod deploy;
 mod push;
 mod release;
 mod sim;
 mod support;
 mod taskdef;
+mod workflows;
