@@ -143,19 +143,9 @@ pub struct PromoteArgs {
     pub registry_endpoint: Option<String>,
 }
 
-#[derive(Debug, Args)]
-pub struct TaskDefArgs {
-    /// The template: a JSON FILE (AWS CLI format), or family[:revision] / ARN in ECS.
-    /// Without it, the current task definition of --service is the template.
-    #[arg(long, env = "DEPLOYER_TASK_DEFINITION")]
-    pub task_definition: Option<String>,
-    /// Cluster of --service.
-    #[arg(long, env = "DEPLOYER_CLUSTER")]
-    pub cluster: Option<String>,
-    /// The service whose current task definition is the template (when no
-    /// --task-definition) and the baseline of `diff`.
-    #[arg(long, env = "DEPLOYER_SERVICE")]
-    pub service: Option<String>,
+/// What `render` puts into a template; shared by the task-definition commands and `release`.
+#[derive(Debug, Clone, Default, Args)]
+pub struct RenderArgs {
     /// The container --env/--secret (and a bare --image) apply to; optional with one container.
     #[arg(long, env = "DEPLOYER_CONTAINER")]
     pub container: Option<String>,
@@ -175,6 +165,23 @@ pub struct TaskDefArgs {
     /// Drop environment variables that no --env names.
     #[arg(long, env = "DEPLOYER_EXCLUSIVE_ENV")]
     pub exclusive_env: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct TaskDefArgs {
+    /// The template: a JSON FILE (AWS CLI format), or family[:revision] / ARN in ECS.
+    /// Without it, the current task definition of --service is the template.
+    #[arg(long, env = "DEPLOYER_TASK_DEFINITION")]
+    pub task_definition: Option<String>,
+    /// Cluster of --service.
+    #[arg(long, env = "DEPLOYER_CLUSTER")]
+    pub cluster: Option<String>,
+    /// The service whose current task definition is the template (when no
+    /// --task-definition) and the baseline of `diff`.
+    #[arg(long, env = "DEPLOYER_SERVICE")]
+    pub service: Option<String>,
+    #[command(flatten)]
+    pub render: RenderArgs,
     /// Where registry HTTP goes to check --image digests (instead of ECR's API).
     #[arg(long, env = "DEPLOYER_REGISTRY_ENDPOINT")]
     pub registry_endpoint: Option<String>,
@@ -310,19 +317,9 @@ pub struct ReleaseArgs {
     // task definition
     #[arg(long, env = "DEPLOYER_TASK_DEFINITION")]
     pub task_definition: Option<String>,
-    #[arg(long, env = "DEPLOYER_CONTAINER")]
-    pub container: Option<String>,
-    /// CONTAINER=URI for other containers, or the image itself when nothing is pushed.
-    #[arg(long = "image", env = "DEPLOYER_IMAGES", value_delimiter = ',')]
-    pub images: Vec<String>,
-    #[arg(long = "env")]
-    pub env: Vec<String>,
-    #[arg(long = "secret")]
-    pub secrets: Vec<String>,
-    #[arg(long, env = "DEPLOYER_SECRETS_PATH")]
-    pub secrets_path: Option<String>,
-    #[arg(long, env = "DEPLOYER_EXCLUSIVE_ENV")]
-    pub exclusive_env: bool,
+    /// Without --source/--from, --image carries the image to deploy.
+    #[command(flatten)]
+    pub render: RenderArgs,
 
     // deploy
     #[arg(long, env = "DEPLOYER_CLUSTER")]

@@ -7,7 +7,7 @@ use std::time::Instant;
 
 use serde::Serialize;
 
-use crate::cli::{AuthArgs, DeployArgs, ExportMode, GlobalArgs, ReleaseArgs, Strategy, TaskDefArgs};
+use crate::cli::{AuthArgs, DeployArgs, ExportMode, GlobalArgs, ReleaseArgs, RenderArgs, Strategy, TaskDefArgs};
 use crate::commands::deploy::{DeployResult, deploy_services, publish};
 use crate::commands::taskdef::{self, Session};
 use crate::config::{Config, Environment};
@@ -54,9 +54,9 @@ pub fn plan(args: &ReleaseArgs, global: &GlobalArgs, name: &str, env: &Environme
         return Err(missing("a service", "service"));
     }
     let mut env_pairs: Vec<String> = env.env.iter().map(|(k, v)| format!("{k}={v}")).collect();
-    env_pairs.extend(args.env.iter().cloned());
+    env_pairs.extend(args.render.env.iter().cloned());
     let mut secret_pairs: Vec<String> = env.secrets.iter().map(|(k, v)| format!("{k}={v}")).collect();
-    secret_pairs.extend(args.secrets.iter().cloned());
+    secret_pairs.extend(args.render.secrets.iter().cloned());
     let strategy = match (&args.strategy, &env.strategy) {
         (Some(s), _) => *s,
         (None, Some(s)) => strategy(s).ok_or_else(|| Error::Usage(format!("unknown strategy {s:?}")))?,
@@ -78,12 +78,14 @@ pub fn plan(args: &ReleaseArgs, global: &GlobalArgs, name: &str, env: &Environme
             task_definition: args.task_definition.clone().or_else(|| env.task_definition.clone()),
             cluster: Some(cluster.clone()),
             service: Some(services[0].clone()),
-            container: args.container.clone().or_else(|| env.container.clone()),
-            images: args.images.clone(),
-            env: env_pairs,
-            secrets: secret_pairs,
-            secrets_path: args.secrets_path.clone().or_else(|| env.secrets_path.clone()),
-            exclusive_env: args.exclusive_env,
+            render: RenderArgs {
+                container: args.render.container.clone().or_else(|| env.container.clone()),
+                images: args.render.images.clone(),
+                env: env_pairs,
+                secrets: secret_pairs,
+                secrets_path: args.render.secrets_path.clone().or_else(|| env.secrets_path.clone()),
+                exclusive_env: args.render.exclusive_env,
+            },
             registry_endpoint: args.registry_endpoint.clone(),
             no_verify: false,
             exit_code: false,
@@ -189,11 +191,11 @@ pub async fn run(args: &ReleaseArgs, global: &GlobalArgs, printer: &Printer) -> 
     if let Some(p) = &published {
         printer.runner.set_output("image-uri", &p.uri)?;
         printer.runner.set_output("image-digest", &p.digest)?;
-        let target = match &plan.taskdef.container {
+        let target = match &plan.taskdef.render.container {
             Some(c) => format!("{c}={}", p.uri),
             None => p.uri.clone(),
         };
-        plan.taskdef.images.insert(0, target);
+        plan.taskdef.render.images.insert(0, target);
         lap("push", &mut stages);
     }
 

@@ -52,9 +52,11 @@ pub struct Rendered {
 /// Everything before the command-specific step: flags checked first (no network on bad
 /// input), then the template loaded and references expanded.
 pub async fn prepare(session: &Session, args: &TaskDefArgs) -> Result<Rendered> {
-    let images: Vec<(Option<String>, String)> = args.images.iter().map(|i| parse_image(i)).collect::<Result<_, _>>()?;
-    let env = args.env.iter().map(|e| parse_pair("--env", e)).collect::<Result<Vec<_>, _>>()?;
+    let images: Vec<(Option<String>, String)> =
+        args.render.images.iter().map(|i| parse_image(i)).collect::<Result<_, _>>()?;
+    let env = args.render.env.iter().map(|e| parse_pair("--env", e)).collect::<Result<Vec<_>, _>>()?;
     let secrets: Vec<(String, RefSpec)> = args
+        .render
         .secrets
         .iter()
         .map(|s| {
@@ -74,12 +76,17 @@ pub async fn prepare(session: &Session, args: &TaskDefArgs) -> Result<Rendered> 
     let (template, template_label) = load_template(session, &ecs, args).await?;
     let secrets = resolve(
         &Scope { config: &session.config, account: &session.account, region: &session.region },
-        args.secrets_path.as_deref(),
+        args.render.secrets_path.as_deref(),
         &secrets,
     )
     .await?;
-    let request =
-        RenderRequest { container: args.container.clone(), images, env, secrets, exclusive_env: args.exclusive_env };
+    let request = RenderRequest {
+        container: args.render.container.clone(),
+        images,
+        env,
+        secrets,
+        exclusive_env: args.render.exclusive_env,
+    };
     let rendered = render(&template, &request)?;
     // Name the container of each --image for verification messages.
     let names = rendered.container_names();
@@ -87,7 +94,7 @@ pub async fn prepare(session: &Session, args: &TaskDefArgs) -> Result<Rendered> 
         .images
         .iter()
         .map(|(c, uri)| {
-            let container = c.clone().or_else(|| args.container.clone()).or_else(|| names.first().cloned());
+            let container = c.clone().or_else(|| args.render.container.clone()).or_else(|| names.first().cloned());
             (container.unwrap_or_default(), uri.clone())
         })
         .collect();

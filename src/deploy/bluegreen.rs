@@ -104,31 +104,7 @@ impl Deployer<'_> {
             tracing::info!("{}: {what}", base.service);
             timeline.push(Step { at_ms: started.elapsed().as_millis() as u64, what });
         };
-        let mut report = DeployReport {
-            cluster: base.cluster.clone(),
-            service: base.service.clone(),
-            result: Outcome::Succeeded,
-            task_definition_arn: base.task_definition.clone(),
-            previous_task_definition_arn: previous.clone(),
-            deployment_id: None,
-            final_task_definition_arn: None,
-            failure: None,
-            rollback: None,
-            state: None,
-            cancelled: false,
-            events: Vec::new(),
-            stopped_tasks: Vec::new(),
-            failing_probe: None,
-            timeline: Vec::new(),
-            api_calls: 1,
-            polls: 0,
-            started_at_ms: now_ms(),
-            failure_signal_at_ms: None,
-            rollback_started_at_ms: None,
-            strategy: Some(req.settings.strategy.as_str().to_string()),
-            lifecycle: Vec::new(),
-            traffic: Vec::new(),
-        };
+        let mut report = DeployReport::new(base, &previous, Some(req.settings.strategy.as_str().to_string()));
 
         // update: the service's configuration + strategy + bake + deployer's PAUSE hook
         let (svc, _) = describe_service(self.ecs, &base.cluster, &base.service).await?;

@@ -201,25 +201,61 @@ pub enum Verdict {
     Failed(Failure),
 }
 
+/// Consecutive good and bad answers per probe URL, shared by every gate.
+#[derive(Debug, Clone, Default)]
+pub struct ProbeStreaks {
+    ok: BTreeMap<String, u32>,
+    bad: BTreeMap<String, u32>,
+    last_bad: BTreeMap<String, Probe>,
+}
+
+impl ProbeStreaks {
+    /// Count `probes`; the first URL reaching `failures` bad answers in a row fails.
+    pub fn record(&mut self, probes: &[Probe], failures: u32) -> Option<Failure> {
+        for probe in probes {
+            if probe.ok {
+                *self.ok.entry(probe.url.clone()).or_default() += 1;
+                self.bad.insert(probe.url.clone(), 0);
+                continue;
+            }
+            self.ok.insert(probe.url.clone(), 0);
+            let n = self.bad.entry(probe.url.clone()).or_default();
+            *n += 1;
+            self.last_bad.insert(probe.url.clone(), probe.clone());
+            if *n >= failures {
+                return Some(Failure::Probe {
+                    url: probe.url.clone(),
+                    failures: *n,
+                    status: probe.status,
+                    detail: probe.detail.clone(),
+                });
+            }
+        }
+        None
+    }
+
+    /// Good answers in a row from `url`.
+    pub fn ok(&self, url: &str) -> u32 {
+        self.ok.get(url).copied().unwrap_or(0)
+    }
+
+    /// The last bad answer of each URL (for diagnostics).
+    pub fn last_bad(&self) -> impl Iterator<Item = &Probe> {
+        self.last_bad.values()
+    }
+}
+
 /// The gate's memory between observations: probe streaks and when steadiness began.
 #[derive(Debug, Clone)]
 pub struct Gate {
     config: GateConfig,
-    ok_streak: BTreeMap<String, u32>,
-    fail_streak: BTreeMap<String, u32>,
-    last_bad: BTreeMap<String, Probe>,
+    probes: ProbeStreaks,
     steady_since: Option<Duration>,
 }
 
 impl Gate {
     pub fn new(config: GateConfig) -> Gate {
-        Gate {
-            config,
-            ok_streak: BTreeMap::new(),
-            fail_streak: BTreeMap::new(),
-            last_bad: BTreeMap::new(),
-            steady_since: None,
-        }
+        Gate { config, probes: ProbeStreaks::default(), steady_since: None }
     }
 
     pub fn config(&self) -> &GateConfig {
@@ -250,24 +286,8 @@ impl Gate {
         if !obs.primary_is_ours {
             return Verdict::Failed(Failure::Replaced);
         }
-        for probe in &obs.probes {
-            if probe.ok {
-                *self.ok_streak.entry(probe.url.clone()).or_default() += 1;
-                self.fail_streak.insert(probe.url.clone(), 0);
-            } else {
-                self.ok_streak.insert(probe.url.clone(), 0);
-                let n = self.fail_streak.entry(probe.url.clone()).or_default();
-                *n += 1;
-                self.last_bad.insert(probe.url.clone(), probe.clone());
-                if *n >= self.config.probe_failures {
-                    return Verdict::Failed(Failure::Probe {
-                        url: probe.url.clone(),
-                        failures: *n,
-                        status: probe.status,
-                        detail: probe.detail.clone(),
-                    });
-                }
-            }
+        if let Some(failure) = self.probes.record(&obs.probes, self.config.probe_failures) {
+            return Verdict::Failed(failure);
         }
         let waiting_for = self.waiting_for(obs);
         match waiting_for {
@@ -315,7 +335,7 @@ impl Gate {
             return Some("container health checks".into());
         }
         for url in &self.config.probe_urls {
-            let n = self.ok_streak.get(url).copied().unwrap_or(0);
+            let n = self.probes.ok(url);
             if n < self.config.probe_successes {
                 return Some(format!(
                     "{url} to answer well {} times in a row ({n} so far)",
@@ -328,7 +348,7 @@ impl Gate {
 
     /// The last bad answer of each URL (for diagnostics).
     pub fn last_bad_probes(&self) -> impl Iterator<Item = &Probe> {
-        self.last_bad.values()
+        self.probes.last_bad()
     }
 }
 

@@ -6,7 +6,6 @@
 //! fail (and in which phase, which decides how to roll back). Also the lifecycle and traffic
 //! timeline for the summary. No I/O: every decision is a table test.
 
-use std::collections::BTreeMap;
 use std::time::Duration;
 
 use aws_sdk_ecs::types::{
@@ -15,7 +14,7 @@ use aws_sdk_ecs::types::{
 };
 use serde::Serialize;
 
-use super::gate::{Failure, Observation, Probe};
+use super::gate::{Failure, Observation, Probe, ProbeStreaks};
 
 /// Lifecycle stages in ECS's order.
 pub const STAGES: &[&str] = &[
@@ -271,9 +270,7 @@ pub fn urls_to_probe(config: &TrafficGateConfig, sd: Option<&SdView>) -> Vec<Str
 #[derive(Debug, Clone)]
 pub struct TrafficGate {
     config: TrafficGateConfig,
-    ok_streak: BTreeMap<String, u32>,
-    fail_streak: BTreeMap<String, u32>,
-    last_bad: BTreeMap<String, Probe>,
+    probes: ProbeStreaks,
     continued: bool,
     /// The deployment left POST_TEST_TRAFFIC_SHIFT without deployer's hold.
     pub hold_missed: bool,
@@ -281,14 +278,7 @@ pub struct TrafficGate {
 
 impl TrafficGate {
     pub fn new(config: TrafficGateConfig) -> TrafficGate {
-        TrafficGate {
-            config,
-            ok_streak: BTreeMap::new(),
-            fail_streak: BTreeMap::new(),
-            last_bad: BTreeMap::new(),
-            continued: false,
-            hold_missed: false,
-        }
+        TrafficGate { config, probes: ProbeStreaks::default(), continued: false, hold_missed: false }
     }
 
     pub fn config(&self) -> &TrafficGateConfig {
@@ -305,11 +295,11 @@ impl TrafficGate {
     }
 
     pub fn last_bad_probes(&self) -> impl Iterator<Item = &Probe> {
-        self.last_bad.values()
+        self.probes.last_bad()
     }
 
     fn streak_ok(&self, url: &str) -> u32 {
-        self.ok_streak.get(url).copied().unwrap_or(0)
+        self.probes.ok(url)
     }
 
     /// The first URL of `urls` without N good answers in a row, with its count.
@@ -339,25 +329,8 @@ impl TrafficGate {
         if !obs.primary_is_ours && status != "SUCCESSFUL" {
             return fail(Failure::Replaced, self.phase());
         }
-        for probe in &obs.probes {
-            if probe.ok {
-                *self.ok_streak.entry(probe.url.clone()).or_default() += 1;
-                self.fail_streak.insert(probe.url.clone(), 0);
-            } else {
-                self.ok_streak.insert(probe.url.clone(), 0);
-                let n = self.fail_streak.entry(probe.url.clone()).or_default();
-                *n += 1;
-                self.last_bad.insert(probe.url.clone(), probe.clone());
-                if *n >= self.config.probe_failures {
-                    let failure = Failure::Probe {
-                        url: probe.url.clone(),
-                        failures: *n,
-                        status: probe.status,
-                        detail: probe.detail.clone(),
-                    };
-                    return fail(failure, self.phase());
-                }
-            }
+        if let Some(failure) = self.probes.record(&obs.probes, self.config.probe_failures) {
+            return fail(failure, self.phase());
         }
         let waiting = self.waiting(sd);
         match waiting {

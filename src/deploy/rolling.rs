@@ -78,6 +78,35 @@ pub struct DeployReport {
 }
 
 impl DeployReport {
+    /// A report of a deploy that is about to start: succeeded until something says otherwise.
+    pub fn new(req: &DeployRequest, previous: &str, strategy: Option<String>) -> DeployReport {
+        DeployReport {
+            cluster: req.cluster.clone(),
+            service: req.service.clone(),
+            result: Outcome::Succeeded,
+            task_definition_arn: req.task_definition.clone(),
+            previous_task_definition_arn: previous.to_string(),
+            deployment_id: None,
+            final_task_definition_arn: None,
+            failure: None,
+            rollback: None,
+            state: None,
+            cancelled: false,
+            events: Vec::new(),
+            stopped_tasks: Vec::new(),
+            failing_probe: None,
+            timeline: Vec::new(),
+            api_calls: 1,
+            polls: 0,
+            started_at_ms: super::watch::now_ms(),
+            failure_signal_at_ms: None,
+            rollback_started_at_ms: None,
+            strategy,
+            lifecycle: Vec::new(),
+            traffic: Vec::new(),
+        }
+    }
+
     pub fn exit(&self) -> Exit {
         match (self.result, self.cancelled) {
             (Outcome::Succeeded, _) => Exit::Ok,
@@ -187,31 +216,7 @@ impl Deployer<'_> {
             timeline.push(Step { at_ms: started.elapsed().as_millis() as u64, what });
         };
         let mut pacing = Pacing::from_env();
-        let mut report = DeployReport {
-            cluster: req.cluster.clone(),
-            service: req.service.clone(),
-            result: Outcome::Succeeded,
-            task_definition_arn: req.task_definition.clone(),
-            previous_task_definition_arn: previous.clone(),
-            deployment_id: None,
-            final_task_definition_arn: None,
-            failure: None,
-            rollback: None,
-            state: None,
-            cancelled: false,
-            events: Vec::new(),
-            stopped_tasks: Vec::new(),
-            failing_probe: None,
-            timeline: Vec::new(),
-            api_calls: 1,
-            polls: 0,
-            started_at_ms: super::watch::now_ms(),
-            failure_signal_at_ms: None,
-            rollback_started_at_ms: None,
-            strategy: None,
-            lifecycle: Vec::new(),
-            traffic: Vec::new(),
-        };
+        let mut report = DeployReport::new(req, &previous, None);
 
         // update
         let started_at = DateTime::from(std::time::SystemTime::now());
