@@ -246,22 +246,8 @@ async fn all_or_nothing(
             };
             let outcome = rollback.run(false, None).await;
             r.failure = Some("--all-or-nothing: another service failed".into());
-            match outcome {
-                Ok((method, Restored::Healthy)) => {
-                    r.result = Outcome::RolledBack;
-                    r.rollback = Some(method.to_string());
-                    r.final_task_definition_arn = Some(r.previous_task_definition_arn.clone());
-                }
-                Ok((method, Restored::NotConfirmed(state))) => {
-                    r.result = Outcome::Failed;
-                    r.rollback = Some(format!("{method} (not confirmed healthy)"));
-                    r.state = Some(state);
-                }
-                Err(e) => {
-                    r.result = Outcome::Failed;
-                    r.rollback = Some(format!("could not start: {e}"));
-                }
-            }
+            let line = r.record_rollback(outcome.map(|(m, r)| (m.to_string(), r)), None);
+            tracing::info!("{}: {line}", r.service);
         }
     }
 }

@@ -361,28 +361,11 @@ impl Deployer<'_> {
                     }),
                 };
                 let at = started.elapsed().as_millis() as u64;
-                match outcome {
-                    Ok((method, Restored::Healthy)) => {
-                        log.back_to_blue(at);
-                        step(format!("rolled back via {method}; {} serves and is healthy", short(&previous)));
-                        report.result = Outcome::RolledBack;
-                        report.rollback = Some(method);
-                        report.final_task_definition_arn = Some(previous.clone());
-                    }
-                    Ok((method, Restored::NotConfirmed(state))) => {
-                        step(format!("rollback via {method} not confirmed: {state}"));
-                        report.result = Outcome::Failed;
-                        report.rollback = Some(format!("{method} (not confirmed healthy)"));
-                        report.state = Some(state);
-                    }
-                    Err(e) => {
-                        step(format!("rollback could not start: {e}"));
-                        report.result = Outcome::Failed;
-                        report.rollback = Some(format!("could not start: {e}"));
-                        report.state =
-                            Some(format!("the service may still send traffic to {}", short(&base.task_definition)));
-                    }
+                if matches!(outcome, Ok((_, Restored::Healthy))) {
+                    log.back_to_blue(at);
                 }
+                let still_serving = format!("the service may still send traffic to {}", short(&base.task_definition));
+                step(report.record_rollback(outcome, Some(still_serving)));
                 if let Some(status) = self.final_status(sd_arn.as_deref(), &mut report).await {
                     step(format!("service deployment {status}"));
                 }

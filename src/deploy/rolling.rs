@@ -324,32 +324,51 @@ impl Deployer<'_> {
             probe_urls: &req.gate.probe_urls,
             timeout: req.gate.timeout.max(Duration::from_secs(60)),
         };
-        match rollback.run(ecs_rolls_back, watcher.service_deployment_arn.as_deref()).await {
-            Ok((method, Restored::Healthy)) => {
-                step(format!("rolled back via {method}; {} serves and is healthy", short(&previous)));
-                report.result = Outcome::RolledBack;
-                report.rollback = Some(method.to_string());
-                report.final_task_definition_arn = Some(previous.clone());
-            }
-            Ok((method, Restored::NotConfirmed(state))) => {
-                step(format!("rollback via {method} not confirmed: {state}"));
-                report.result = Outcome::Failed;
-                report.rollback = Some(format!("{method} (not confirmed healthy)"));
-                report.state = Some(state);
-            }
-            Err(e) => {
-                step(format!("rollback could not start: {e}"));
-                report.result = Outcome::Failed;
-                report.rollback = Some(format!("could not start: {e}"));
-                report.state = Some(format!("the service may still run {}", short(&req.task_definition)));
-            }
-        }
+        let outcome = rollback.run(ecs_rolls_back, watcher.service_deployment_arn.as_deref()).await;
+        let still_running = format!("the service may still run {}", short(&req.task_definition));
+        step(report.record_rollback(outcome.map(|(m, r)| (m.to_string(), r)), Some(still_running)));
         report.timeline = timeline;
         Ok(report)
     }
 }
 
 impl DeployReport {
+    /// Record how a rollback to `previous_task_definition_arn` ended; returns the timeline
+    /// line. `state_if_not_started` says what runs when the rollback could not even start.
+    pub fn record_rollback(
+        &mut self,
+        outcome: Result<(String, Restored), DeployError>,
+        state_if_not_started: Option<String>,
+    ) -> String {
+        match outcome {
+            Ok((method, Restored::Healthy)) => {
+                let line = format!(
+                    "rolled back via {method}; {} serves and is healthy",
+                    short(&self.previous_task_definition_arn)
+                );
+                self.result = Outcome::RolledBack;
+                self.rollback = Some(method);
+                self.final_task_definition_arn = Some(self.previous_task_definition_arn.clone());
+                line
+            }
+            Ok((method, Restored::NotConfirmed(state))) => {
+                let line = format!("rollback via {method} not confirmed: {state}");
+                self.result = Outcome::Failed;
+                self.rollback = Some(format!("{method} (not confirmed healthy)"));
+                self.state = Some(state);
+                line
+            }
+            Err(e) => {
+                self.result = Outcome::Failed;
+                self.rollback = Some(format!("could not start: {e}"));
+                if state_if_not_started.is_some() {
+                    self.state = state_if_not_started;
+                }
+                format!("rollback could not start: {e}")
+            }
+        }
+    }
+
     fn service_deployment_arn_into(&mut self, watcher: &Watcher<'_>) {
         if let Some(arn) = &watcher.service_deployment_arn {
             self.deployment_id = Some(arn.clone());
