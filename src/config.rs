@@ -1,11 +1,15 @@
 //! `deployer.toml`: per-environment settings (role, cluster, services, which refs may deploy
 //! where), read strictly — an unknown key is an error naming its line, not a silent typo.
-//! Flags override the file; `release` merges both into one plan.
+//! Flags override the file: `merge_release` fills every release flag left empty from the
+//! environment's entry, so the rest of `release` sees one set of flags.
 
 use std::collections::BTreeMap;
 use std::path::Path;
 
 use serde::Deserialize;
+
+use crate::cli::ReleaseArgs;
+use crate::deploy::plan::Strategy;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -57,7 +61,7 @@ pub struct Environment {
     /// `workflow_dispatch` may target this environment.
     #[serde(default)]
     pub manual: bool,
-    pub strategy: Option<String>,
+    pub strategy: Option<Strategy>,
     #[serde(default)]
     pub health_url: OneOrMany,
     /// Test-listener URLs probed before production traffic shifts (blue-green, canary, linear).
@@ -95,11 +99,6 @@ impl Config {
             for pattern in env.branches.iter().chain(&env.tags) {
                 crate::resolve::glob(pattern).map_err(|e| invalid(format!("pattern {pattern:?}: {e}")))?;
             }
-            if let Some(s) = &env.strategy
-                && !["rolling", "blue-green", "canary", "linear"].contains(&s.as_str())
-            {
-                return Err(invalid(format!("strategy {s:?} is not one of rolling, blue-green, canary, linear")));
-            }
         }
         Ok(config)
     }
@@ -114,6 +113,41 @@ impl Config {
             Err(e) => Err(ConfigError::Read { file, reason: e.to_string() }),
         }
     }
+}
+
+/// The release flags with every one left empty taken from `env` (the flag wins when both are
+/// given; `env` and `secrets` pairs are the file's first, then the flags', so a flag's pair
+/// overrides a file's of the same name). Returns the merged flags and the region: the
+/// global flag, else the environment's, else the file's.
+pub fn merge_release(
+    args: &ReleaseArgs,
+    region: Option<&str>,
+    env: &Environment,
+    config: &Config,
+) -> (ReleaseArgs, Option<String>) {
+    let or_vec = |flag: &Vec<String>, file: Vec<String>| if flag.is_empty() { file } else { flag.clone() };
+    let pairs = |file: &BTreeMap<String, String>, flags: &[String]| {
+        file.iter().map(|(k, v)| format!("{k}={v}")).chain(flags.iter().cloned()).collect::<Vec<_>>()
+    };
+    let mut m = args.clone();
+    m.auth.role_arn = args.auth.role_arn.clone().or_else(|| env.role_arn.clone());
+    m.auth.chain_role_arn = args.auth.chain_role_arn.clone().or_else(|| env.chain_role_arn.clone());
+    m.auth.allowed_account_ids = or_vec(&args.auth.allowed_account_ids, env.allowed_account_ids.clone());
+    m.repository = args.repository.clone().or_else(|| env.repository.clone());
+    m.task_definition = args.task_definition.clone().or_else(|| env.task_definition.clone());
+    m.render.container = args.render.container.clone().or_else(|| env.container.clone());
+    m.render.secrets_path = args.render.secrets_path.clone().or_else(|| env.secrets_path.clone());
+    m.render.env = pairs(&env.env, &args.render.env);
+    m.render.secrets = pairs(&env.secrets, &args.render.secrets);
+    m.cluster = args.cluster.clone().or_else(|| env.cluster.clone());
+    m.services = or_vec(&args.services, env.service.to_vec());
+    m.gate.strategy = args.gate.strategy.or(env.strategy);
+    m.gate.health_urls = or_vec(&args.gate.health_urls, env.health_url.to_vec());
+    m.gate.traffic.test_urls = or_vec(&args.gate.traffic.test_urls, env.test_url.to_vec());
+    m.gate.bake = args.gate.bake.or(env.bake);
+    m.gate.timeout = args.gate.timeout.or(env.timeout);
+    let region = region.map(str::to_string).or_else(|| env.region.clone()).or_else(|| config.region.clone());
+    (m, region)
 }
 
 #[cfg(test)]
@@ -159,10 +193,13 @@ health-url = ["https://shop.example.com/health"]
         assert!(err.contains("unknown field `clustr`"), "{err}");
         let bad = "[environments.prod]\nstrategy = \"yolo\"\n";
         let err = Config::parse(bad, "d.toml").unwrap_err().to_string();
-        assert_eq!(
-            err,
-            "d.toml: environment \"prod\": strategy \"yolo\" is not one of rolling, blue-green, canary, linear"
+        assert!(err.starts_with("d.toml: TOML parse error at line 2, column 12"), "{err}");
+        assert!(
+            err.contains("unknown variant `yolo`, expected one of `rolling`, `blue-green`, `canary`, `linear`"),
+            "{err}"
         );
+        let good = Config::parse("[environments.prod]\nstrategy = \"blue-green\"\n", "d.toml").unwrap();
+        assert_eq!(good.environments["prod"].strategy, Some(Strategy::BlueGreen));
         let glob = "[environments.prod]\nbranches = [\"release/[\"]\n";
         assert!(Config::parse(glob, "d.toml").unwrap_err().to_string().contains("pattern \"release/[\""));
         assert!(Config::load(Path::new("/nonexistent/deployer.toml"), false).unwrap().environments.is_empty());
