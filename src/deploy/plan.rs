@@ -192,6 +192,9 @@ impl DeployPlan {
         if self.services.is_empty() {
             return Err("no service to deploy: pass --service".into());
         }
+        if let Some((_, s)) = self.services.iter().enumerate().find(|(i, s)| self.services[..*i].contains(s)) {
+            return Err(format!("--service {s} is named twice; name each service once"));
+        }
         self.shift.validate()
     }
 
@@ -249,6 +252,8 @@ mod tests {
         assert!(plan.validate().unwrap_err().starts_with("--health-url \"not a url\" is not a URL"));
         let plan = DeployPlan { gate: GateConfig::default(), ..plan };
         assert!(plan.validate().is_ok());
+        let twice = DeployPlan { services: vec!["web".into(), "api".into(), "web".into()], ..plan.clone() };
+        assert_eq!(twice.validate().unwrap_err(), "--service web is named twice; name each service once");
         let bad =
             DeployPlan { shift: ShiftSettings { linear_percent: Some(1.0), ..Default::default() }, ..plan.clone() };
         assert!(bad.validate().unwrap_err().contains("ECS takes 3 to 100"));
