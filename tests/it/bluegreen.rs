@@ -93,14 +93,8 @@ impl App {
         self.deploy_with(task_definition, strategy, true, extra)
     }
 
-    /// `deploy`, with or without the test listener's `--test-url`.
-    fn deploy_with(
-        &self,
-        task_definition: &str,
-        strategy: &str,
-        test_url: bool,
-        extra: &[&str],
-    ) -> assert_cmd::Command {
+    /// `deployer --output json deploy --cluster main` to `services` against the sim.
+    fn deploy_to(&self, services: &str, task_definition: &str, strategy: &str) -> assert_cmd::Command {
         let mut c = deployer(&self.account);
         c.env("AWS_ENDPOINT_URL_ECS", &self.sim.url).env("DEPLOYER_POLL_MS", "150").args([
             "--output",
@@ -109,16 +103,25 @@ impl App {
             "--cluster",
             "main",
             "--service",
-            "web",
+            services,
             "--task-definition",
             task_definition,
             "--strategy",
             strategy,
-            "--health-url",
-            &format!("{}/health", self.prod),
-            "--timeout",
-            "60",
         ]);
+        c
+    }
+
+    /// `deploy`, with or without the test listener's `--test-url`.
+    fn deploy_with(
+        &self,
+        task_definition: &str,
+        strategy: &str,
+        test_url: bool,
+        extra: &[&str],
+    ) -> assert_cmd::Command {
+        let mut c = self.deploy_to("web", task_definition, strategy);
+        c.args(["--health-url", &format!("{}/health", self.prod), "--timeout", "60"]);
         if let Some(test) = self.test.as_ref().filter(|_| test_url) {
             c.args(["--test-url", &format!("{test}/health")]);
         }
@@ -473,21 +476,7 @@ async fn two_services_whose_updates_are_both_refused_each_get_a_failed_report_an
     let v2 = app.revision(&[]).await;
     let fault = serde_json::json!({"operation": "UpdateService", "error": "AccessDeniedException", "count": 2});
     reqwest::Client::new().post(format!("{}/_sim/faults", app.sim.url)).json(&fault).send().await.unwrap();
-    let mut cmd = deployer(&app.account);
-    cmd.env("AWS_ENDPOINT_URL_ECS", &app.sim.url).env("DEPLOYER_POLL_MS", "150").args([
-        "--output",
-        "json",
-        "deploy",
-        "--cluster",
-        "main",
-        "--service",
-        "web,worker",
-        "--task-definition",
-        &v2,
-        "--strategy",
-        "blue-green",
-    ]);
-    let (out, json) = run(cmd).await;
+    let (out, json) = run(app.deploy_to("web,worker", &v2, "blue-green")).await;
     // Nothing changed anywhere: a failure before any change, never exit 0.
     assert_eq!(out.code, Some(1), "{out}");
     assert_eq!((json["result"].as_str(), json["exit-code"].as_u64()), (Some("failed"), Some(1)), "{json}");

@@ -179,25 +179,6 @@ async fn a_feature_branch_may_not_deploy_and_nothing_changes() {
     assert_eq!(describe(&ecs, "prod", "web").await.task_definition(), Some(s.v1.as_str()));
 }
 
-/// An ECR client on moto as `account`.
-fn ecr_client(account: &str) -> aws_sdk_ecr::Client {
-    let creds = crate::support::credentials_for(account);
-    let conf = aws_sdk_ecr::config::Builder::new()
-        .endpoint_url(&stack().moto_url)
-        .region(aws_sdk_ecr::config::Region::new("us-east-1"))
-        .credentials_provider(aws_sdk_ecr::config::Credentials::new(
-            creds.access_key_id,
-            creds.secret_access_key,
-            Some(creds.session_token),
-            None,
-            "test",
-        ))
-        .http_client(aws_smithy_http_client::Builder::new().build_http())
-        .behavior_version_latest()
-        .build();
-    aws_sdk_ecr::Client::from_conf(conf)
-}
-
 /// The family's latest ACTIVE revision.
 async fn latest_revision(s: &Setup) -> String {
     let ecs = ecs_client(&s.sim.url, &s.account);
@@ -229,10 +210,15 @@ async fn every_deployer_variable_reaches_release_push_and_gate_settings_included
     let timeline = result["deploy"]["services"][0]["timeline"].to_string();
     // The default is 3, which the probes (counted from the start) reach before ECS completes.
     assert!(timeline.contains("to answer well 15 times in a row"), "DEPLOYER_PROBE_SUCCESSES ignored: {timeline}");
-    let repos = ecr_client(&s.account).describe_repositories().repository_names(&repo).send().await.unwrap();
-    let r = &repos.repositories()[0];
-    assert_eq!(r.image_tag_mutability().map(|m| m.as_str()), Some("IMMUTABLE"), "DEPLOYER_IMMUTABLE_TAGS ignored");
-    assert!(r.image_scanning_configuration().is_some_and(|c| c.scan_on_push()), "DEPLOYER_SCAN_ON_PUSH ignored");
+    let repos = moto(
+        &s.account,
+        "AmazonEC2ContainerRegistry_V20150921.DescribeRepositories",
+        json!({"repositoryNames": [repo]}),
+    )
+    .await;
+    let r = &repos["repositories"][0];
+    assert_eq!(r["imageTagMutability"], "IMMUTABLE", "DEPLOYER_IMMUTABLE_TAGS ignored: {r}");
+    assert_eq!(r["imageScanningConfiguration"]["scanOnPush"], true, "DEPLOYER_SCAN_ON_PUSH ignored: {r}");
 
     // The promote source's role and the probe failure threshold are read too: a bad value of
     // each is refused, naming its flag.

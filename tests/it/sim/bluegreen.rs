@@ -38,6 +38,21 @@ fn blue_green_lb(account: &str) -> LoadBalancer {
         .build()
 }
 
+/// Service `web` of 2 tasks of `blue` behind a blue/green load balancer, steady.
+async fn create_web(ecs: &Client, account: &str, blue: &str, config: DeploymentConfiguration) {
+    ecs.create_service()
+        .cluster("main")
+        .service_name("web")
+        .task_definition(blue)
+        .desired_count(2)
+        .load_balancers(blue_green_lb(account))
+        .deployment_configuration(config)
+        .send()
+        .await
+        .expect("create service");
+    wait_steady(ecs, "main", "web", Duration::from_secs(20)).await;
+}
+
 async fn current_sd(ecs: &Client, service: &str) -> ServiceDeployment {
     service_deployments(ecs, "main", service).await.into_iter().next().expect("a service deployment")
 }
@@ -66,17 +81,7 @@ async fn blue_green_pause_hook_continue_then_rollback_keeps_production_serving()
                 .build(),
         )
         .build();
-    ecs.create_service()
-        .cluster("main")
-        .service_name("web")
-        .task_definition(&blue)
-        .desired_count(2)
-        .load_balancers(blue_green_lb(&account))
-        .deployment_configuration(config)
-        .send()
-        .await
-        .expect("create service");
-    wait_steady(&ecs, "main", "web", Duration::from_secs(20)).await;
+    create_web(&ecs, &account, &blue, config).await;
     let (prod, test) = sim.listeners("web").await;
     let test = test.expect("a test listener");
     assert_eq!(versions_at(&prod, 4).await, vec!["v1"; 4]);
@@ -224,17 +229,7 @@ async fn a_pause_hook_nobody_answers_times_out_and_rolls_back_by_itself() {
                 .build(),
         )
         .build();
-    ecs.create_service()
-        .cluster("main")
-        .service_name("web")
-        .task_definition(&blue)
-        .desired_count(2)
-        .load_balancers(blue_green_lb(&account))
-        .deployment_configuration(config)
-        .send()
-        .await
-        .expect("create service");
-    wait_steady(&ecs, "main", "web", Duration::from_secs(20)).await;
+    create_web(&ecs, &account, &blue, config).await;
     let (prod, _) = sim.listeners("web").await;
     let green = register(&ecs, "web", &v2, &[("SIM_VERSION", "v2")], &[], false).await;
     ecs.update_service().cluster("main").service("web").task_definition(&green).send().await.expect("update service");
