@@ -13,10 +13,18 @@ use crate::deploy::plan::Strategy;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    #[error("{file}: cannot read it: {reason}")]
-    Read { file: String, reason: String },
-    #[error("{file}: {message}")]
-    Parse { file: String, message: String },
+    #[error("{file}: cannot read it: {source}")]
+    Read {
+        file: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{file}: {}", source.to_string().trim_end())]
+    Parse {
+        file: String,
+        #[source]
+        source: toml::de::Error,
+    },
     #[error("{file}: environment {env:?}: {reason}")]
     Invalid { file: String, env: String, reason: String },
 }
@@ -90,10 +98,8 @@ pub struct Config {
 
 impl Config {
     pub fn parse(text: &str, file: &str) -> Result<Config, ConfigError> {
-        let config: Config = toml::from_str(text).map_err(|e| ConfigError::Parse {
-            file: file.to_string(),
-            message: e.to_string().trim_end().to_string(),
-        })?;
+        let config: Config =
+            toml::from_str(text).map_err(|source| ConfigError::Parse { file: file.to_string(), source })?;
         for (name, env) in &config.environments {
             let invalid = |reason: String| ConfigError::Invalid { file: file.to_string(), env: name.clone(), reason };
             for pattern in env.branches.iter().chain(&env.tags) {
@@ -110,7 +116,7 @@ impl Config {
         match std::fs::read_to_string(path) {
             Ok(text) => Config::parse(&text, &file),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound && !required => Ok(Config::default()),
-            Err(e) => Err(ConfigError::Read { file, reason: e.to_string() }),
+            Err(source) => Err(ConfigError::Read { file, source }),
         }
     }
 }
@@ -204,5 +210,34 @@ health-url = ["https://shop.example.com/health"]
         assert!(Config::parse(glob, "d.toml").unwrap_err().to_string().contains("pattern \"release/[\""));
         assert!(Config::load(Path::new("/nonexistent/deployer.toml"), false).unwrap().environments.is_empty());
         assert!(Config::load(Path::new("/nonexistent/deployer.toml"), true).is_err());
+    }
+
+    #[test]
+    fn flags_win_and_the_file_fills_what_they_leave_empty() {
+        use clap::Parser;
+        let c = Config::parse(EXAMPLE, "deployer.toml").unwrap();
+        let prod = &c.environments["production"];
+        let cli = crate::cli::Cli::parse_from([
+            "deployer",
+            "release",
+            "--cluster",
+            "other",
+            "--env",
+            "A=flag",
+            "--probe-failures",
+            "7",
+        ]);
+        let crate::cli::Command::Release(args) = cli.command else { panic!("release") };
+        let (m, region) = merge_release(&args, None, prod, &c);
+        assert_eq!(m.cluster.as_deref(), Some("other"), "the flag wins");
+        assert_eq!(m.services, ["web", "worker"], "the file fills");
+        assert_eq!(m.gate.strategy, Some(Strategy::BlueGreen));
+        assert_eq!(m.gate.health_urls, ["https://shop.example.com/health"]);
+        assert_eq!(m.gate.probe_failures, 7, "flags the file does not know pass through");
+        assert_eq!(m.render.env, ["A=flag"]);
+        assert_eq!(m.auth.role_arn.as_deref(), Some("arn:aws:iam::222222222222:role/deploy-prod"));
+        assert_eq!(region.as_deref(), Some("eu-west-1"), "the file's top level");
+        let (_, region) = merge_release(&args, Some("us-east-2"), prod, &c);
+        assert_eq!(region.as_deref(), Some("us-east-2"), "the global flag first");
     }
 }

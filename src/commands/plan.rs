@@ -1,7 +1,8 @@
 //! Building the stages' typed requests from the flag groups, shared by the single commands and
 //! `release`, so a flag means the same everywhere. Settings the logic must not read from the
 //! process environment mid-way are read here, at the edge (`DEPLOYER_POLL_MS`,
-//! `DEPLOYER_POLL_MAX_MS`, `GITHUB_REPOSITORY`/`GITHUB_RUN_ID` for the session name).
+//! `DEPLOYER_POLL_MAX_MS`, `GITHUB_REPOSITORY`/`GITHUB_RUN_ID` for session names, the layer
+//! cache directory).
 
 use std::time::Duration;
 
@@ -14,6 +15,7 @@ use crate::deploy::plan::{DeployPlan, GateConfig, Poll, ShiftSettings, minutes};
 use crate::error::{Error, Result};
 use crate::github::oidc::{OidcError, TokenEndpoint};
 use crate::image::ecr::CreateOptions;
+use crate::image::source::Cache;
 use crate::pipeline::plan::{PromoteRequest, PushRequest, TaskDefPlan};
 
 /// Validate the auth flags into a request; no network call happens here.
@@ -26,10 +28,7 @@ pub fn auth_request(args: &AuthArgs, region: Option<String>) -> Result<AuthReque
             auth::check_session_name(name)?;
             name.clone()
         }
-        None => auth::default_session_name(
-            std::env::var("GITHUB_REPOSITORY").ok().as_deref(),
-            std::env::var("GITHUB_RUN_ID").ok().as_deref(),
-        ),
+        None => default_session_name(),
     };
     auth::check_duration(args.duration)?;
     for id in &args.allowed_account_ids {
@@ -46,6 +45,12 @@ pub fn auth_request(args: &AuthArgs, region: Option<String>) -> Result<AuthReque
         allowed_account_ids: args.allowed_account_ids.clone(),
         region,
     })
+}
+
+/// `deployer-<owner>-<repo>-<run id>` from the job's GITHUB_REPOSITORY and GITHUB_RUN_ID.
+fn default_session_name() -> String {
+    let var = |name: &str| std::env::var(name).ok();
+    auth::default_session_name(var("GITHUB_REPOSITORY").as_deref(), var("GITHUB_RUN_ID").as_deref())
 }
 
 /// Inside Actions an OIDC endpoint is expected when a role is given; outside, the default
@@ -112,6 +117,7 @@ pub fn push_request(source: &str, repository: &str, target: &ImageTargetArgs, up
             .create_repository
             .then_some(CreateOptions { immutable: upload.immutable_tags, scan_on_push: upload.scan_on_push }),
         concurrency: upload.concurrency,
+        cache: Cache::from_env(),
     }
 }
 
@@ -125,6 +131,7 @@ pub fn promote_request(
         from: from.to_string(),
         from_registry: source.from_registry.clone(),
         from_role_arn: source.from_role_arn.clone(),
+        session_name: default_session_name(),
         repository: repository.to_string(),
         tags: target.tags.clone(),
         registry_endpoint: target.registry_endpoint.clone(),

@@ -17,7 +17,7 @@ use crate::image::ecr::{self, CreateOptions};
 use crate::image::promote::{self as promotion, SourceRef};
 use crate::image::push::{self as pushing, DEFAULT_CONCURRENCY, Options, ProgressMode, Report};
 use crate::image::registry::{Refresh, Registry};
-use crate::image::source::{self, Cache, SourceSpec, human};
+use crate::image::source::{self, SourceSpec, human};
 use crate::image::{ImageError, check_repository, check_tag};
 
 #[derive(Debug, Serialize)]
@@ -152,7 +152,7 @@ pub async fn push(config: &SdkConfig, req: &PushRequest, runner: &Runner) -> Res
     check_tags(&req.tags)?;
     let concurrency = concurrency(req.concurrency)?;
     let spec = SourceSpec::parse(&req.source)?;
-    let cache = Cache::from_env();
+    let cache = req.cache.clone();
     let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2);
     let image = tokio::task::spawn_blocking(move || source::load(&spec, &cache, threads))
         .await
@@ -180,14 +180,16 @@ pub async fn push(config: &SdkConfig, req: &PushRequest, runner: &Runner) -> Res
 }
 
 /// An ECR client with the credentials of `role`, assumed with the current ones.
-async fn source_client(region: Option<String>, role: &auth::RoleArn, runner: &Runner) -> Result<aws_sdk_ecr::Client> {
+async fn source_client(
+    region: Option<String>,
+    role: &auth::RoleArn,
+    session_name: &str,
+    runner: &Runner,
+) -> Result<aws_sdk_ecr::Client> {
     let req = AuthRequest {
         role: Some(role.clone()),
         chain_role: None,
-        session_name: auth::default_session_name(
-            std::env::var("GITHUB_REPOSITORY").ok().as_deref(),
-            std::env::var("GITHUB_RUN_ID").ok().as_deref(),
-        ),
+        session_name: session_name.to_string(),
         duration_seconds: 900,
         audience: String::new(),
         allowed_account_ids: Vec::new(),
@@ -213,7 +215,7 @@ async fn promote_source(
     config: &SdkConfig,
     target: &Target,
     from_registry: Option<&str>,
-    from_role: Option<&auth::RoleArn>,
+    from_role: Option<(&auth::RoleArn, &str)>,
     runner: &Runner,
 ) -> Result<(Arc<Registry>, bool)> {
     let dest_host = host_of(target.registry.base()).to_string();
@@ -227,7 +229,9 @@ async fn promote_source(
     // else from ours; another registry is read anonymously unless a role is given.
     let account = ecr::ecr_account(host_of(r));
     let client = match from_role {
-        Some(role) => Some(source_client(config.region().map(|r| r.to_string()), role, runner).await?),
+        Some((role, session)) => {
+            Some(source_client(config.region().map(|r| r.to_string()), role, session, runner).await?)
+        }
         None => account.map(|_| target.ecr.clone()),
     };
     let auth = match client {
@@ -251,7 +255,8 @@ pub async fn promote(config: &SdkConfig, req: &PromoteRequest, runner: &Runner) 
     let from_role = req.from_role_arn.as_deref().map(|a| auth::check_role_arn("--from-role-arn", a)).transpose()?;
     let from_registry = req.from_registry.clone().or_else(|| from.host.take());
     let target = target(config, &req.repository, None, req.registry_endpoint.as_deref(), runner).await?;
-    let (source, same) = promote_source(config, &target, from_registry.as_deref(), from_role.as_ref(), runner).await?;
+    let from_role = from_role.as_ref().map(|r| (r, req.session_name.as_str()));
+    let (source, same) = promote_source(config, &target, from_registry.as_deref(), from_role, runner).await?;
     let image = promotion::resolve(&source, &from).await?;
     tracing::info!(
         "promoting {}/{}:{} ({}) to {}{}",

@@ -6,6 +6,7 @@ use crate::aws::auth::{AuthRequest, Source};
 use crate::cli::RenderArgs;
 use crate::deploy::plan::DeployPlan;
 use crate::image::ecr::CreateOptions;
+use crate::image::source::Cache;
 
 /// `push`: a built image into ECR.
 #[derive(Debug, Clone)]
@@ -17,6 +18,8 @@ pub struct PushRequest {
     pub registry_endpoint: Option<String>,
     pub create: Option<CreateOptions>,
     pub concurrency: Option<usize>,
+    /// Where compressed layers are cached between pushes.
+    pub cache: Cache,
 }
 
 /// `promote`: an image already in a registry, retagged or copied without rebuilding.
@@ -26,6 +29,8 @@ pub struct PromoteRequest {
     pub from: String,
     pub from_registry: Option<String>,
     pub from_role_arn: Option<String>,
+    /// The session name when `from_role_arn` is assumed.
+    pub session_name: String,
     pub repository: String,
     pub tags: Vec<String>,
     pub registry_endpoint: Option<String>,
