@@ -111,6 +111,70 @@ pub fn plan(args: &ReleaseArgs, global: &GlobalArgs, name: &str, env: &Environme
     })
 }
 
+/// Every local input checked before any AWS call or upload, all problems reported together
+/// as one usage error (exit 2): env names, secret references, images, tags, the repository,
+/// the image source's syntax, URLs, role ARNs and session settings. The validators are the
+/// stages' own; this only runs them early, so a typo never leaves a pushed image behind.
+pub fn check_local_inputs(args: &ReleaseArgs, plan: &Plan) -> Result<()> {
+    use crate::taskdef::{refs, render};
+    let mut problems: Vec<String> = Vec::new();
+    let mut note = |r: std::result::Result<(), String>| {
+        if let Err(e) = r {
+            problems.push(e);
+        }
+    };
+    let render = &plan.taskdef.render;
+    for pair in &render.env {
+        note(render::parse_pair("--env", pair).map(drop).map_err(|e| e.to_string()));
+    }
+    for pair in &render.secrets {
+        note(match render::parse_pair("--secret", pair) {
+            Ok((name, reference)) => refs::parse_ref(&reference).map(drop).map_err(|e| format!("--secret {name}: {e}")),
+            Err(e) => Err(e.to_string()),
+        });
+    }
+    if let Some(path) = &render.secrets_path
+        && !(path.starts_with('/') && path.len() > 1 && !path.contains("//"))
+    {
+        note(Err(format!("--secrets-path {path:?}: a Parameter Store path such as /production/shop/")));
+    }
+    for image in &render.images {
+        note(render::parse_image(image).map(drop).map_err(|e| e.to_string()));
+    }
+    for tag in &args.tags {
+        note(crate::image::check_tag(tag).map_err(|e| e.to_string()));
+    }
+    if let Some(repository) = &plan.repository {
+        note(crate::image::check_repository("--repository", repository).map_err(|e| e.to_string()));
+    }
+    if let Some(source) = &args.source {
+        note(crate::image::source::SourceSpec::parse(source).map(drop).map_err(|e| e.to_string()));
+    }
+    if let Some(from) = &args.from {
+        note(crate::image::promote::SourceRef::parse(from).map(drop).map_err(|e| e.to_string()));
+    }
+    note(crate::commands::push::concurrency(args.concurrency).map(drop).map_err(|e| e.to_string()));
+    let urls = plan.deploy.health_urls.iter().map(|u| ("--health-url", u));
+    let urls = urls.chain(plan.deploy.traffic.test_urls.iter().map(|u| ("--test-url", u)));
+    let urls = urls.chain(args.environment_url.iter().map(|u| ("--environment-url", u)));
+    let urls = urls.chain(args.registry_endpoint.iter().map(|u| ("--registry-endpoint", u)));
+    let urls = urls.chain(args.github_api_url.iter().map(|u| ("--github-api-url", u)));
+    for (flag, url) in urls {
+        note(match reqwest::Url::parse(url) {
+            Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() => Ok(()),
+            Ok(_) => Err(format!("{flag} {url:?}: use an http(s) URL with a host")),
+            Err(e) => Err(format!("{flag} {url:?} is not a URL: {e}")),
+        });
+    }
+    let global = GlobalArgs { output: crate::cli::OutputFormat::Text, region: plan.region.clone(), verbose: 0 };
+    note(crate::commands::auth::request(&plan.auth, &global).map(drop).map_err(|e| e.to_string()));
+    match problems.as_slice() {
+        [] => Ok(()),
+        [one] => Err(Error::Usage(format!("release: {one}"))),
+        many => Err(Error::Usage(format!("release: {} inputs are wrong:\n  - {}", many.len(), many.join("\n  - ")))),
+    }
+}
+
 /// The release as the action's outputs name it (DESIGN.md section 3), plus each stage.
 #[derive(Serialize)]
 #[serde(rename_all = "kebab-case")]
@@ -175,6 +239,7 @@ pub async fn run(args: &ReleaseArgs, global: &GlobalArgs, printer: &Printer) -> 
     let name = resolve::environment(&config, &trigger).map_err(|r| Error::Input(format!("refusing to deploy: {r}")))?;
     let env = config.environments.get(&name).cloned().unwrap_or_default();
     let mut plan = plan(args, global, &name, &env, &config)?;
+    check_local_inputs(args, &plan)?;
     printer.runner.set_output("environment", &name)?;
     lap("resolve", &mut stages);
 
