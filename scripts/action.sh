@@ -68,6 +68,9 @@ fail() {
 set -E
 on_error() {
   local code=$1 command=$2
+  # Only the script itself reports: a command substitution's subshell would print into the
+  # variable being assigned.
+  if [ "${BASHPID:-}" != "$$" ]; then return 0; fi
   if [ "$reported" = no ]; then
     printf '::error title=deployer action::%s\n' "$(escape "a step failed (exit $code): $command")"
     reported=yes
@@ -254,7 +257,9 @@ make_private_dir() {
   if ! shared_parent_ok "$parent"; then
     fail "the temporary directory $parent $unsafe_reason; refusing to place the binary there"
   fi
-  private=$(mktemp -d "$parent/deployer-bin.XXXXXXXX")
+  local dir
+  dir=$(mktemp -d "$parent/deployer-bin.XXXXXXXX")
+  private=$dir
   if ! ours_and_private "$private" d; then
     fail "mktemp gave $private, which $unsafe_reason"
   fi
