@@ -60,15 +60,23 @@ pub struct Environment {
     pub cluster: Option<String>,
     #[serde(default, alias = "services")]
     pub service: OneOrMany,
-    /// Branch globs (`main`, `release/*`) whose pushes may deploy here.
+    /// Branch patterns (GitHub's filter syntax: `main`, `release/**`, `!release/old`) whose
+    /// pushes may deploy here.
     #[serde(default)]
     pub branches: Vec<String>,
-    /// Tag globs (`v*`) whose pushes or releases may deploy here.
+    /// Tag patterns (`v*`) whose pushes or releases may deploy here.
     #[serde(default)]
     pub tags: Vec<String>,
-    /// `workflow_dispatch` may target this environment.
+    /// `workflow_dispatch` may target this environment (from `manual-branches`, else
+    /// `branches`, or from `tags`).
     #[serde(default)]
     pub manual: bool,
+    /// The branches a `workflow_dispatch` may come from, instead of `branches`.
+    pub manual_branches: Option<Vec<String>>,
+    /// Events besides push, workflow_dispatch and release that may deploy here (e.g.
+    /// `schedule`); pull_request events never can.
+    #[serde(default)]
+    pub events: Vec<String>,
     pub strategy: Option<Strategy>,
     #[serde(default)]
     pub health_url: OneOrMany,
@@ -102,9 +110,7 @@ impl Config {
             toml::from_str(text).map_err(|source| ConfigError::Parse { file: file.to_string(), source })?;
         for (name, env) in &config.environments {
             let invalid = |reason: String| ConfigError::Invalid { file: file.to_string(), env: name.clone(), reason };
-            for pattern in env.branches.iter().chain(&env.tags) {
-                crate::resolve::glob(pattern).map_err(|e| invalid(format!("pattern {pattern:?}: {e}")))?;
-            }
+            check_policy(env).map_err(invalid)?;
         }
         Ok(config)
     }
@@ -154,6 +160,33 @@ pub fn merge_release(
     m.gate.timeout = args.gate.timeout.or(env.timeout);
     let region = region.map(str::to_string).or_else(|| env.region.clone()).or_else(|| config.region.clone());
     (m, region)
+}
+
+/// The policy keys of one environment: patterns that compile, events that can deploy.
+fn check_policy(env: &Environment) -> Result<(), String> {
+    for (key, patterns) in [
+        ("branches", Some(&env.branches)),
+        ("tags", Some(&env.tags)),
+        ("manual-branches", env.manual_branches.as_ref()),
+    ] {
+        if let Some(patterns) = patterns {
+            crate::resolve::check_patterns(patterns).map_err(|e| format!("{key}: {e}"))?;
+        }
+    }
+    if env.manual_branches.is_some() && !env.manual {
+        return Err("manual-branches only applies with `manual = true`".into());
+    }
+    for event in &env.events {
+        if crate::resolve::is_pull_request_event(event) {
+            return Err(format!(
+                "events: {event:?} can never deploy (pull requests run code that is not merged, a fork's included)"
+            ));
+        }
+        if event.is_empty() || !event.bytes().all(|b| b.is_ascii_lowercase() || b == b'_') {
+            return Err(format!("events: {event:?} is not a GitHub event name (e.g. schedule, workflow_run)"));
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -207,9 +240,30 @@ health-url = ["https://shop.example.com/health"]
         let good = Config::parse("[environments.prod]\nstrategy = \"blue-green\"\n", "d.toml").unwrap();
         assert_eq!(good.environments["prod"].strategy, Some(Strategy::BlueGreen));
         let glob = "[environments.prod]\nbranches = [\"release/[\"]\n";
-        assert!(Config::parse(glob, "d.toml").unwrap_err().to_string().contains("pattern \"release/[\""));
+        assert!(Config::parse(glob, "d.toml").unwrap_err().to_string().contains("branches: pattern \"release/[\""));
         assert!(Config::load(Path::new("/nonexistent/deployer.toml"), false).unwrap().environments.is_empty());
         assert!(Config::load(Path::new("/nonexistent/deployer.toml"), true).is_err());
+    }
+
+    #[test]
+    fn the_policy_keys_are_checked() {
+        let ok = "[environments.qa]\nbranches = [\"qa\"]\nmanual = true\nmanual-branches = [\"main\"]\nevents = [\"schedule\"]\n";
+        let c = Config::parse(ok, "d.toml").unwrap();
+        assert_eq!(c.environments["qa"].manual_branches.as_deref(), Some(&["main".to_string()][..]));
+        assert_eq!(c.environments["qa"].events, ["schedule"]);
+        for (text, want) in [
+            ("events = [\"pull_request\"]", "events: \"pull_request\" can never deploy"),
+            ("events = [\"pull_request_target\"]", "events: \"pull_request_target\" can never deploy"),
+            ("events = [\"Push now\"]", "is not a GitHub event name"),
+            ("manual-branches = [\"main\"]", "manual-branches only applies with `manual = true`"),
+            ("branches = [\"!main\"]", "branches: pattern \"!main\": a list with `!` patterns needs"),
+            ("tags = [\"v[\"]", "tags: pattern \"v[\""),
+            ("manual = true\nmanual-branches = [\"[]\"]", "manual-branches: pattern \"[]\""),
+        ] {
+            let err = Config::parse(&format!("[environments.prod]\n{text}\n"), "d.toml").unwrap_err().to_string();
+            assert!(err.starts_with("d.toml: environment \"prod\": "), "{err}");
+            assert!(err.contains(want), "{text}: {err}");
+        }
     }
 
     #[test]

@@ -76,6 +76,18 @@ pub fn poll_from_env() -> Poll {
     Poll::from_millis(ms("DEPLOYER_POLL_MS"), ms("DEPLOYER_POLL_MAX_MS"))
 }
 
+/// The traffic-shift settings of `gate`: ECS takes minutes, deployer seconds (rounded up).
+pub fn shift_settings(gate: &GateArgs) -> ShiftSettings {
+    let t = &gate.traffic;
+    ShiftSettings {
+        bake_minutes: gate.bake.map(minutes),
+        canary_percent: t.canary_percent,
+        canary_bake_minutes: t.canary_bake.map(minutes),
+        linear_percent: t.linear_percent,
+        linear_bake_minutes: t.linear_bake.map(minutes),
+    }
+}
+
 /// The deploy plan of `gate` for `services` of `cluster`; bad values are usage errors.
 pub fn deploy_plan(cluster: &str, services: &[String], gate: &GateArgs) -> Result<DeployPlan> {
     let t = &gate.traffic;
@@ -91,14 +103,7 @@ pub fn deploy_plan(cluster: &str, services: &[String], gate: &GateArgs) -> Resul
             health_urls: gate.health_urls.clone(),
             test_urls: t.test_urls.clone(),
         },
-        // ECS takes minutes, deployer seconds (rounded up).
-        shift: ShiftSettings {
-            bake_minutes: gate.bake.map(minutes),
-            canary_percent: t.canary_percent,
-            canary_bake_minutes: t.canary_bake.map(minutes),
-            linear_percent: t.linear_percent,
-            linear_bake_minutes: t.linear_bake.map(minutes),
-        },
+        shift: shift_settings(gate),
         no_rollback: gate.no_rollback,
         all_or_nothing: gate.all_or_nothing,
         poll: poll_from_env(),

@@ -1,6 +1,7 @@
 //! `deployer release`: resolve the environment (deployer.toml's policy), merge the flags over
-//! its settings (`config::merge_release`), build the typed plan, run the pipeline
-//! (`pipeline::release`), print. Refusals happen before any token is requested.
+//! its settings (`config::merge_release`), check every local input, build the typed plan, run
+//! the pipeline (`pipeline::release`), print. Refusals and bad input stop the run before any
+//! token is requested.
 
 use super::plan;
 use crate::cli::{GlobalArgs, ReleaseArgs};
@@ -20,6 +21,7 @@ pub async fn run(args: &ReleaseArgs, global: &GlobalArgs, printer: &Printer) -> 
         crate::resolve::environment(&config, &trigger).map_err(|r| Error::Input(format!("refusing to deploy: {r}")))?;
     let env = config.environments.get(&name).cloned().unwrap_or_default();
     let (merged, region) = merge_release(args, global.region.as_deref(), &env, &config);
+    check_local_inputs(&merged, region.as_deref())?;
     let plan = release_plan(&merged, region, &name, printer)?;
     printer.runner.set_output("environment", &name)?;
     let mut laps = laps;
@@ -27,6 +29,74 @@ pub async fn run(args: &ReleaseArgs, global: &GlobalArgs, printer: &Printer) -> 
     let result = release::run(plan, &printer.runner, &Cancel::on_signals(), laps).await?;
     printer.result(&result);
     Ok(result.deploy.exit)
+}
+
+/// Every local input checked before any AWS call or upload, all problems reported together
+/// as one usage error (exit 2): env names, secret references, images, tags, the repository,
+/// the image source's syntax, URLs, role ARNs, session and traffic settings. The validators
+/// are the stages' own; this only runs them early, so a typo never leaves a pushed image
+/// behind.
+pub fn check_local_inputs(m: &ReleaseArgs, region: Option<&str>) -> Result<()> {
+    use crate::taskdef::{refs, render};
+    let mut problems: Vec<String> = Vec::new();
+    let mut note = |r: std::result::Result<(), String>| {
+        if let Err(e) = r {
+            problems.push(e);
+        }
+    };
+    let r = &m.render;
+    for pair in &r.env {
+        note(render::parse_pair("--env", pair).map(drop).map_err(|e| e.to_string()));
+    }
+    for pair in &r.secrets {
+        note(match render::parse_pair("--secret", pair) {
+            Ok((name, reference)) => refs::parse_ref(&reference).map(drop).map_err(|e| format!("--secret {name}: {e}")),
+            Err(e) => Err(e.to_string()),
+        });
+    }
+    if let Some(path) = &r.secrets_path
+        && !(path.starts_with('/') && path.len() > 1 && !path.contains("//"))
+    {
+        note(Err(format!("--secrets-path {path:?}: a Parameter Store path such as /production/shop/")));
+    }
+    for image in &r.images {
+        note(render::parse_image(image).map(drop).map_err(|e| e.to_string()));
+    }
+    for tag in &m.target.tags {
+        note(crate::image::check_tag(tag).map_err(|e| e.to_string()));
+    }
+    if let Some(repository) = &m.repository {
+        note(crate::image::check_repository("--repository", repository).map_err(|e| e.to_string()));
+    }
+    if let Some(source) = &m.source {
+        note(crate::image::source::SourceSpec::parse(source).map(drop).map_err(|e| e.to_string()));
+    }
+    if let Some(from) = &m.from {
+        note(crate::image::promote::SourceRef::parse(from).map(drop).map_err(|e| e.to_string()));
+    }
+    if let Some(role) = &m.promote.from_role_arn {
+        note(crate::aws::auth::check_role_arn("--from-role-arn", role).map(drop).map_err(|e| e.to_string()));
+    }
+    note(crate::pipeline::image::concurrency(m.upload.concurrency).map(drop).map_err(|e| e.to_string()));
+    let urls = m.gate.health_urls.iter().map(|u| ("--health-url", u));
+    let urls = urls.chain(m.gate.traffic.test_urls.iter().map(|u| ("--test-url", u)));
+    let urls = urls.chain(m.environment_url.iter().map(|u| ("--environment-url", u)));
+    let urls = urls.chain(m.target.registry_endpoint.iter().map(|u| ("--registry-endpoint", u)));
+    let urls = urls.chain(m.github_api_url.iter().map(|u| ("--github-api-url", u)));
+    for (flag, url) in urls {
+        note(match reqwest::Url::parse(url) {
+            Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() => Ok(()),
+            Ok(_) => Err(format!("{flag} {url:?}: use an http(s) URL with a host")),
+            Err(e) => Err(format!("{flag} {url:?} is not a URL: {e}")),
+        });
+    }
+    note(plan::shift_settings(&m.gate).validate());
+    note(plan::auth_request(&m.auth, region.map(str::to_string)).map(drop).map_err(|e| e.to_string()));
+    match problems.as_slice() {
+        [] => Ok(()),
+        [one] => Err(Error::Usage(format!("release: {one}"))),
+        many => Err(Error::Usage(format!("release: {} inputs are wrong:\n  - {}", many.len(), many.join("\n  - ")))),
+    }
 }
 
 /// The typed plan of the merged flags; what is still missing is a usage error naming the flag

@@ -137,7 +137,8 @@ fn check_tags(tags: &[String]) -> Result<()> {
     Ok(())
 }
 
-fn concurrency(flag: Option<usize>) -> Result<usize> {
+/// Parallel uploads: 1 to 32, default 4.
+pub fn concurrency(flag: Option<usize>) -> Result<usize> {
     match flag {
         None => Ok(DEFAULT_CONCURRENCY),
         Some(n) if (1..=32).contains(&n) => Ok(n),

@@ -1,6 +1,7 @@
 //! deployer's one integration-test binary (one link of the AWS SDK, as ripgrep does it):
 //! a module per area, all talking to the local stack over loopback (DESIGN.md section 5).
 
+mod action;
 mod auth;
 mod bluegreen;
 mod deploy;
