@@ -5,6 +5,7 @@ mod action;
 mod auth;
 mod bluegreen;
 mod deploy;
+mod params;
 mod push;
 mod release;
 mod sim;
