@@ -141,7 +141,10 @@ pub async fn run(args: &AuthArgs, global: &GlobalArgs, printer: &Printer) -> Res
         }
         ExportMode::Shell => {
             for (name, value) in &vars {
-                println!("export {name}={}", shell_quote(value));
+                crate::output::write_text(
+                    crate::output::Stream::Stdout,
+                    &format!("export {name}={}", shell_quote(value)),
+                );
             }
             "shell"
         }
