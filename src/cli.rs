@@ -344,7 +344,7 @@ pub struct ReleaseArgs {
     // GitHub Deployments
     /// Token for GitHub Deployments (falls back to GITHUB_TOKEN); without one they are skipped.
     #[arg(long, env = "DEPLOYER_GITHUB_TOKEN", hide_env_values = true)]
-    pub github_token: Option<String>,
+    pub github_token: Option<crate::secret::Secret>,
     /// The REST API base (falls back to GITHUB_API_URL, then https://api.github.com).
     #[arg(long, env = "DEPLOYER_GITHUB_API_URL")]
     pub github_api_url: Option<String>,
@@ -411,5 +411,17 @@ mod tests {
     #[test]
     fn definitions_are_consistent() {
         Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn the_github_token_stays_out_of_debug_output() {
+        let cli = Cli::try_parse_from(["deployer", "release", "--github-token", "ghp_canary_token"]).unwrap();
+        let Command::Release(args) = &cli.command else { panic!("{cli:?}") };
+        assert_eq!(args.github_token.as_ref().map(|t| t.expose()), Some("ghp_canary_token"));
+        let shown = format!("{cli:?} {cli:#?}");
+        assert!(
+            !shown.contains("ghp_canary_token") && shown.contains("github_token: Some(Secret(<redacted>))"),
+            "{shown}"
+        );
     }
 }

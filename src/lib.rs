@@ -19,6 +19,7 @@ pub mod params;
 pub mod report;
 pub mod resolve;
 pub mod retry;
+pub mod secret;
 pub mod taskdef;
 
 /// Logs go to stderr through the one writer (`output`), which keeps any line of theirs from

