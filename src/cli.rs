@@ -351,7 +351,7 @@ pub struct ReleaseArgs {
     // GitHub Deployments
     /// Token for GitHub Deployments (falls back to GITHUB_TOKEN); without one they are skipped.
     #[arg(long, env = "DEPLOYER_GITHUB_TOKEN", hide_env_values = true)]
-    pub github_token: Option<String>,
+    pub github_token: Option<crate::secret::Secret>,
     /// The REST API base (falls back to GITHUB_API_URL, then https://api.github.com).
     #[arg(long, env = "DEPLOYER_GITHUB_API_URL")]
     pub github_api_url: Option<String>,
@@ -362,26 +362,52 @@ pub struct ReleaseArgs {
 
 #[derive(Debug, Subcommand)]
 pub enum ParamsCommand {
-    /// Load a .env file into Parameter Store (idempotent).
+    /// Load a .env file into Parameter Store: values taken literally, SecureString unless named plain.
+    ///
+    /// Each KEY=VALUE becomes the parameter PATH + key in lower case (DB_PASSWORD →
+    /// /production/shop/db_password), a SecureString unless --plain or deployer.toml's
+    /// `[params] plain` names it. An existing SecureString is never turned into a String, keys
+    /// that differ only in case are refused, and every check runs before the first write, so a
+    /// refusal writes nothing. Idempotent: unchanged parameters are left alone; changed ones
+    /// are replaced only with --overwrite. Values are never printed.
+    ///
+    /// The file follows Docker Compose's .env syntax, without substitution: `KEY=VALUE` per
+    /// line, optional `export `, `#` comment lines; unquoted values are trimmed and a ` #`
+    /// starts a comment; 'single quotes' are literal (\' is a quote); "double quotes" know the
+    /// escapes \n \r \t \" \\ \$; quoted values may span lines. `$VAR`, `${VAR}`, `$$` and
+    /// `$(...)` are NEVER expanded: the value is stored as written, and each key whose unquoted
+    /// or double-quoted value holds one is listed as a warning. A KEY without `=` is an error
+    /// (nothing is read from the environment). A key set twice keeps its last value (with a
+    /// warning). At most 1 MiB and 10,000 lines; values of 1 to 4096 bytes (Parameter Store's
+    /// standard tier).
+    #[command(verbatim_doc_comment)]
     Import(ParamsImportArgs),
 }
 
 #[derive(Debug, Args)]
 pub struct ParamsImportArgs {
-    /// The .env file (dotenv syntax: quotes, comments, `export`, multi-line values).
+    /// The .env file (a pipe such as <(sops -d .env) works too).
     pub file: PathBuf,
     /// Parameter Store hierarchy, e.g. /production/shop/ (DB_PASSWORD → /production/shop/db_password).
     #[arg(long, env = "DEPLOYER_PARAMS_PATH")]
     pub path: String,
-    /// Replace parameters whose value differs (otherwise they are reported and kept).
+    /// Store keys matching this name or wildcard as String instead of SecureString (the whole key,
+    /// case-insensitive, `*` any run, `?` one character: LOG_LEVEL, FEATURE_*); repeatable.
+    #[arg(long = "plain", value_name = "KEY|GLOB", env = "DEPLOYER_PLAIN", value_delimiter = ',')]
+    pub plain: Vec<String>,
+    /// KMS key (id, ARN or alias/NAME) that encrypts the SecureString parameters; default: the
+    /// account's aws/ssm key.
+    #[arg(long, env = "DEPLOYER_KMS_KEY_ID")]
+    pub kms_key_id: Option<String>,
+    /// Replace parameters whose value or type differs (otherwise they are reported and kept).
     #[arg(long)]
     pub overwrite: bool,
-    /// Keys matching this regex become SecureString, the rest String.
-    #[arg(long, default_value = crate::params::DEFAULT_SECURE)]
-    pub secure: String,
     /// Print the plan (never a value) and change nothing.
     #[arg(long)]
     pub dry_run: bool,
+    /// deployer.toml, read for `[params] plain`; a missing default file is fine.
+    #[arg(long, default_value = "deployer.toml", env = "DEPLOYER_CONFIG")]
+    pub config: PathBuf,
 }
 
 #[cfg(test)]
@@ -392,5 +418,17 @@ mod tests {
     #[test]
     fn definitions_are_consistent() {
         Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn the_github_token_stays_out_of_debug_output() {
+        let cli = Cli::try_parse_from(["deployer", "release", "--github-token", "ghp_canary_token"]).unwrap();
+        let Command::Release(args) = &cli.command else { panic!("{cli:?}") };
+        assert_eq!(args.github_token.as_ref().map(|t| t.expose()), Some("ghp_canary_token"));
+        let shown = format!("{cli:?} {cli:#?}");
+        assert!(
+            !shown.contains("ghp_canary_token") && shown.contains("github_token: Some(Secret(<redacted>))"),
+            "{shown}"
+        );
     }
 }

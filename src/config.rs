@@ -102,6 +102,17 @@ pub struct Config {
     pub region: Option<String>,
     #[serde(default)]
     pub environments: BTreeMap<String, Environment>,
+    #[serde(default)]
+    pub params: Params,
+}
+
+/// `[params]`: settings of `params import`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct Params {
+    /// Keys (or wildcards such as `FEATURE_*`) stored as String instead of SecureString.
+    #[serde(default)]
+    pub plain: Vec<String>,
 }
 
 impl Config {

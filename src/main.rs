@@ -16,8 +16,9 @@ fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(err) => {
-            // clap's own message and code: 2 for usage errors, 0 for --help / --version.
-            let _ = err.print();
+            // clap's own message and code: 2 for usage errors, 0 for --help / --version. The
+            // message quotes the offending value, so it goes through the one writer.
+            deployer::output::print_clap_error(&err);
             let code = u8::try_from(err.exit_code()).unwrap_or(Exit::Usage.code());
             let runner = Runner::from_env(false);
             if code != 0 {
@@ -53,6 +54,9 @@ fn run(cli: Cli, printer: &Printer) -> Exit {
 /// A step output at the edge: failing to write it must not hide the run's own outcome.
 fn write_output(runner: &Runner, name: &str, value: &str) {
     if let Err(e) = runner.set_output(name, value) {
-        eprintln!("warning: cannot write the step output {name}: {e}");
+        deployer::output::write_text(
+            deployer::output::Stream::Stderr,
+            &format!("warning: cannot write the step output {name}: {e}"),
+        );
     }
 }

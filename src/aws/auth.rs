@@ -1,7 +1,9 @@
 //! The `auth` stage: GitHub OIDC token (or the default credential chain) → AWS credentials,
 //! optionally chained into a second role, checked against the allowed accounts.
 //! Input checks (role ARN, session name, duration) are pure functions that run before any
-//! network call; STS failures are explained in terms of the token's claims.
+//! network call; STS failures are explained in terms of the token's claims. Every credential
+//! is `::add-mask::`ed the moment it is obtained (in Actions), before anything can print it;
+//! `Credentials`' own `Debug` redacts the secret key and session token.
 
 use std::time::SystemTime;
 
@@ -203,6 +205,7 @@ pub async fn authenticate(req: &AuthRequest, source: Source, http: &reqwest::Cli
                 .provide_credentials()
                 .await
                 .map_err(|e| AuthError::NoCredentials(DisplayErrorContext(&e).to_string()))?;
+            mask(&creds);
             let creds = match &req.role {
                 Some(role) => assume_role(&clients::with_credentials(&base, creds), role, req).await?,
                 None => creds,
@@ -316,13 +319,25 @@ fn to_credentials(
         role_arn: role_arn.to_string(),
         message: "the answer held no credentials".into(),
     })?;
-    Ok(Credentials::new(
+    let creds = Credentials::new(
         c.access_key_id(),
         c.secret_access_key(),
         Some(c.session_token().to_string()),
         SystemTime::try_from(*c.expiration()).ok(),
         "deployer",
-    ))
+    );
+    mask(&creds);
+    Ok(creds)
+}
+
+/// Ask the runner to hide every part of `creds` (a no-op outside Actions).
+fn mask(creds: &Credentials) {
+    let runner = crate::github::runner::Runner::current();
+    runner.mask(creds.access_key_id());
+    runner.mask(creds.secret_access_key());
+    if let Some(token) = creds.session_token() {
+        runner.mask(token);
+    }
 }
 
 /// An SDK error as one line: the service's code and message, or the transport failure.

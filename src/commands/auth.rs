@@ -59,7 +59,7 @@ pub async fn run(args: &AuthCommandArgs, global: &GlobalArgs, printer: &Printer)
     let req = plan::auth_request(&args.auth, global.region.clone())?;
     let runner = &printer.runner;
     let source = plan::auth_source(runner.in_actions(), req.role.is_some())?;
-    let session = crate::pipeline::auth::session(&req, source, runner).await?;
+    let session = crate::pipeline::auth::session(&req, source).await?;
     let mode = args.export.unwrap_or(if runner.has_env_file() { ExportMode::GithubEnv } else { ExportMode::None });
     let creds = &session.credentials;
     let region = session.region();
@@ -81,7 +81,10 @@ pub async fn run(args: &AuthCommandArgs, global: &GlobalArgs, printer: &Printer)
         }
         ExportMode::Shell => {
             for (name, value) in &vars {
-                println!("export {name}={}", shell_quote(value));
+                crate::output::write_text(
+                    crate::output::Stream::Stdout,
+                    &format!("export {name}={}", shell_quote(value)),
+                );
             }
             "shell"
         }

@@ -142,7 +142,10 @@ fn release_plan(m: &ReleaseArgs, region: Option<String>, env: &str, printer: &Pr
         },
         deploy: plan::deploy_plan(&cluster, &m.services, &m.gate)?,
         github: GithubPlan {
-            token: m.github_token.clone().or_else(|| std::env::var("GITHUB_TOKEN").ok()),
+            token: m
+                .github_token
+                .clone()
+                .or_else(|| std::env::var("GITHUB_TOKEN").ok().map(crate::secret::Secret::from)),
             api_url: m.github_api_url.clone(),
             environment_url: m.environment_url.clone(),
         },

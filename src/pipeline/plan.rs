@@ -60,7 +60,7 @@ pub struct TaskDefPlan {
 /// Recording the release as a GitHub Deployment (best effort).
 #[derive(Debug, Clone, Default)]
 pub struct GithubPlan {
-    pub token: Option<String>,
+    pub token: Option<crate::secret::Secret>,
     pub api_url: Option<String>,
     pub environment_url: Option<String>,
 }

@@ -84,7 +84,7 @@ impl fmt::Display for ReleaseResult {
 /// Run the release. `laps` started before the plan was resolved.
 pub async fn run(plan: ReleasePlan, runner: &Runner, cancel: &Cancel, mut laps: Laps) -> Result<ReleaseResult> {
     let ReleasePlan { environment, auth, auth_source, image, taskdef, deploy, github } = plan;
-    let authed = super::auth::session(&auth, auth_source, runner).await?;
+    let authed = super::auth::session(&auth, auth_source).await?;
     runner.set_output("aws-account-id", &authed.account_id)?;
     let session = Session::from_auth(&authed);
     laps.lap("auth", 0);
