@@ -252,6 +252,11 @@ pub struct GateArgs {
     /// Consecutive bad probe answers (one URL) that fail the gate.
     #[arg(long, default_value_t = 3, env = "DEPLOYER_PROBE_FAILURES")]
     pub probe_failures: u32,
+    /// ECS API budget, per bucket: BUCKET=BURST/RATE,... (e.g. UpdateService=20/2). Default:
+    /// 90% of ECS's documented limits (DescribeServices 100/20, UpdateService 50/5,
+    /// ServiceDeployments 50/20, Tasks 100/20, DescribeTaskDefinition 50/20).
+    #[arg(long, env = "DEPLOYER_ECS_API_LIMITS")]
+    pub ecs_api_limits: Option<String>,
     #[command(flatten)]
     pub traffic: TrafficArgs,
 }

@@ -43,6 +43,9 @@ pub async fn handle(AxState(sim): AxState<Arc<Sim>>, headers: HeaderMap, body: B
     let ctx = sim.request_ctx(headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok())).await;
     tracing::debug!(op, account = ctx.account, region = ctx.region, "request");
     *sim.lock().calls.entry(op.clone()).or_default() += 1;
+    if !sim.throttle().admit(&ctx.account, &ctx.region, &op, std::time::Instant::now()) {
+        return err("ThrottlingException", "Rate exceeded").into_response();
+    }
     let effect = match take_fault(&sim, &op) {
         Some(Injected::Error(e)) => return e.into_response(),
         Some(Injected::Effect(effect)) => Some(effect),
@@ -398,6 +401,15 @@ pub fn service_json(st: &State, svc: &Service) -> Value {
     }
     if !svc.network_configuration.is_null() {
         v["networkConfiguration"] = svc.network_configuration.clone();
+    }
+    // The newest service deployment record: the one the last UpdateService started.
+    let current = st
+        .service_deployments
+        .values()
+        .filter(|sd| sd.service_arn == svc.arn)
+        .max_by(|a, b| a.created_at.total_cmp(&b.created_at));
+    if let Some(sd) = current {
+        v["currentServiceDeployment"] = json!(sd.arn);
     }
     for (k, val) in &svc.extra {
         v[k] = val.clone();

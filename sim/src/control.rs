@@ -23,7 +23,8 @@ pub fn router(sim: Arc<Sim>) -> axum::Router {
         .route("/_sim/tasks", get(tasks))
         .route("/_sim/reset", post(reset))
         .route("/_sim/faults", post(add_fault).get(list_faults).delete(clear_faults))
-        .route("/_sim/calls", get(calls))
+        .route("/_sim/calls", get(calls).delete(clear_calls))
+        .route("/_sim/throttle", post(set_throttle))
         .with_state(sim)
 }
 
@@ -119,9 +120,53 @@ async fn list_faults(AxState(sim): AxState<Arc<Sim>>) -> Json<Value> {
     Json(json!({"faults": v}))
 }
 
-/// ECS API requests received so far, per operation: `{"calls":{"UpdateService":2,...}}`.
-async fn calls(AxState(sim): AxState<Arc<Sim>>) -> Json<Value> {
-    Json(json!({"calls": sim.lock().calls}))
+/// ECS API requests received so far, per operation: `{"calls":{"UpdateService":2,...}}`, with
+/// the throttling figures since the log was last cleared (`throttle::Throttle::report`):
+/// refusals per operation, the first second's calls, the peak per-second rate per bucket, and
+/// with `?log=1` every call with its time.
+async fn calls(
+    AxState(sim): AxState<Arc<Sim>>,
+    axum::extract::Query(q): axum::extract::Query<std::collections::HashMap<String, String>>,
+) -> Json<Value> {
+    let all = sim.lock().calls.clone();
+    let mut v = sim.throttle().report(q.get("log").is_some_and(|l| l == "1"));
+    v["calls"] = json!(all);
+    Json(v)
+}
+
+/// Start counting again: the per-operation totals, the log, and full buckets.
+async fn clear_calls(AxState(sim): AxState<Arc<Sim>>) -> Json<Value> {
+    sim.lock().calls.clear();
+    sim.throttle().clear();
+    Json(json!({"ok": true}))
+}
+
+#[derive(Deserialize)]
+struct ThrottleIn {
+    enabled: bool,
+    /// Bucket name → `{"burst": N, "rate": N}`; absent: ECS's documented figures.
+    limits: Option<std::collections::BTreeMap<String, LimitIn>>,
+}
+
+#[derive(Deserialize)]
+struct LimitIn {
+    burst: f64,
+    rate: f64,
+}
+
+/// `{"enabled": true}`: enforce ECS's throttling from now on, every bucket full.
+async fn set_throttle(AxState(sim): AxState<Arc<Sim>>, body: axum::body::Bytes) -> Response {
+    let t: ThrottleIn = match serde_json::from_slice(&body) {
+        Ok(t) => t,
+        Err(e) => return (StatusCode::BAD_REQUEST, Json(json!({"error": e.to_string()}))).into_response(),
+    };
+    let limits = t.limits.map(|l| {
+        l.into_iter()
+            .map(|(b, l)| (b, crate::throttle::Limit { burst: l.burst.max(1.0), rate: l.rate.max(0.0) }))
+            .collect()
+    });
+    sim.throttle().configure(t.enabled, limits);
+    Json(json!({"ok": true})).into_response()
 }
 
 async fn clear_faults(AxState(sim): AxState<Arc<Sim>>) -> Json<Value> {

@@ -15,6 +15,7 @@ pub mod proxy;
 pub mod resolve;
 pub mod rolling;
 pub mod tasks;
+pub mod throttle;
 pub mod util;
 
 use std::collections::{HashMap, HashSet};
@@ -32,6 +33,8 @@ pub struct Config {
     pub aws_endpoint: Option<String>,
     pub registry_endpoint: Option<String>,
     pub app_bin: PathBuf,
+    /// Enforce ECS's API throttling (`throttle`) from the start.
+    pub throttle: bool,
 }
 
 /// The simulator: configuration, state, and the handles of what it started.
@@ -46,6 +49,8 @@ pub struct Sim {
     pub listeners: Mutex<HashMap<String, Vec<tokio::task::AbortHandle>>>,
     /// Accounts of access keys moto issued, learned from moto's STS GetCallerIdentity.
     pub key_accounts: Mutex<HashMap<String, String>>,
+    /// ECS's per-account API throttling and the log of every call.
+    pub throttle: Mutex<throttle::Throttle>,
 }
 
 impl Sim {
@@ -60,6 +65,7 @@ impl Sim {
             .build()
             .expect("http client");
         Sim {
+            throttle: Mutex::new(throttle::Throttle::new(cfg.throttle)),
             scale: Scale(cfg.time_scale),
             cfg,
             state: Mutex::new(State::default()),
@@ -113,6 +119,10 @@ impl Sim {
             ctx.account = a.to_string();
         }
         ctx
+    }
+
+    pub fn throttle(&self) -> std::sync::MutexGuard<'_, throttle::Throttle> {
+        self.throttle.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     pub fn lock(&self) -> std::sync::MutexGuard<'_, State> {

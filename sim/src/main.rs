@@ -28,6 +28,9 @@ struct Args {
     /// The sample app tasks run (default: `sim-app` next to this executable).
     #[arg(long, env = "ECS_SIM_APP_BIN")]
     app_bin: Option<PathBuf>,
+    /// Enforce ECS's API throttling (per-account token buckets, `ThrottlingException`).
+    #[arg(long, env = "ECS_SIM_THROTTLE")]
+    throttle: bool,
     /// Exit (after killing all tasks) when standard input reaches end of file.
     #[arg(long)]
     exit_on_stdin_close: bool,
@@ -59,6 +62,7 @@ async fn main() -> std::process::ExitCode {
         aws_endpoint: args.aws_endpoint.map(|s| s.trim_end_matches('/').to_string()),
         registry_endpoint: args.registry_endpoint.map(|s| s.trim_end_matches('/').to_string()),
         app_bin: args.app_bin.unwrap_or_else(default_app_bin),
+        throttle: args.throttle,
     };
     let listener = match tokio::net::TcpListener::bind(&args.listen).await {
         Ok(l) => l,

@@ -4,3 +4,4 @@
 pub mod auth;
 pub mod clients;
 pub mod ecs_json;
+pub mod limiter;

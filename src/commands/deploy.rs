@@ -7,6 +7,7 @@ use std::fmt;
 use serde::Serialize;
 
 use super::plan::{deploy_plan, poll_from_env};
+use crate::aws::limiter::Limiter;
 use crate::cli::{DeployArgs, GlobalArgs, RollbackArgs};
 use crate::deploy::Cancel;
 use crate::deploy::driver::{self, Context, ServiceError};
@@ -20,8 +21,9 @@ use crate::pipeline::{Session, http_client, taskdef};
 pub async fn run(args: &DeployArgs, global: &GlobalArgs, printer: &Printer) -> Result<Exit> {
     let plan = deploy_plan(&args.cluster, &args.services, &args.gate)?;
     let session = Session::from_default_chain(global).await?;
-    let (ecs, http, cancel) = (aws_sdk_ecs::Client::new(&session.config), http_client()?, Cancel::on_signals());
-    let ctx = Context { ecs: &ecs, http: &http, cancel: &cancel };
+    let (ecs, http, cancel) = (crate::deploy::ecs::client(&session.config), http_client()?, Cancel::on_signals());
+    let limiter = Limiter::new(&plan.api_limits);
+    let ctx = Context { ecs: &ecs, http: &http, cancel: &cancel, limiter: &limiter };
     let checked = driver::check_all(&ctx, &plan).await?;
     let task_definition = taskdef::task_definition_arn(&session, &args.task_definition).await?;
     let run = crate::pipeline::deploy(&ctx, &plan, &checked, &task_definition, &printer.runner).await?;
@@ -55,8 +57,9 @@ pub async fn run_rollback(args: &RollbackArgs, global: &GlobalArgs, printer: &Pr
         Some(spec) => Some(taskdef::task_definition_arn(&session, spec).await?),
         None => None,
     };
-    let (ecs, http, cancel) = (aws_sdk_ecs::Client::new(&session.config), http_client()?, Cancel::default());
-    let ctx = Context { ecs: &ecs, http: &http, cancel: &cancel };
+    let (ecs, http, cancel) = (crate::deploy::ecs::client(&session.config), http_client()?, Cancel::default());
+    let limiter = Limiter::default();
+    let ctx = Context { ecs: &ecs, http: &http, cancel: &cancel, limiter: &limiter };
     let (from, to, restored) = driver::roll_back(&ctx, &args.cluster, &args.service, to, poll_from_env())
         .await
         .map_err(|source| ServiceError { service: args.service.clone(), source })?;

@@ -10,6 +10,7 @@ use aws_config::SdkConfig;
 
 use crate::aws::auth::{self, AuthRequest, Source};
 use crate::aws::clients::{self, BaseCredentials};
+use crate::aws::limiter::Limits;
 use crate::cli::{AuthArgs, GateArgs, ImageTargetArgs, PromoteSourceArgs, TaskDefArgs, UploadArgs};
 use crate::deploy::plan::{DeployPlan, GateConfig, Poll, ShiftSettings, minutes};
 use crate::error::{Error, Result};
@@ -88,6 +89,15 @@ pub fn shift_settings(gate: &GateArgs) -> ShiftSettings {
     }
 }
 
+/// The ECS API budget: 90% of ECS's documented figures, with `--ecs-api-limits` entries
+/// (BUCKET=BURST/RATE) over them.
+pub fn api_limits(spec: Option<&str>) -> std::result::Result<Limits, String> {
+    match spec {
+        Some(spec) => Limits::default().with_spec(spec),
+        None => Ok(Limits::default()),
+    }
+}
+
 /// The deploy plan of `gate` for `services` of `cluster`; bad values are usage errors.
 pub fn deploy_plan(cluster: &str, services: &[String], gate: &GateArgs) -> Result<DeployPlan> {
     let t = &gate.traffic;
@@ -103,10 +113,12 @@ pub fn deploy_plan(cluster: &str, services: &[String], gate: &GateArgs) -> Resul
             health_urls: gate.health_urls.clone(),
             test_urls: t.test_urls.clone(),
         },
+        per_service: Default::default(),
         shift: shift_settings(gate),
         no_rollback: gate.no_rollback,
         all_or_nothing: gate.all_or_nothing,
         poll: poll_from_env(),
+        api_limits: api_limits(gate.ecs_api_limits.as_deref()).map_err(Error::Usage)?,
     };
     plan.validate().map_err(Error::Usage)?;
     Ok(plan)

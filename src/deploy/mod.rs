@@ -65,6 +65,12 @@ impl DeployError {
     pub fn is_conflict(&self) -> bool {
         matches!(self, DeployError::Api { code: Some(code), .. } if code == "ConflictException")
     }
+
+    /// ECS kept refusing for throttling (after deployer's own backoff): a slow API, not a
+    /// failed check, so it never counts toward "N API errors in a row".
+    pub fn is_throttling(&self) -> bool {
+        matches!(self, DeployError::Api { code: Some(code), .. } if ecs::is_throttling_code(code))
+    }
 }
 
 /// Set by SIGINT/SIGTERM; loops check it between polls and sleeps end early.

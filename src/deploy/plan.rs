@@ -1,13 +1,17 @@
 //! What a deploy is asked to do, as plain data built once at the edge (flags, deployer.toml):
-//! the strategy, the gate's settings, the traffic-shift settings, and how often to poll.
+//! the strategy, the gate's settings (and each service's own URLs), the traffic-shift
+//! settings, how often to poll, and the ECS API budget deployer keeps to.
 //! `Strategy` is the one type the CLI (`--strategy`), deployer.toml (`strategy = "..."`) and
 //! the JSON report (`"strategy": "BLUE_GREEN"`, ECS's own name) all use.
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::time::Duration;
 
 use aws_sdk_ecs::types::DeploymentStrategy;
 use serde::{Deserialize, Serialize};
+
+use crate::aws::limiter::Limits;
 
 /// How the new revision replaces the old one. Flags and deployer.toml take the kebab-case
 /// name; the JSON report names it as ECS does (`ROLLING`, `BLUE_GREEN`, ...).
@@ -165,6 +169,14 @@ impl Pacing {
     }
 }
 
+/// One service's own gate URLs (deployer.toml's `[environments.X.services.NAME]`); `None`
+/// keeps the run's.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ServiceGate {
+    pub health_urls: Option<Vec<String>>,
+    pub test_urls: Option<Vec<String>>,
+}
+
 /// Everything a deploy of one task definition to some services needs to know.
 #[derive(Debug, Clone)]
 pub struct DeployPlan {
@@ -172,12 +184,16 @@ pub struct DeployPlan {
     pub services: Vec<String>,
     pub strategy: Strategy,
     pub gate: GateConfig,
+    /// Services with URLs of their own.
+    pub per_service: BTreeMap<String, ServiceGate>,
     pub shift: ShiftSettings,
     /// On failure leave the service as it is (exit 4) instead of rolling back.
     pub no_rollback: bool,
     /// With several services: when one fails, roll back the ones that went live.
     pub all_or_nothing: bool,
     pub poll: Poll,
+    /// The ECS API buckets deployer keeps to (shared by every service of the run).
+    pub api_limits: Limits,
 }
 
 impl DeployPlan {
@@ -187,6 +203,14 @@ impl DeployPlan {
         for (flag, urls) in [("--health-url", &self.gate.health_urls), ("--test-url", &self.gate.test_urls)] {
             for url in urls {
                 reqwest::Url::parse(url).map_err(|e| format!("{flag} {url:?} is not a URL: {e}"))?;
+            }
+        }
+        for (service, g) in &self.per_service {
+            for (key, urls) in [("health-url", &g.health_urls), ("test-url", &g.test_urls)] {
+                for url in urls.iter().flatten() {
+                    reqwest::Url::parse(url)
+                        .map_err(|e| format!("services.{service}.{key} {url:?} is not a URL: {e}"))?;
+                }
             }
         }
         if self.services.is_empty() {
@@ -202,6 +226,20 @@ impl DeployPlan {
     pub fn gate_for_strategy(&self) -> GateConfig {
         let bake = if self.strategy.shifts_traffic() { Duration::ZERO } else { self.gate.bake };
         GateConfig { bake, ..self.gate.clone() }
+    }
+
+    /// `service`'s gate: the strategy's, with the service's own URLs where it has them.
+    pub fn gate_of(&self, service: &str) -> GateConfig {
+        let mut gate = self.gate_for_strategy();
+        if let Some(own) = self.per_service.get(service) {
+            if let Some(urls) = &own.health_urls {
+                gate.health_urls = urls.clone();
+            }
+            if let Some(urls) = &own.test_urls {
+                gate.test_urls = urls.clone();
+            }
+        }
+        gate
     }
 }
 
@@ -238,16 +276,46 @@ mod tests {
     }
 
     #[test]
+    fn a_service_with_urls_of_its_own_keeps_them_and_the_others_take_the_runs() {
+        let own = ServiceGate { health_urls: Some(vec!["http://api/health".into()]), test_urls: None };
+        let plan = DeployPlan {
+            cluster: "c".into(),
+            services: vec!["web".into(), "api".into()],
+            strategy: Strategy::Rolling,
+            gate: GateConfig {
+                health_urls: vec!["http://web/health".into()],
+                test_urls: vec!["http://test/".into()],
+                bake: Duration::from_secs(5),
+                ..GateConfig::default()
+            },
+            per_service: BTreeMap::from([("api".to_string(), own)]),
+            shift: ShiftSettings::default(),
+            no_rollback: false,
+            all_or_nothing: false,
+            poll: Poll::default(),
+            api_limits: Limits::default(),
+        };
+        assert_eq!(plan.gate_of("web").health_urls, ["http://web/health"]);
+        assert_eq!(plan.gate_of("api").health_urls, ["http://api/health"]);
+        assert_eq!(plan.gate_of("api").test_urls, ["http://test/"], "only what it names is its own");
+        assert_eq!(plan.gate_of("api").bake, Duration::from_secs(5));
+        let shifting = DeployPlan { strategy: Strategy::BlueGreen, ..plan };
+        assert_eq!(shifting.gate_of("api").bake, Duration::ZERO, "ECS bakes a traffic shift");
+    }
+
+    #[test]
     fn bad_settings_are_refused_before_any_change() {
         let plan = DeployPlan {
             cluster: "c".into(),
             services: vec!["web".into()],
             strategy: Strategy::Canary,
             gate: GateConfig { health_urls: vec!["not a url".into()], ..GateConfig::default() },
+            per_service: BTreeMap::new(),
             shift: ShiftSettings::default(),
             no_rollback: false,
             all_or_nothing: false,
             poll: Poll::default(),
+            api_limits: Limits::default(),
         };
         assert!(plan.validate().unwrap_err().starts_with("--health-url \"not a url\" is not a URL"));
         let plan = DeployPlan { gate: GateConfig::default(), ..plan };
@@ -257,8 +325,12 @@ mod tests {
         let bad =
             DeployPlan { shift: ShiftSettings { linear_percent: Some(1.0), ..Default::default() }, ..plan.clone() };
         assert!(bad.validate().unwrap_err().contains("ECS takes 3 to 100"));
-        let bad = DeployPlan { shift: ShiftSettings { canary_percent: Some(0.0), ..Default::default() }, ..plan };
+        let bad =
+            DeployPlan { shift: ShiftSettings { canary_percent: Some(0.0), ..Default::default() }, ..plan.clone() };
         assert!(bad.validate().unwrap_err().contains("ECS takes 0.1 to 100"));
+        let own = ServiceGate { health_urls: Some(vec!["nope".into()]), test_urls: None };
+        let bad = DeployPlan { per_service: BTreeMap::from([("api".to_string(), own)]), ..plan };
+        assert!(bad.validate().unwrap_err().starts_with("services.api.health-url \"nope\" is not a URL"));
         assert_eq!([0, 1, 59, 60, 61, 120, 3600].map(minutes), [0, 1, 1, 1, 2, 2, 60]);
     }
 }

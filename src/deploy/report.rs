@@ -3,6 +3,7 @@
 //! even start included — and the run's outcome and exit code, derived once from all of them
 //! (`RunOutcome::of`, pure and table-tested against DESIGN.md's exit codes).
 
+use std::collections::BTreeMap;
 use std::fmt;
 
 use serde::Serialize;
@@ -125,6 +126,11 @@ pub struct DeployReport {
     pub started_at_ms: u64,
     pub failure_signal_at_ms: Option<u64>,
     pub rollback_started_at_ms: Option<u64>,
+    /// Epoch ms: the rollback ended (confirmed, not confirmed, or refused).
+    pub rollback_finished_at_ms: Option<u64>,
+    /// How the service ended, in one word: `live`, `rolled-back`, `failed-to-start` (never
+    /// changed) or `unknown` (a human must look). Set when the run's report is made.
+    pub outcome: &'static str,
     /// Blue/green, canary, linear: each lifecycle stage with its start and duration.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub lifecycle: Vec<StageSpan>,
@@ -159,6 +165,8 @@ impl DeployReport {
             started_at_ms: now_ms(),
             failure_signal_at_ms: None,
             rollback_started_at_ms: None,
+            rollback_finished_at_ms: None,
+            outcome: "",
             lifecycle: Vec::new(),
             traffic: Vec::new(),
         }
@@ -180,6 +188,7 @@ impl DeployReport {
         state_if_not_started: Option<String>,
     ) -> String {
         let previous = short(&self.previous_task_definition_arn).to_string();
+        self.rollback_finished_at_ms = Some(now_ms());
         match outcome {
             Ok((method, Restored::Healthy)) => {
                 self.result = Outcome::RolledBack;
@@ -202,6 +211,16 @@ impl DeployReport {
                 }
                 format!("rollback could not start: {e}")
             }
+        }
+    }
+
+    /// How it ended, in one word (`outcome`).
+    pub fn outcome_name(&self) -> &'static str {
+        match (self.result, self.changed) {
+            (Outcome::Succeeded, _) => "live",
+            (Outcome::RolledBack, _) => "rolled-back",
+            (Outcome::Failed, false) => "failed-to-start",
+            (Outcome::Failed, true) => "unknown",
         }
     }
 
@@ -252,6 +271,20 @@ impl RunOutcome {
     }
 }
 
+/// What the run asked of ECS's API: every call (per operation, retries included), the
+/// ThrottlingExceptions ECS answered, the time spent waiting for the limiter's tokens, and
+/// the cluster watcher's rounds and what they cost.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct ApiUsage {
+    pub calls: BTreeMap<String, u64>,
+    pub throttled: BTreeMap<String, u64>,
+    pub waited_ms: u64,
+    pub rounds: u64,
+    pub round_calls: BTreeMap<String, u64>,
+    pub most_services_in_a_round: usize,
+}
+
 /// Every service's report, and the run's result and exit code derived from them.
 #[derive(Debug, Clone, Serialize)]
 #[serde(rename_all = "kebab-case")]
@@ -259,21 +292,58 @@ pub struct DeployRun {
     pub result: Outcome,
     pub exit_code: u8,
     pub services: Vec<DeployReport>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub api: Option<ApiUsage>,
     #[serde(skip)]
     pub exit: Exit,
 }
 
 impl DeployRun {
-    pub fn new(services: Vec<DeployReport>) -> DeployRun {
+    pub fn new(mut services: Vec<DeployReport>) -> DeployRun {
+        for s in &mut services {
+            s.outcome = s.outcome_name();
+        }
         let RunOutcome { result, exit } = RunOutcome::of(&services);
-        DeployRun { result, exit_code: exit.code(), services, exit }
+        DeployRun { result, exit_code: exit.code(), services, api: None, exit }
+    }
+
+    /// One line per service: name, outcome, revision, and why when it did not go live.
+    pub fn table(&self) -> String {
+        let width = self.services.iter().map(|r| r.service.chars().count()).max().unwrap_or(0).max(7);
+        let mut out = format!("{:<width$}  {:<15}  {:<24}  detail", "service", "outcome", "task definition");
+        for r in &self.services {
+            let td = match r.result {
+                Outcome::Succeeded => short(&r.task_definition_arn).to_string(),
+                _ => format!("{} (not {})", short(&r.previous_task_definition_arn), short(&r.task_definition_arn)),
+            };
+            let detail = r.failure.as_deref().unwrap_or("");
+            let detail: String = detail.chars().take(120).collect();
+            out.push_str(&format!("\n{:<width$}  {:<15}  {:<24}  {detail}", r.service, r.outcome_name(), td));
+        }
+        out
     }
 }
 
 impl fmt::Display for DeployRun {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let texts: Vec<String> = self.services.iter().map(|r| r.to_string()).collect();
-        f.write_str(&texts.join("\n"))
+        if self.services.len() > 1 {
+            writeln!(f, "{}\n", self.table())?;
+        }
+        let texts: Vec<String> = self
+            .services
+            .iter()
+            .filter(|r| r.result != Outcome::Succeeded || self.services.len() == 1)
+            .map(|r| r.to_string())
+            .collect();
+        f.write_str(&texts.join("\n"))?;
+        if let Some(api) = &self.api
+            && self.services.len() > 1
+        {
+            let calls: u64 = api.calls.values().sum();
+            let throttled: u64 = api.throttled.values().sum();
+            write!(f, "\nECS API: {calls} calls ({} rounds), {throttled} throttled", api.rounds)?;
+        }
+        Ok(())
     }
 }
 

@@ -6,7 +6,9 @@
 //! never held by deployer's own hook. When ECS refuses a stop because it is rolling back
 //! already (the circuit breaker won the race), deployer sends nothing more and reports ECS's
 //! rollback. Then it waits until the previous revision runs alone, rolled out, and answers
-//! well — bounded, and never cut short by a cancel (the point is a known state).
+//! well — bounded, and never cut short by a cancel (the point is a known state). In a fleet
+//! deploy that wait reads the service from the cluster watcher's shared rounds (`watching`),
+//! so twenty concurrent rollbacks cost two DescribeServices a round, not twenty.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -18,7 +20,8 @@ use super::gate::{Failure, Observation};
 use super::plan::Poll;
 use super::probe::probe;
 use super::report::{Restored, RollbackMethod};
-use super::view::{ServiceDeploymentView, short};
+use super::view::{ServiceDeploymentView, ServiceView, short};
+use super::watch::Fleet;
 use super::{Cancel, DeployError};
 
 /// How to send the service back.
@@ -69,6 +72,8 @@ pub struct Settle<'a> {
     pub poll: Poll,
     /// The service's configuration without deployer's hook, sent with an UpdateService back.
     pub restore: Option<&'a DeploymentConfiguration>,
+    /// The cluster's watcher, when the run has one: views come from its rounds.
+    fleet: Option<&'a Fleet<'a>>,
     config_restored: AtomicBool,
 }
 
@@ -95,12 +100,18 @@ impl<'a> Settle<'a> {
             timeout,
             poll,
             restore: None,
+            fleet: None,
             config_restored: false.into(),
         }
     }
 
     pub fn restoring(self, restore: Option<&'a DeploymentConfiguration>) -> Settle<'a> {
         Settle { restore, ..self }
+    }
+
+    /// Read the service from `fleet`'s rounds instead of describing it alone.
+    pub fn watching(self, fleet: &'a Fleet<'a>) -> Settle<'a> {
+        Settle { fleet: Some(fleet), ..self }
     }
 
     /// The UpdateService back also put the service's configuration back.
@@ -177,8 +188,13 @@ impl<'a> Settle<'a> {
         let mut streak = 0u32;
         let mut last = String::from("not observed yet");
         let never = Cancel::default();
+        let mut member = self.fleet.map(|f| f.member(self.service, None));
         while start.elapsed() < self.timeout {
-            match self.ecs.describe_service(self.cluster, self.service).await {
+            let view: Result<ServiceView, DeployError> = match &mut member {
+                Some(m) => m.next(true).await.map(|seen| seen.view),
+                None => self.ecs.describe_service(self.cluster, self.service).await,
+            };
+            match view {
                 Ok(view) => {
                     last = match view.primary() {
                         Some(d) => format!(
@@ -207,7 +223,9 @@ impl<'a> Settle<'a> {
                 }
                 Err(e) => last = format!("cannot describe the service: {e}"),
             }
-            never.sleep(pacing.next(false).min(self.poll.initial * 2)).await;
+            if member.is_none() {
+                never.sleep(pacing.next(false).min(self.poll.initial * 2)).await;
+            }
         }
         Restored::NotConfirmed(last)
     }
@@ -217,15 +235,21 @@ impl<'a> Settle<'a> {
     pub async fn final_status(&self, service_deployment: &str) -> Option<String> {
         let never = Cancel::default();
         let mut last = None;
+        let mut member = self.fleet.map(|f| f.member(self.service, Some(service_deployment)));
         for _ in 0..20 {
-            let sd = self.ecs.service_deployment(service_deployment).await.ok().flatten()?;
+            let sd = match &mut member {
+                Some(m) => m.next(false).await.ok().and_then(|seen| seen.service_deployment),
+                None => self.ecs.service_deployment(service_deployment).await.ok().flatten(),
+            }?;
             use aws_sdk_ecs::types::ServiceDeploymentStatus::{RollbackInProgress, RollbackRequested};
             let settled = !matches!(sd.status, Some(RollbackRequested | RollbackInProgress));
             last = Some(sd.status_name().to_string());
             if settled {
                 break;
             }
-            never.sleep(self.poll.initial).await;
+            if member.is_none() {
+                never.sleep(self.poll.initial).await;
+            }
         }
         last
     }

@@ -273,6 +273,11 @@ pub struct TaskView {
     pub containers: Vec<ContainerView>,
     /// When ECS began stopping it (epoch ms), for detection-latency figures.
     pub stopping_at_ms: Option<u64>,
+    pub task_definition: String,
+    /// `startedBy`: a service's tasks carry the id of the deployment that started them.
+    pub started_by: Option<String>,
+    /// `group`: `service:NAME` for a service's tasks.
+    pub group: Option<String>,
 }
 
 impl TaskView {
@@ -293,7 +298,15 @@ impl TaskView {
                 })
                 .collect(),
             stopping_at_ms: t.stopping_at().or(t.stopped_at()).map(epoch_ms),
+            task_definition: t.task_definition_arn().unwrap_or_default().to_string(),
+            started_by: t.started_by().map(str::to_string),
+            group: t.group().map(str::to_string),
         }
+    }
+
+    /// STOPPED: nothing about it changes any more.
+    pub fn is_final(&self) -> bool {
+        self.status == TaskStatus::Stopped
     }
 
     /// Stopped because something went wrong (not scaled in, not stopped by a user).

@@ -89,8 +89,9 @@ pub async fn run(plan: ReleasePlan, runner: &Runner, cancel: &Cancel, mut laps: 
     let session = Session::from_auth(&authed);
     laps.lap("auth", 0);
 
-    let (ecs, http) = (aws_sdk_ecs::Client::new(&session.config), http_client()?);
-    let ctx = Context { ecs: &ecs, http: &http, cancel };
+    let (ecs, http) = (crate::deploy::ecs::client(&session.config), http_client()?);
+    let limiter = crate::aws::limiter::Limiter::new(&deploy.api_limits);
+    let ctx = Context { ecs: &ecs, http: &http, cancel, limiter: &limiter };
     let checked = driver::check_all(&ctx, &deploy).await?;
     let check_ms = laps.since_mark();
 

@@ -5,6 +5,7 @@ mod action;
 mod auth;
 mod bluegreen;
 mod deploy;
+mod fleet;
 mod injection;
 mod params;
 mod push;

@@ -28,11 +28,17 @@ pub struct Sim {
 impl Sim {
     /// Starts ecs-sim against the shared moto and registry.
     pub fn start() -> Sim {
+        Sim::start_with(SCALE, &[])
+    }
+
+    /// The same at time scale `scale`, with more flags (`--throttle`).
+    pub fn start_with(scale: &str, extra: &[&str]) -> Sim {
         let st = stack();
         let dir = tempfile::tempdir().expect("tempdir");
         let log = dir.path().join("ecs-sim.log");
         let mut child = Command::new(workspace_bin("ecs-sim"))
-            .args(["--listen", "127.0.0.1:0", "--time-scale", SCALE, "--exit-on-stdin-close"])
+            .args(["--listen", "127.0.0.1:0", "--time-scale", scale, "--exit-on-stdin-close"])
+            .args(extra)
             .args(["--aws-endpoint", &st.moto_url, "--registry-endpoint", &st.registry_url])
             .env("ECS_SIM_LOG", "info")
             .stdin(Stdio::piped())
