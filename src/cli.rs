@@ -231,7 +231,8 @@ pub struct GateArgs {
     /// rolling (default) | blue-green | canary | linear
     #[arg(long, value_enum, env = "DEPLOYER_STRATEGY")]
     pub strategy: Option<Strategy>,
-    /// A URL that must answer 2xx (JSON `status` ok/healthy) before the deploy counts as healthy.
+    /// A URL that must answer 2xx (JSON `status` ok/healthy) before the deploy counts as healthy;
+    /// SERVICE=URL makes it that service's own (the others keep the plain ones).
     #[arg(long = "health-url", env = "DEPLOYER_HEALTH_URL", value_delimiter = ',')]
     pub health_urls: Vec<String>,
     /// Seconds the new revision must stay healthy after ECS completes, before success.
@@ -280,7 +281,8 @@ pub struct DeployArgs {
 #[derive(Debug, Clone, Default, Args)]
 pub struct TrafficArgs {
     /// A URL on the test listener (green only, before production shifts) that must answer
-    /// well before deployer lets ECS shift production traffic; repeatable.
+    /// well before deployer lets ECS shift production traffic; repeatable; SERVICE=URL makes
+    /// it that service's own.
     #[arg(long = "test-url", env = "DEPLOYER_TEST_URL", value_delimiter = ',')]
     pub test_urls: Vec<String>,
     /// --strategy canary: percent of production traffic the canary step gets (ECS default 5).
@@ -363,6 +365,11 @@ pub struct ReleaseArgs {
     /// The deployed app's URL for the GitHub deployment (default: the first --health-url).
     #[arg(long, env = "DEPLOYER_ENVIRONMENT_URL")]
     pub environment_url: Option<String>,
+
+    /// Each service's own settings from deployer.toml (`[environments.X.services.NAME]`),
+    /// filled by `config::merge_release`; no flag.
+    #[arg(skip)]
+    pub service_settings: std::collections::BTreeMap<String, crate::config::ServiceSettings>,
 }
 
 #[derive(Debug, Subcommand)]

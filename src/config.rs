@@ -1,7 +1,10 @@
 //! `deployer.toml`: per-environment settings (role, cluster, services, which refs may deploy
 //! where), read strictly — an unknown key is an error naming its line, not a silent typo.
 //! Flags override the file: `merge_release` fills every release flag left empty from the
-//! environment's entry, so the rest of `release` sees one set of flags.
+//! environment's entry, so the rest of `release` sees one set of flags. An environment's
+//! services may be a name, a list, or a table with each service's own health and test URLs,
+//! task-definition template and container (`[environments.X.services.NAME]`); a flag given
+//! on the command line wins over every service's own value.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -49,6 +52,78 @@ impl OneOrMany {
     }
 }
 
+/// One service's own settings (`[environments.X.services.NAME]`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct ServiceSettings {
+    #[serde(default)]
+    pub health_url: OneOrMany,
+    #[serde(default)]
+    pub test_url: OneOrMany,
+    /// Its task-definition template (a JSON file, family[:revision] or ARN).
+    pub task_definition: Option<String>,
+    /// The container of its template that gets the image.
+    pub container: Option<String>,
+}
+
+/// An environment's services: `service = "web"`, `services = ["web", "worker"]`, or a table
+/// of them with their own settings.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum Services {
+    #[default]
+    None,
+    Names(Vec<String>),
+    Table(BTreeMap<String, ServiceSettings>),
+}
+
+impl Services {
+    pub fn names(&self) -> Vec<String> {
+        match self {
+            Services::None => Vec::new(),
+            Services::Names(n) => n.clone(),
+            Services::Table(t) => t.keys().cloned().collect(),
+        }
+    }
+
+    /// The services with settings of their own.
+    pub fn settings(&self) -> BTreeMap<String, ServiceSettings> {
+        match self {
+            Services::Table(t) => t.clone(),
+            _ => BTreeMap::new(),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Services {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = Services;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a service name, a list of names, or a table of services with their settings")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Services, E> {
+                Ok(Services::Names(vec![v.to_string()]))
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Services, A::Error> {
+                let mut names = Vec::new();
+                while let Some(n) = seq.next_element::<String>()? {
+                    names.push(n);
+                }
+                Ok(Services::Names(names))
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Services, A::Error> {
+                let mut table = BTreeMap::new();
+                while let Some((name, settings)) = map.next_entry::<String, ServiceSettings>()? {
+                    table.insert(name, settings);
+                }
+                Ok(Services::Table(table))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "kebab-case", deny_unknown_fields)]
 pub struct Environment {
@@ -59,7 +134,7 @@ pub struct Environment {
     pub region: Option<String>,
     pub cluster: Option<String>,
     #[serde(default, alias = "services")]
-    pub service: OneOrMany,
+    pub service: Services,
     /// Branch patterns (GitHub's filter syntax: `main`, `release/**`, `!release/old`) whose
     /// pushes may deploy here.
     #[serde(default)]
@@ -163,7 +238,28 @@ pub fn merge_release(
     m.render.env = pairs(&env.env, &args.render.env);
     m.render.secrets = pairs(&env.secrets, &args.render.secrets);
     m.cluster = args.cluster.clone().or_else(|| env.cluster.clone());
-    m.services = or_vec(&args.services, env.service.to_vec());
+    m.services = or_vec(&args.services, env.service.names());
+    // Each service's own settings, except where a flag set the value for every service.
+    m.service_settings = env
+        .service
+        .settings()
+        .into_iter()
+        .map(|(name, mut own)| {
+            if !args.gate.health_urls.is_empty() {
+                own.health_url = OneOrMany::None;
+            }
+            if !args.gate.traffic.test_urls.is_empty() {
+                own.test_url = OneOrMany::None;
+            }
+            if args.task_definition.is_some() {
+                own.task_definition = None;
+            }
+            if args.render.container.is_some() {
+                own.container = None;
+            }
+            (name, own)
+        })
+        .collect();
     m.gate.strategy = args.gate.strategy.or(env.strategy);
     m.gate.health_urls = or_vec(&args.gate.health_urls, env.health_url.to_vec());
     m.gate.traffic.test_urls = or_vec(&args.gate.traffic.test_urls, env.test_url.to_vec());
@@ -229,10 +325,10 @@ health-url = ["https://shop.example.com/health"]
         let c = Config::parse(EXAMPLE, "deployer.toml").unwrap();
         assert_eq!(c.app.as_deref(), Some("shop"));
         let prod = &c.environments["production"];
-        assert_eq!(prod.service.to_vec(), ["web", "worker"]);
+        assert_eq!(prod.service.names(), ["web", "worker"]);
         assert!(prod.manual);
         assert_eq!(prod.health_url.to_vec(), ["https://shop.example.com/health"]);
-        assert_eq!(c.environments["staging"].service.to_vec(), ["web"]);
+        assert_eq!(c.environments["staging"].service.names(), ["web"]);
     }
 
     #[test]
@@ -275,6 +371,51 @@ health-url = ["https://shop.example.com/health"]
             assert!(err.starts_with("d.toml: environment \"prod\": "), "{err}");
             assert!(err.contains(want), "{text}: {err}");
         }
+    }
+
+    const FLEET: &str = r#"
+[environments.production]
+cluster = "prod"
+health-url = "https://shop.example.com/health"
+task-definition = "shop"
+[environments.production.services.web]
+health-url = ["https://web.example.com/health"]
+[environments.production.services.worker]
+task-definition = "taskdefs/worker.json"
+container = "worker"
+[environments.production.services.api]
+"#;
+
+    #[test]
+    fn each_service_can_have_its_own_urls_template_and_container() {
+        use clap::Parser;
+        let c = Config::parse(FLEET, "deployer.toml").unwrap();
+        let prod = &c.environments["production"];
+        assert_eq!(prod.service.names(), ["api", "web", "worker"]);
+        let own = prod.service.settings();
+        assert_eq!(own["web"].health_url.to_vec(), ["https://web.example.com/health"]);
+        assert_eq!(own["worker"].container.as_deref(), Some("worker"));
+        assert_eq!(own["api"], ServiceSettings::default());
+        let parse = |args: &[&str]| {
+            let cli = crate::cli::Cli::parse_from([&["deployer", "release"][..], args].concat());
+            let crate::cli::Command::Release(args) = cli.command else { panic!("release") };
+            merge_release(&args, None, prod, &c).0
+        };
+        let m = parse(&[]);
+        assert_eq!(m.services, ["api", "web", "worker"]);
+        assert_eq!(m.gate.health_urls, ["https://shop.example.com/health"], "the environment's, for the others");
+        assert_eq!(m.service_settings["web"].health_url.to_vec(), ["https://web.example.com/health"]);
+        assert_eq!(m.service_settings["worker"].task_definition.as_deref(), Some("taskdefs/worker.json"));
+        // A flag sets the value for every service.
+        let m = parse(&["--health-url", "https://flag/health", "--task-definition", "other"]);
+        assert!(m.service_settings["web"].health_url.to_vec().is_empty());
+        assert_eq!(m.service_settings["worker"].task_definition, None);
+        assert_eq!(m.service_settings["worker"].container.as_deref(), Some("worker"));
+        // A typo inside a service's table names its line.
+        let typo = "[environments.p.services.web]\nhelth-url = \"x\"\n";
+        let err = Config::parse(typo, "d.toml").unwrap_err().to_string();
+        assert!(err.contains("unknown field `helth-url`"), "{err}");
+        assert!(err.contains("line 1") || err.contains("line 2"), "{err}");
     }
 
     #[test]

@@ -162,27 +162,28 @@ impl Throttle {
     }
 }
 
-/// Per bucket, the most accepted calls within any window of 1000 ms (the log is in time order).
+/// Per bucket, the most calls one account had accepted within any window of 1000 ms (the log
+/// is in time order).
 pub fn peak_per_second(log: &[Call]) -> BTreeMap<String, u64> {
-    let mut by_bucket: BTreeMap<&str, Vec<u64>> = BTreeMap::new();
+    let mut by_bucket: BTreeMap<(&str, &str), Vec<u64>> = BTreeMap::new();
     for c in log.iter().filter(|c| !c.throttled) {
         if let Some(b) = bucket_of(&c.op) {
-            by_bucket.entry(b).or_default().push(c.at_ms);
+            by_bucket.entry((b, &c.account)).or_default().push(c.at_ms);
         }
     }
-    by_bucket
-        .into_iter()
-        .map(|(b, times)| {
-            let (mut start, mut best) = (0usize, 0usize);
-            for end in 0..times.len() {
-                while times[end] >= times[start] + 1000 {
-                    start += 1;
-                }
-                best = best.max(end - start + 1);
+    let mut peaks: BTreeMap<String, u64> = BTreeMap::new();
+    for ((b, _), times) in by_bucket {
+        let (mut start, mut best) = (0usize, 0usize);
+        for end in 0..times.len() {
+            while times[end] >= times[start] + 1000 {
+                start += 1;
             }
-            (b.to_string(), best as u64)
-        })
-        .collect()
+            best = best.max(end - start + 1);
+        }
+        let peak = peaks.entry(b.to_string()).or_default();
+        *peak = (*peak).max(best as u64);
+    }
+    peaks
 }
 
 #[cfg(test)]
@@ -235,9 +236,10 @@ mod tests {
             call(1499, "DescribeServices", false),
             call(3000, "ListTasks", false),
             call(3100, "DescribeTasks", false),
+            Call { at_ms: 3200, op: "ListTasks".into(), account: "2".into(), throttled: false },
         ];
         let peak = peak_per_second(&log);
         assert_eq!(peak["DescribeServices"], 4, "500, 900, 1400, 1499");
-        assert_eq!(peak["Tasks"], 2);
+        assert_eq!(peak["Tasks"], 2, "per account");
     }
 }

@@ -4,6 +4,7 @@
 //! `DEPLOYER_POLL_MAX_MS`, `GITHUB_REPOSITORY`/`GITHUB_RUN_ID` for session names, the layer
 //! cache directory).
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use aws_config::SdkConfig;
@@ -12,7 +13,7 @@ use crate::aws::auth::{self, AuthRequest, Source};
 use crate::aws::clients::{self, BaseCredentials};
 use crate::aws::limiter::Limits;
 use crate::cli::{AuthArgs, GateArgs, ImageTargetArgs, PromoteSourceArgs, TaskDefArgs, UploadArgs};
-use crate::deploy::plan::{DeployPlan, GateConfig, Poll, ShiftSettings, minutes};
+use crate::deploy::plan::{DeployPlan, GateConfig, Poll, ServiceGate, ShiftSettings, minutes};
 use crate::error::{Error, Result};
 use crate::github::oidc::{OidcError, TokenEndpoint};
 use crate::image::ecr::CreateOptions;
@@ -98,9 +99,34 @@ pub fn api_limits(spec: Option<&str>) -> std::result::Result<Limits, String> {
     }
 }
 
+/// `--health-url` / `--test-url` values: `SERVICE=URL` (SERVICE one of `services`) is that
+/// service's own; any other value is every service's.
+pub fn split_urls(values: &[String], services: &[String]) -> (Vec<String>, BTreeMap<String, Vec<String>>) {
+    let mut all = Vec::new();
+    let mut own: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for v in values {
+        match v.split_once('=') {
+            Some((name, url)) if services.iter().any(|s| s == name) => {
+                own.entry(name.to_string()).or_default().push(url.to_string())
+            }
+            _ => all.push(v.clone()),
+        }
+    }
+    (all, own)
+}
+
 /// The deploy plan of `gate` for `services` of `cluster`; bad values are usage errors.
 pub fn deploy_plan(cluster: &str, services: &[String], gate: &GateArgs) -> Result<DeployPlan> {
     let t = &gate.traffic;
+    let (health_urls, own_health) = split_urls(&gate.health_urls, services);
+    let (test_urls, own_test) = split_urls(&t.test_urls, services);
+    let mut per_service: BTreeMap<String, ServiceGate> = BTreeMap::new();
+    for (name, urls) in own_health {
+        per_service.entry(name).or_default().health_urls = Some(urls);
+    }
+    for (name, urls) in own_test {
+        per_service.entry(name).or_default().test_urls = Some(urls);
+    }
     let plan = DeployPlan {
         cluster: cluster.to_string(),
         services: services.to_vec(),
@@ -110,10 +136,10 @@ pub fn deploy_plan(cluster: &str, services: &[String], gate: &GateArgs) -> Resul
             timeout: Duration::from_secs(gate.timeout.unwrap_or(1800)),
             probe_successes: gate.probe_successes.max(1),
             probe_failures: gate.probe_failures.max(1),
-            health_urls: gate.health_urls.clone(),
-            test_urls: t.test_urls.clone(),
+            health_urls,
+            test_urls,
         },
-        per_service: Default::default(),
+        per_service,
         shift: shift_settings(gate),
         no_rollback: gate.no_rollback,
         all_or_nothing: gate.all_or_nothing,
@@ -162,5 +188,25 @@ pub fn taskdef_plan(args: &TaskDefArgs) -> TaskDefPlan {
         service: args.service.clone(),
         render: args.render.clone(),
         registry_endpoint: args.registry_endpoint.clone(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_url_prefixed_with_a_service_is_that_services_own() {
+        let services = ["web".to_string(), "api".to_string()];
+        let values = [
+            "http://all/health".to_string(),
+            "api=http://api/health".to_string(),
+            "http://q/?a=b".to_string(),
+            "other=http://x/".to_string(),
+        ];
+        let (all, own) = split_urls(&values, &services);
+        assert_eq!(all, ["http://all/health", "http://q/?a=b", "other=http://x/"]);
+        assert_eq!(own["api"], ["http://api/health"]);
+        assert!(!own.contains_key("web"));
     }
 }

@@ -7,6 +7,7 @@ use super::plan;
 use crate::cli::{GlobalArgs, ReleaseArgs};
 use crate::config::{Config, merge_release};
 use crate::deploy::Cancel;
+use crate::deploy::plan::ServiceGate;
 use crate::error::{Error, Result};
 use crate::exit::Exit;
 use crate::output::Printer;
@@ -78,8 +79,20 @@ pub fn check_local_inputs(m: &ReleaseArgs, region: Option<&str>) -> Result<()> {
         note(crate::aws::auth::check_role_arn("--from-role-arn", role).map(drop).map_err(|e| e.to_string()));
     }
     note(crate::pipeline::image::concurrency(m.upload.concurrency).map(drop).map_err(|e| e.to_string()));
-    let urls = m.gate.health_urls.iter().map(|u| ("--health-url", u));
-    let urls = urls.chain(m.gate.traffic.test_urls.iter().map(|u| ("--test-url", u)));
+    // SERVICE=URL is that service's own URL (deployer.toml's per-service URLs join them).
+    let (health, own_health) = plan::split_urls(&m.gate.health_urls, &m.services);
+    let (test, own_test) = plan::split_urls(&m.gate.traffic.test_urls, &m.services);
+    let own: Vec<(&str, String)> = own_health
+        .into_values()
+        .flatten()
+        .map(|u| ("--health-url", u))
+        .chain(own_test.into_values().flatten().map(|u| ("--test-url", u)))
+        .chain(m.service_settings.values().flat_map(|s| s.health_url.to_vec()).map(|u| ("health-url", u)))
+        .chain(m.service_settings.values().flat_map(|s| s.test_url.to_vec()).map(|u| ("test-url", u)))
+        .collect();
+    let urls = health.iter().map(|u| ("--health-url", u));
+    let urls = urls.chain(test.iter().map(|u| ("--test-url", u)));
+    let urls = urls.chain(own.iter().map(|(f, u)| (*f, u)));
     let urls = urls.chain(m.environment_url.iter().map(|u| ("--environment-url", u)));
     let urls = urls.chain(m.target.registry_endpoint.iter().map(|u| ("--registry-endpoint", u)));
     let urls = urls.chain(m.github_api_url.iter().map(|u| ("--github-api-url", u)));
@@ -128,19 +141,40 @@ fn release_plan(m: &ReleaseArgs, region: Option<String>, env: &str, printer: &Pr
     };
     let auth = plan::auth_request(&m.auth, region)?;
     let auth_source = plan::auth_source(printer.runner.in_actions(), auth.role.is_some())?;
+    let taskdef = TaskDefPlan {
+        task_definition: m.task_definition.clone(),
+        cluster: Some(cluster.clone()),
+        service: m.services.first().cloned(),
+        render: m.render.clone(),
+        registry_endpoint: m.target.registry_endpoint.clone(),
+    };
+    let mut deploy = plan::deploy_plan(&cluster, &m.services, &m.gate)?;
+    let mut service_taskdefs = std::collections::BTreeMap::new();
+    for (name, own) in m.service_settings.iter().filter(|(name, _)| m.services.contains(name)) {
+        let gate = ServiceGate {
+            health_urls: Some(own.health_url.to_vec()).filter(|u| !u.is_empty()),
+            test_urls: Some(own.test_url.to_vec()).filter(|u| !u.is_empty()),
+        };
+        if gate != ServiceGate::default() {
+            deploy.per_service.insert(name.clone(), gate);
+        }
+        if own.task_definition.is_some() || own.container.is_some() {
+            let mut td = taskdef.clone();
+            td.service = Some(name.clone());
+            td.task_definition = own.task_definition.clone().or(td.task_definition);
+            td.render.container = own.container.clone().or(td.render.container);
+            service_taskdefs.insert(name.clone(), td);
+        }
+    }
+    deploy.validate().map_err(Error::Usage)?;
     Ok(ReleasePlan {
         environment: env.to_string(),
         auth,
         auth_source,
         image,
-        taskdef: TaskDefPlan {
-            task_definition: m.task_definition.clone(),
-            cluster: Some(cluster.clone()),
-            service: m.services.first().cloned(),
-            render: m.render.clone(),
-            registry_endpoint: m.target.registry_endpoint.clone(),
-        },
-        deploy: plan::deploy_plan(&cluster, &m.services, &m.gate)?,
+        taskdef,
+        service_taskdefs,
+        deploy,
         github: GithubPlan {
             token: m
                 .github_token

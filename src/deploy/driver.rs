@@ -95,7 +95,7 @@ fn batch_error(services: &[String], source: DeployError) -> ServiceError {
 /// first service (in the order given) that fails fails the run, with nothing changed.
 pub async fn check_all(ctx: &Context<'_>, plan: &DeployPlan) -> Result<Vec<Checked>, ServiceError> {
     let started = Instant::now();
-    let ecs = Ecs::new(ctx.ecs, ctx.limiter);
+    let ecs = Ecs::new(ctx.ecs, ctx.limiter).labelled(format!("cluster {} (checks)", plan.cluster));
     let busy_limit = plan.gate.timeout.min(Duration::from_secs(300));
     let mut pacing = plan.poll.pacing();
     let mut pending: Vec<String> = plan.services.clone();
@@ -137,7 +137,7 @@ pub async fn check_all(ctx: &Context<'_>, plan: &DeployPlan) -> Result<Vec<Check
 pub async fn deploy_all(ctx: &Context<'_>, plan: &DeployPlan, checked: &[Checked], task_definition: &str) -> DeployRun {
     let fleet = Fleet::new(ctx.ecs, ctx.limiter, &plan.cluster, plan.poll, ctx.cancel, checked.len());
     let fate = Fate::new(plan.all_or_nothing, checked.len());
-    let launcher = Ecs::new(ctx.ecs, ctx.limiter);
+    let launcher = Ecs::new(ctx.ecs, ctx.limiter).labelled(format!("cluster {} (updates)", plan.cluster));
     let mut gos = HashMap::new();
     let mut receivers = Vec::new();
     for c in checked {
@@ -372,7 +372,7 @@ async fn deploy_one<S: Strategy>(
     shared: Shared<'_, '_>,
 ) -> DeployReport {
     let Shared { fleet, fate, go } = shared;
-    let ecs = Ecs::new(ctx.ecs, ctx.limiter);
+    let ecs = Ecs::new(ctx.ecs, ctx.limiter).labelled(checked.service.clone());
     let report =
         DeployReport::new(&plan.cluster, &checked.service, strategy.kind(), task_definition, &checked.previous);
     let mut run = Run { report, started: Instant::now(), log: LifecycleLog::default(), last_stage: None };
@@ -498,6 +498,10 @@ async fn watch<G: DeployGate>(
             _ = fate.abort.sleep(Duration::from_secs(86_400)) => None,
         };
         let Some(observed) = observed else { continue };
+        // A cancel that came while waiting for the round wins over what the round saw.
+        if ctx.cancel.is_cancelled() {
+            continue;
+        }
         let obs = match observed {
             Ok(o) => o,
             Err(e) if e.is_throttling() => {
@@ -673,7 +677,7 @@ pub async fn roll_back(
     to: Option<String>,
     poll: Poll,
 ) -> Result<(String, String, Restored), DeployError> {
-    let ecs = Ecs::new(ctx.ecs, ctx.limiter);
+    let ecs = Ecs::new(ctx.ecs, ctx.limiter).labelled(service);
     let from = ecs.describe_service(cluster, service).await?.task_definition;
     let to = match to {
         Some(to) => to,

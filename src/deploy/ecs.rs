@@ -136,6 +136,8 @@ pub struct Ecs<'a> {
     limiter: &'a Limiter,
     calls: AtomicU32,
     by_op: Mutex<BTreeMap<String, u64>>,
+    /// Whom the calls are for (a service, or a cluster's rounds), for the log.
+    label: String,
 }
 
 /// A token of the UpdateService bucket taken ahead of the call (so what is checked just
@@ -145,7 +147,12 @@ pub struct Turn(());
 
 impl<'a> Ecs<'a> {
     pub fn new(client: &'a Client, limiter: &'a Limiter) -> Ecs<'a> {
-        Ecs { client, limiter, calls: AtomicU32::new(0), by_op: Mutex::default() }
+        Ecs { client, limiter, calls: AtomicU32::new(0), by_op: Mutex::default(), label: "deployer".into() }
+    }
+
+    /// Name whom the calls are for in log lines (a service, a cluster's rounds).
+    pub fn labelled(self, label: impl Into<String>) -> Ecs<'a> {
+        Ecs { label: label.into(), ..self }
     }
 
     /// Wait for an UpdateService token now; `update_service` with it sends at once.
@@ -206,13 +213,17 @@ impl<'a> Ecs<'a> {
                         return Err(api(op, e));
                     }
                     let wait = throttle_backoff(refill, throttled);
-                    tracing::debug!("ECS throttled {op} ({throttled} in a row); trying again in {wait:?}");
+                    tracing::debug!(
+                        "{}: ECS throttled {op} ({throttled} in a row); trying again in {wait:?}",
+                        self.label
+                    );
                     tokio::time::sleep(wait).await;
                 }
                 Failed::Transient if transient < TRANSIENT_RETRIES => {
                     transient += 1;
                     let wait = crate::retry::Backoff::default().delay(transient);
-                    tracing::debug!("{op} failed ({}); trying again in {wait:?}", crate::aws::auth::sdk_message(&e));
+                    let e = crate::aws::auth::sdk_message(&e);
+                    tracing::debug!("{}: {op} failed ({e}); trying again in {wait:?}", self.label);
                     tokio::time::sleep(wait).await;
                 }
                 _ => return Err(api(op, e)),

@@ -469,6 +469,39 @@ mod tests {
     }
 
     #[test]
+    fn the_run_shows_one_row_per_service_with_its_outcome() {
+        let mut live = DeployReport::new("c", "web", Strategy::Rolling, "arn:td/shop:2", "arn:td/shop:1");
+        live.changed = true;
+        let mut back = DeployReport::new("c", "api", Strategy::Rolling, "arn:td/shop:2", "arn:td/shop:1");
+        (back.result, back.changed, back.failure) = (Outcome::RolledBack, true, Some("gate failed".into()));
+        let mut refused = DeployReport::new("c", "worker", Strategy::Rolling, "arn:td/shop:2", "arn:td/shop:1");
+        refused.not_started("ECS UpdateService failed: AccessDeniedException".into());
+        let mut lost = DeployReport::new("c", "cron", Strategy::Rolling, "arn:td/shop:2", "arn:td/shop:1");
+        (lost.result, lost.changed) = (Outcome::Failed, true);
+        let run = DeployRun::new(vec![live, back, refused, lost]);
+        let outcomes: Vec<&str> = run.services.iter().map(|r| r.outcome).collect();
+        assert_eq!(outcomes, ["live", "rolled-back", "failed-to-start", "unknown"]);
+        let table = run.table();
+        let rows: Vec<&str> = table.lines().collect();
+        assert_eq!(rows.len(), 5, "{table}");
+        assert!(rows[0].starts_with("service  outcome"), "{table}");
+        assert!(rows[1].starts_with("web      live             shop:2"), "{table}");
+        assert!(
+            rows[2].contains("rolled-back")
+                && rows[2].contains("shop:1 (not shop:2)")
+                && rows[2].ends_with("gate failed")
+        );
+        assert!(rows[3].contains("failed-to-start") && rows[3].contains("AccessDeniedException"), "{table}");
+        let text = run.to_string();
+        assert!(text.starts_with(&table), "{text}");
+        assert!(!text.contains("web: shop:2 is live"), "live services are in the table only: {text}");
+        assert!(text.contains("worker: shop:2 was not deployed"), "{text}");
+        let json = serde_json::to_value(&run).unwrap();
+        assert_eq!(json["services"][2]["outcome"], "failed-to-start");
+        assert_eq!(json["exit-code"], 4);
+    }
+
+    #[test]
     fn a_service_that_never_started_is_failed_with_its_reason() {
         let mut r = DeployReport::new("c", "web", Strategy::BlueGreen, "arn:td/shop:2", "arn:td/shop:1");
         r.not_started("ECS UpdateService failed: AccessDenied".into());

@@ -228,7 +228,7 @@ impl<'a> Fleet<'a> {
         services: usize,
     ) -> Fleet<'a> {
         Fleet {
-            ecs: Ecs::new(client, limiter),
+            ecs: Ecs::new(client, limiter).labelled(format!("cluster {cluster} (shared rounds)")),
             cluster: cluster.to_string(),
             poll,
             cancel,

@@ -66,7 +66,13 @@ pub async fn deploy(
     runner: &Runner,
 ) -> Result<DeployRun> {
     let short = task_definition.rsplit('/').next().unwrap_or(task_definition);
-    runner.group(&format!("deploy {short} to {}", plan.services.join(", ")));
+    let services = match plan.services.as_slice() {
+        [first, .., last] if plan.services.len() > 4 => {
+            format!("{} services ({first} … {last})", plan.services.len())
+        }
+        all => all.join(", "),
+    };
+    runner.group(&format!("deploy {short} to {services}"));
     let run = driver::deploy_all(ctx, plan, checked, task_definition).await;
     runner.end_group();
     crate::report::publish(runner, &run)?;

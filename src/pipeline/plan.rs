@@ -73,6 +73,9 @@ pub struct ReleasePlan {
     pub auth_source: Source,
     pub image: ImagePlan,
     pub taskdef: TaskDefPlan,
+    /// Services with a template or container of their own (deployer.toml): each gets the
+    /// revision rendered from its own plan (services sharing one share the revision).
+    pub service_taskdefs: std::collections::BTreeMap<String, TaskDefPlan>,
     pub deploy: DeployPlan,
     pub github: GithubPlan,
 }

@@ -83,7 +83,7 @@ impl fmt::Display for ReleaseResult {
 
 /// Run the release. `laps` started before the plan was resolved.
 pub async fn run(plan: ReleasePlan, runner: &Runner, cancel: &Cancel, mut laps: Laps) -> Result<ReleaseResult> {
-    let ReleasePlan { environment, auth, auth_source, image, taskdef, deploy, github } = plan;
+    let ReleasePlan { environment, auth, auth_source, image, taskdef, service_taskdefs, deploy, github } = plan;
     let authed = super::auth::session(&auth, auth_source).await?;
     runner.set_output("aws-account-id", &authed.account_id)?;
     let session = Session::from_auth(&authed);
@@ -92,21 +92,40 @@ pub async fn run(plan: ReleasePlan, runner: &Runner, cancel: &Cancel, mut laps: 
     let (ecs, http) = (crate::deploy::ecs::client(&session.config), http_client()?);
     let limiter = crate::aws::limiter::Limiter::new(&deploy.api_limits);
     let ctx = Context { ecs: &ecs, http: &http, cancel, limiter: &limiter };
-    let checked = driver::check_all(&ctx, &deploy).await?;
+    let mut checked = driver::check_all(&ctx, &deploy).await?;
     let check_ms = laps.since_mark();
 
     let published = publish_image(&image, &session, runner).await?;
-    let mut taskdef = taskdef;
+    let with_image = |mut plan: TaskDefPlan| {
+        if let Some(p) = &published {
+            let target = match &plan.render.container {
+                Some(c) => format!("{c}={}", p.image_uri),
+                None => p.image_uri.clone(),
+            };
+            plan.render.images.insert(0, target);
+        }
+        plan
+    };
     if let Some(p) = &published {
         p.set_outputs(runner)?;
-        let target = match &taskdef.render.container {
-            Some(c) => format!("{c}={}", p.image_uri),
-            None => p.image_uri.clone(),
-        };
-        taskdef.render.images.insert(0, target);
         laps.lap("push", 0);
     }
-    let task_definition = render_verify_register(&session, &taskdef, runner, &mut laps).await?;
+    let task_definition = render_verify_register(&session, &with_image(taskdef), runner, &mut laps, true).await?;
+    // Services with their own template or container: one revision per distinct pair.
+    let mut registered: Vec<((Option<String>, Option<String>), String)> = Vec::new();
+    for c in checked.iter_mut() {
+        let Some(own) = service_taskdefs.get(&c.service) else { continue };
+        let key = (own.task_definition.clone(), own.render.container.clone());
+        let arn = match registered.iter().find(|(k, _)| *k == key) {
+            Some((_, arn)) => arn.clone(),
+            None => {
+                let arn = render_verify_register(&session, &with_image(own.clone()), runner, &mut laps, false).await?;
+                registered.push((key, arn.clone()));
+                arn
+            }
+        };
+        c.task_definition = Some(arn);
+    }
 
     let payload = serde_json::json!({
         "image-uri": published.as_ref().map(|p| p.image_uri.as_str()),
@@ -151,12 +170,14 @@ async fn publish_image(plan: &ImagePlan, session: &Session, runner: &Runner) -> 
     })
 }
 
-/// Render (with the diff in the summary), verify, register; returns the new ARN.
+/// Render (with the diff in the summary), verify, register; returns the new ARN (the
+/// release's `task-definition-arn` output when `output`).
 async fn render_verify_register(
     session: &Session,
     plan: &TaskDefPlan,
     runner: &Runner,
     laps: &mut Laps,
+    output: bool,
 ) -> Result<String> {
     let rendered = taskdef::prepare(session, plan).await?;
     let diff = taskdef::diff_against_current(session, plan, &rendered).await?;
@@ -165,7 +186,9 @@ async fn render_verify_register(
     taskdef::verify_rendered(session, plan, &rendered).await?;
     laps.lap("verify", 0);
     let registered = taskdef::register(session, &rendered).await?;
-    runner.set_output("task-definition-arn", &registered.task_definition_arn)?;
+    if output {
+        runner.set_output("task-definition-arn", &registered.task_definition_arn)?;
+    }
     laps.lap("register", 0);
     Ok(registered.task_definition_arn)
 }

@@ -395,6 +395,18 @@ async fn add_service(app: &App, name: &str, config: DeploymentConfiguration) {
     wait_steady(&app.ecs, "main", name, Duration::from_secs(30)).await;
 }
 
+/// ECS's API throttling from here on (tests that deploy several services meet a real
+/// account's limits).
+async fn throttled(app: &App) {
+    let resp = reqwest::Client::new()
+        .post(format!("{}/_sim/throttle", app.sim.url))
+        .json(&json!({"enabled": true}))
+        .send()
+        .await
+        .unwrap();
+    assert!(resp.status().is_success());
+}
+
 fn deploy_many(app: &App, task_definition: &str, extra: &[&str]) -> assert_cmd::Command {
     let mut c = app.deploy_to("web,worker", task_definition);
     c.args(extra);
@@ -411,6 +423,7 @@ async fn several_services_deploy_in_parallel() {
     let app = app(true, true).await;
     add_service(&app, "worker", rolling_config()).await;
     let v2 = app.revision(&[], true).await;
+    throttled(&app).await;
     let (out, json) = run(deploy_many(&app, &v2, &[])).await;
     assert_eq!(out.code, Some(0), "{out}");
     let services: Vec<&str> =
@@ -428,6 +441,7 @@ async fn all_or_nothing_rolls_back_every_service_when_one_fails() {
     let stuck = DeploymentConfiguration::builder().minimum_healthy_percent(100).maximum_percent(100).build();
     add_service(&app, "worker", stuck).await;
     let v2 = app.revision(&[], true).await;
+    throttled(&app).await;
     let (out, json) = run(deploy_many(&app, &v2, &["--all-or-nothing", "--timeout", "6"])).await;
     assert_eq!(out.code, Some(3), "{out}");
     let by_name =
@@ -444,6 +458,7 @@ async fn all_or_nothing_rolls_back_every_service_when_one_fails() {
 async fn a_missing_service_fails_the_run_before_anything_changes() {
     let app = app(true, true).await;
     let v2 = app.revision(&[], true).await;
+    throttled(&app).await;
     let (out, _) = run(deploy_many(&app, &v2, &[])).await;
     assert_eq!(out.code, Some(1), "{out}");
     assert!(out.stderr.contains("worker: service \"worker\" was not found in cluster \"main\""), "{out}");
@@ -468,6 +483,7 @@ async fn a_service_whose_update_is_refused_fails_the_run_while_the_other_goes_li
     let app = app(true, true).await;
     add_service(&app, "worker", rolling_config()).await;
     let v2 = app.revision(&[], true).await;
+    throttled(&app).await;
     // Both pass the checks; then the first UpdateService ECS sees is refused.
     inject(&app, json!({"operation": "UpdateService", "error": "AccessDeniedException", "count": 1})).await;
     let (out, json) = run(deploy_many(&app, &v2, &[])).await;

@@ -359,6 +359,105 @@ async fn throttling_that_outlasts_the_backoff_never_counts_as_a_failed_check() {
     assert!(by_service(&json).values().all(|s| s["outcome"] == "live"), "{json}");
 }
 
+#[tokio::test(flavor = "multi_thread")]
+async fn each_service_takes_its_own_health_url_and_template_from_deployer_toml() {
+    use crate::support::oidc::{Issuer, Job};
+    let f = fleet(3, crate::sim::harness::SCALE).await;
+    let (prod0, _) = f.sim.listeners("svc-00").await;
+    let (prod1, _) = f.sim.listeners("svc-01").await;
+    // svc-01's own health URL: its listener's /health, except that v2 reports itself down
+    // (a check only this service has): only svc-01 fails its gate, and is healthy after the
+    // rollback.
+    let bad = crate::support::serve(axum::Router::new().route(
+        "/health",
+        axum::routing::get(move || {
+            let prod1 = prod1.clone();
+            async move {
+                let v: Value = match reqwest::get(format!("{prod1}/health")).await {
+                    Ok(r) => r.json().await.unwrap_or(Value::Null),
+                    Err(_) => Value::Null,
+                };
+                match v["version"].as_str() {
+                    Some("v1") => (axum::http::StatusCode::OK, "{\"status\":\"ok\"}"),
+                    _ => (axum::http::StatusCode::INTERNAL_SERVER_ERROR, "{\"status\":\"down\"}"),
+                }
+            }
+        }),
+    ));
+    let dir = tempfile::tempdir().unwrap();
+    let account = &f.account;
+    std::fs::write(
+        dir.path().join("deployer.toml"),
+        format!(
+            r#"region = "us-east-1"
+[environments.production]
+role-arn = "arn:aws:iam::{account}:role/deploy-prod"
+cluster = "{CLUSTER}"
+branches = ["release/*"]
+task-definition = "taskdef.json"
+[environments.production.services.svc-00]
+health-url = "{prod0}/health"
+[environments.production.services.svc-01]
+health-url = ["{bad}/health"]
+[environments.production.services.svc-02]
+task-definition = "worker.json"
+"#
+        ),
+    )
+    .unwrap();
+    let template = |version: &str| {
+        json!({
+            "family": f.family, "networkMode": "awsvpc", "requiresCompatibilities": ["FARGATE"],
+            "cpu": "256", "memory": "512",
+            "containerDefinitions": [{"name": "app", "image": "placeholder", "essential": true,
+                "portMappings": [{"containerPort": 8080}],
+                "environment": [{"name": "SIM_VERSION", "value": version}]}]
+        })
+        .to_string()
+    };
+    std::fs::write(dir.path().join("taskdef.json"), template("v2")).unwrap();
+    std::fs::write(dir.path().join("worker.json"), template("v2-worker")).unwrap();
+    let image = push_image(&f.family, "v2").await;
+    let issuer = Issuer::start(Job { git_ref: "refs/heads/release/2.0".into(), ..Job::default() });
+    f.start_counting(true).await;
+    let mut cmd = crate::support::deployer(&f.account);
+    cmd.current_dir(dir.path())
+        .envs(issuer.env())
+        .env("GITHUB_ACTIONS", "true")
+        .env("GITHUB_EVENT_NAME", "push")
+        .env("GITHUB_REF", "refs/heads/release/2.0")
+        .env("GITHUB_REPOSITORY", "octo-org/shop")
+        .env("GITHUB_RUN_ID", "4242")
+        .env("GITHUB_OUTPUT", dir.path().join("outputs"))
+        .env("GITHUB_STEP_SUMMARY", dir.path().join("summary.md"))
+        .env("AWS_ENDPOINT_URL_ECS", &f.sim.url)
+        .env("DEPLOYER_POLL_MS", "150")
+        .args(["--output", "json", "release", "--registry-endpoint", &crate::support::stack().registry_url])
+        .args(["--image", &image, "--timeout", "60"]);
+    let out = tokio::task::spawn_blocking(move || crate::support::capture(&mut cmd)).await.unwrap();
+    assert_eq!(out.code, Some(3), "{out}");
+    let json: Value = serde_json::from_str(out.stdout.trim()).unwrap_or_else(|e| panic!("{e}\n{out}"));
+    let services = by_service(&json["deploy"]);
+    assert_eq!(services["svc-00"]["outcome"], "live", "{json}");
+    assert_eq!(services["svc-02"]["outcome"], "live", "{json}");
+    assert_eq!(services["svc-01"]["outcome"], "rolled-back", "{json}");
+    let why = services["svc-01"]["failure"].as_str().unwrap();
+    assert!(why.contains(&format!("{bad}/health failed 3 times in a row")), "{why}");
+    // svc-02 runs a revision of its own template; the others share the release's.
+    let td = |name: &str| services[name]["task-definition-arn"].as_str().unwrap().to_string();
+    assert_eq!(td("svc-00"), td("svc-01"));
+    assert_ne!(td("svc-00"), td("svc-02"));
+    assert_eq!(json["task-definition-arn"], td("svc-00").as_str());
+    assert_eq!(f.serving("svc-00").await, ["v2", "v2"]);
+    assert_eq!(f.serving("svc-01").await, ["v1", "v1"]);
+    assert_eq!(f.serving("svc-02").await, ["v2-worker", "v2-worker"]);
+    // The summary's table has a row per service.
+    let summary = std::fs::read_to_string(dir.path().join("summary.md")).unwrap();
+    for name in ["svc-00", "svc-01", "svc-02"] {
+        assert!(summary.contains(&format!("| `{name}` |")), "{summary}");
+    }
+}
+
 /// ECS's documented buckets: (bucket, burst, refill per second, the operations sharing it).
 const BUCKETS: [(&str, f64, f64, &[&str]); 5] = [
     ("DescribeServices", 100.0, 20.0, &["DescribeServices"]),
@@ -409,6 +508,8 @@ struct Figures {
     per_bucket: BTreeMap<&'static str, u64>,
     refused_replayed: u64,
     throttled_at_sim: u64,
+    /// This build's own account of its rounds (`api` in the JSON), when it has one.
+    rounds: Option<(u64, Value)>,
 }
 
 async fn measure(bin: Option<&str>, n: usize, throttle: bool) -> Figures {
@@ -443,6 +544,7 @@ async fn measure(bin: Option<&str>, n: usize, throttle: bool) -> Figures {
         per_bucket,
         refused_replayed: replay_refused(&log),
         throttled_at_sim,
+        rounds: json["api"]["rounds"].as_u64().map(|r| (r, json["api"]["round-calls"].clone())),
     }
 }
 
@@ -463,12 +565,16 @@ fn print(label: &str, f: &Figures) {
         100.0 * f.refused_replayed as f64 / f.calls.max(1) as f64,
         f.throttled_at_sim,
     );
+    if let Some((rounds, calls)) = &f.rounds {
+        println!("{label} N={:<3} {rounds} rounds, their calls {calls}", f.n);
+    }
 }
 
 /// The N = 200 projection: per bucket, a line through the N = 10 and N = 40 figures (calls in
 /// the first second, calls over the run per second of wall time), against ECS's burst + rate
-/// and rate.
-fn project(label: &str, a: &Figures, b: &Figures, n: f64) {
+/// and rate. With `limited` (this build) what is sent is also capped by deployer's limiter
+/// (90 % of each figure), so a demand over the budget waits instead of being refused.
+fn project(label: &str, a: &Figures, b: &Figures, n: f64, limited: bool) {
     let line = |ya: f64, yb: f64| ya + (yb - ya) / (b.n - a.n) as f64 * (n - a.n as f64);
     for (bucket, burst, rate, _) in BUCKETS {
         let first = line(a.first_second[bucket] as f64, b.first_second[bucket] as f64).max(0.0);
@@ -477,10 +583,32 @@ fn project(label: &str, a: &Figures, b: &Figures, n: f64) {
         if first == 0.0 && sustained == 0.0 {
             continue;
         }
+        let (sent_first, sent_rate) =
+            if limited { (first.min(0.9 * (burst + rate)), sustained.min(0.9 * rate)) } else { (first, sustained) };
+        let over = sent_first > burst + rate || sent_rate > rate;
+        let paced = if limited && (sent_first < first || sent_rate < sustained) {
+            format!(" — asks {first:.0} / {sustained:.1}/s, the limiter paces the rest")
+        } else {
+            String::new()
+        };
         println!(
-            "{label} projected N={n}: {bucket:<22} first second {first:>6.0} (ECS allows {:.0}), over the run {sustained:>6.1}/s (ECS refills {rate}/s){}",
+            "{label} projected N={n}: {bucket:<22} first second {sent_first:>6.0} (ECS allows {:.0}), over the run {sent_rate:>6.1}/s (ECS refills {rate}/s){}{paced}",
             burst + rate,
-            if first > burst + rate || sustained > rate { "  OVER" } else { "" }
+            if over { "  OVER: refused by ECS" } else { "" },
+        );
+    }
+    if limited {
+        // The rounds' own formula at N: ceil(N/10) DescribeServices, ceil(N/20)
+        // DescribeServiceDeployments, one ListTasks page per 100 tasks (old and new, one task
+        // each), one DescribeTasks per 100 tasks not yet running healthy.
+        let n = n as u64;
+        let (ds, sd, lt, dt) = (n.div_ceil(10), n.div_ceil(20), (2 * n).div_ceil(100), n.div_ceil(100));
+        println!(
+            "{label} per round at N={n}: {ds} DescribeServices + {sd} DescribeServiceDeployments + {lt} ListTasks pages + ≤ {dt} DescribeTasks = {} calls; at the 2 s base interval {:.1} DescribeServices/s (ECS refills 20/s), {:.1} Tasks/s (20/s); {n} UpdateService: 45 at once, the rest at 4.5/s, the last {:.0} s after the first",
+            ds + sd + lt + dt,
+            ds as f64 / 2.0,
+            (lt + dt) as f64 / 2.0,
+            (n.saturating_sub(45)) as f64 / 4.5
         );
     }
 }
@@ -508,7 +636,7 @@ async fn bench_fleet_calls_and_wall_time() {
             free.push(f);
         }
         if let (Some(a), Some(b)) = (free.iter().find(|f| f.n == 10), free.iter().find(|f| f.n == 40)) {
-            project(label, a, b, 200.0);
+            project(label, a, b, 200.0, bin.is_none());
         }
         if let Some(&n) = sizes.iter().max() {
             let f = measure(bin, n, true).await;

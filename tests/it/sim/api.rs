@@ -67,6 +67,44 @@ async fn errors_use_ecs_exception_names_and_faults_can_be_injected() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ecs_throttling_is_a_token_bucket_per_account_with_ecs_wording() {
+    // --throttle from the start, with ECS's documented figures (the sim's unit tests count them).
+    let sim = tokio::task::spawn_blocking(|| Sim::start_with(super::harness::SCALE, &["--throttle"])).await.unwrap();
+    let calls = sim.control("calls").await;
+    assert_eq!(calls["enabled"], true);
+    assert_eq!(calls["limits"]["DescribeServices"], json!({"burst": 100.0, "rate": 20.0}));
+    assert_eq!(calls["limits"]["Tasks"], json!({"burst": 100.0, "rate": 20.0}));
+    // A small bucket, so a test can empty it: 5 at once, then one per 100 s.
+    let http = reqwest::Client::new();
+    let set = |body: Value| http.post(format!("{}/_sim/throttle", sim.url)).json(&body).send();
+    let small = json!({"enabled": true, "limits": {"DescribeServices": {"burst": 5, "rate": 0.01}}});
+    assert!(set(small).await.unwrap().status().is_success());
+    let (a, b) = (unique_account(), unique_account());
+    raw(&sim, &a, "CreateCluster", json!({"clusterName": "main"})).await;
+    raw(&sim, &b, "CreateCluster", json!({"clusterName": "main"})).await;
+    let describe = json!({"cluster": "main", "services": ["web"]});
+    let mut answers = Vec::new();
+    for _ in 0..8 {
+        answers.push(raw(&sim, &a, "DescribeServices", describe.clone()).await);
+    }
+    let statuses: Vec<u16> = answers.iter().map(|(s, _)| *s).collect();
+    assert_eq!(statuses, [200, 200, 200, 200, 200, 400, 400, 400]);
+    assert_eq!(answers[5].1, json!({"__type": "ThrottlingException", "message": "Rate exceeded"}));
+    // Another account has a bucket of its own; a bucket counts its operations only.
+    assert_eq!(raw(&sim, &b, "DescribeServices", describe.clone()).await.0, 200);
+    assert_eq!(raw(&sim, &a, "ListServices", json!({"cluster": "main"})).await.0, 200);
+    let calls = sim.control("calls").await;
+    assert_eq!(calls["throttled"], json!({"DescribeServices": 3}), "{calls}");
+    assert_eq!(calls["peakPerSecond"]["DescribeServices"], 5, "one account's accepted calls: {calls}");
+    // Off again; clearing the counts refills the buckets.
+    assert!(set(json!({"enabled": false})).await.unwrap().status().is_success());
+    assert_eq!(raw(&sim, &a, "DescribeServices", describe.clone()).await.0, 200);
+    let cleared = http.delete(format!("{}/_sim/calls", sim.url)).send().await.unwrap();
+    assert!(cleared.status().is_success());
+    assert_eq!(sim.control("calls").await["calls"], json!({}));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn arns_carry_the_account_of_moto_issued_credentials() {
     let sim = tokio::task::spawn_blocking(Sim::start).await.unwrap();
     let account = unique_account();
