@@ -60,6 +60,9 @@ pub enum Command {
     /// Manage Parameter Store values.
     #[command(subcommand)]
     Params(ParamsCommand),
+    /// Run a one-off task (a migration) of a revision with a service's network settings;
+    /// succeed only when every essential container exits 0.
+    RunTask(RunTaskArgs),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -351,6 +354,59 @@ pub struct ReleaseArgs {
     /// The deployed app's URL for the GitHub deployment (default: the first --health-url).
     #[arg(long, env = "DEPLOYER_ENVIRONMENT_URL")]
     pub environment_url: Option<String>,
+
+    #[command(flatten)]
+    pub pre_deploy: PreDeployArgs,
+}
+
+/// `run-task`: a one-off task, e.g. `deployer run-task --cluster prod --service web -- bin/migrate`.
+#[derive(Debug, Args)]
+pub struct RunTaskArgs {
+    #[arg(long, env = "DEPLOYER_CLUSTER")]
+    pub cluster: String,
+    /// The service whose network configuration, launch type or capacity provider strategy and
+    /// platform version the task gets; its current revision runs unless --task-definition.
+    #[arg(long, env = "DEPLOYER_SERVICE")]
+    pub service: Option<String>,
+    /// ARN or family[:revision] (default: the --service's current revision).
+    #[arg(long, env = "DEPLOYER_TASK_DEFINITION")]
+    pub task_definition: Option<String>,
+    /// The container the command and --env apply to (optional with one container).
+    #[arg(long, env = "DEPLOYER_CONTAINER")]
+    pub container: Option<String>,
+    /// The command as a JSON array, e.g. '["bin/migrate","--all"]' (or give it after `--`).
+    #[arg(long = "command", env = "DEPLOYER_COMMAND")]
+    pub command_json: Option<String>,
+    /// NAME=VALUE added to the container's environment (repeatable).
+    #[arg(long = "env")]
+    pub env: Vec<String>,
+    /// How long the task may run before deployer stops it: seconds, or 90s / 10m / 1h.
+    #[arg(long, default_value = "10m", env = "DEPLOYER_TIMEOUT")]
+    pub timeout: String,
+    /// On failure, show the last N lines each awslogs container wrote (needs logs:GetLogEvents).
+    #[arg(long, default_value_t = 0, env = "DEPLOYER_LOG_LINES")]
+    pub log_lines: usize,
+    /// The command, after `--`.
+    #[arg(last = true)]
+    pub command: Vec<String>,
+}
+
+/// `release`'s pre-deploy stage: a one-off task of the new revision (migrations) before the
+/// deploy; its failure stops the release with the service untouched.
+#[derive(Debug, Clone, Default, Args)]
+pub struct PreDeployArgs {
+    /// The pre-deploy command as a JSON array, e.g. '["bin/migrate"]' (deployer.toml: pre-deploy.command).
+    #[arg(long, env = "DEPLOYER_PRE_DEPLOY_COMMAND")]
+    pub pre_deploy_command: Option<String>,
+    /// The container it runs in (optional with one container).
+    #[arg(long, env = "DEPLOYER_PRE_DEPLOY_CONTAINER")]
+    pub pre_deploy_container: Option<String>,
+    /// How long it may run: seconds, or 90s / 10m / 1h (default 10m).
+    #[arg(long, env = "DEPLOYER_PRE_DEPLOY_TIMEOUT")]
+    pub pre_deploy_timeout: Option<String>,
+    /// On failure, show the last N awslogs lines of its containers.
+    #[arg(long, env = "DEPLOYER_PRE_DEPLOY_LOG_LINES")]
+    pub pre_deploy_log_lines: Option<usize>,
 }
 
 #[derive(Debug, Subcommand)]

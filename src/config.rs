@@ -81,6 +81,8 @@ pub struct Environment {
     pub env: BTreeMap<String, String>,
     #[serde(default)]
     pub secrets: BTreeMap<String, String>,
+    /// A one-off task of the new revision run before the deploy (migrations).
+    pub pre_deploy: Option<crate::runtask::PreDeployConfig>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]

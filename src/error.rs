@@ -38,6 +38,8 @@ pub enum Error {
     Config(#[from] crate::config::ConfigError),
     #[error(transparent)]
     Image(#[from] crate::image::ImageError),
+    #[error(transparent)]
+    RunTask(#[from] crate::runtask::RunTaskError),
 }
 
 impl Error {
@@ -51,7 +53,7 @@ impl Error {
             | Error::Verify(_)
             | Error::Params(_)
             | Error::Config(_) => Exit::Failed,
-            Error::Image(_) => Exit::Failed,
+            Error::Image(_) | Error::RunTask(_) => Exit::Failed,
             Error::Input(_) | Error::NotImplemented(_) | Error::Oidc(_) | Error::Auth(_) | Error::Runner(_) => {
                 Exit::Failed
             }

@@ -3,13 +3,15 @@
 //!
 //! The pieces: `api` speaks the ECS JSON 1.1 protocol, `model` holds the state, `engine` is the
 //! scheduler loop (rolling updates in `rolling`, traffic-shifting strategies in `bluegreen`),
-//! `tasks` supervises task processes, `resolve` resolves secrets and checks images, `proxy`
-//! serves the listeners and `control` the `/_sim/*` endpoints.
+//! `tasks` supervises task processes, `resolve` resolves secrets and checks images, `logs` ships
+//! awslogs output to CloudWatch Logs, `proxy` serves the listeners and `control` the `/_sim/*`
+//! endpoints.
 
 pub mod api;
 pub mod bluegreen;
 pub mod control;
 pub mod engine;
+pub mod logs;
 pub mod model;
 pub mod proxy;
 pub mod resolve;

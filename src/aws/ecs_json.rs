@@ -36,37 +36,51 @@ impl EcsJsonError {
     }
 }
 
-/// A minimal ECS JSON client sharing the SdkConfig's region, credentials and endpoint.
+/// A minimal ECS JSON client sharing the SdkConfig's region, credentials and endpoint. The
+/// same JSON 1.1 protocol serves other services too ([`EcsJson::for_service`]: CloudWatch Logs
+/// for the few log lines deployer reads, without another SDK crate to build).
 pub struct EcsJson {
     http: reqwest::Client,
     endpoint: String,
     region: String,
     config: SdkConfig,
+    /// SigV4 signing name (`ecs`, `logs`).
+    service: &'static str,
+    /// The `X-Amz-Target` prefix (`AmazonEC2ContainerServiceV20141113`, `Logs_20140328`).
+    target_prefix: &'static str,
 }
 
-/// `AWS_ENDPOINT_URL_ECS`, then `AWS_ENDPOINT_URL` (via the config), then the public endpoint.
-fn endpoint(config: &SdkConfig, region: &str) -> String {
-    if let Some(url) = std::env::var("AWS_ENDPOINT_URL_ECS").ok().filter(|v| !v.is_empty()) {
+/// `AWS_ENDPOINT_URL_<SERVICE>`, then `AWS_ENDPOINT_URL` (via the config), then the public endpoint.
+fn endpoint(config: &SdkConfig, service: &str, region: &str) -> String {
+    let var = format!("AWS_ENDPOINT_URL_{}", service.to_ascii_uppercase());
+    if let Some(url) = std::env::var(var).ok().filter(|v| !v.is_empty()) {
         return url;
     }
     if let Some(url) = config.endpoint_url() {
         return url.to_string();
     }
     let suffix = if region.starts_with("cn-") { "amazonaws.com.cn" } else { "amazonaws.com" };
-    format!("https://ecs.{region}.{suffix}")
+    format!("https://{service}.{region}.{suffix}")
 }
 
 impl EcsJson {
     pub fn new(config: &SdkConfig) -> Self {
+        EcsJson::for_service(config, "ecs", "AmazonEC2ContainerServiceV20141113")
+    }
+
+    /// Another JSON 1.1 service: `service` is its signing name and endpoint prefix.
+    pub fn for_service(config: &SdkConfig, service: &'static str, target_prefix: &'static str) -> Self {
         let region = config.region().map(|r| r.to_string()).unwrap_or_else(|| "us-east-1".into());
         EcsJson {
             http: reqwest::Client::builder()
                 .timeout(std::time::Duration::from_secs(60))
                 .build()
                 .unwrap_or_else(|_| reqwest::Client::new()),
-            endpoint: endpoint(config, &region),
+            endpoint: endpoint(config, service, &region),
             region,
             config: config.clone(),
+            service,
+            target_prefix,
         }
     }
 
@@ -76,7 +90,7 @@ impl EcsJson {
         let provider =
             self.config.credentials_provider().ok_or_else(|| EcsJsonError::Credentials("none configured".into()))?;
         let creds = provider.provide_credentials().await.map_err(|e| EcsJsonError::Credentials(e.to_string()))?;
-        let target = format!("AmazonEC2ContainerServiceV20141113.{op}");
+        let target = format!("{}.{op}", self.target_prefix);
         let result = retry(Backoff::default(), |_| {
             let payload = payload.clone();
             let creds = creds.clone();
@@ -86,7 +100,7 @@ impl EcsJson {
                 let params = match v4::SigningParams::builder()
                     .identity(&identity)
                     .region(&self.region)
-                    .name("ecs")
+                    .name(self.service)
                     .time(SystemTime::now())
                     .settings(SigningSettings::default())
                     .build()

@@ -8,6 +8,7 @@ pub mod promote;
 pub mod push;
 pub mod release;
 pub mod release_image;
+pub mod run_task;
 pub mod taskdef;
 
 use crate::cli::{Cli, Command, ParamsCommand};
@@ -28,5 +29,6 @@ pub async fn run(cli: Cli, printer: &Printer) -> Result<crate::exit::Exit> {
         Command::Rollback(args) => deploy::run_rollback(&args, &cli.global, printer).await,
         Command::Release(args) => release::run(&args, &cli.global, printer).await,
         Command::Params(ParamsCommand::Import(args)) => params::run_import(&args, &cli.global, printer).await,
+        Command::RunTask(args) => run_task::run(&args, &cli.global, printer).await,
     }
 }

@@ -188,7 +188,12 @@ pub struct ReleaseResult {
     pub deployment_id: String,
     pub result: &'static str,
     pub stages: Vec<StageTime>,
-    pub deploy: DeployResult,
+    /// The pre-deploy task (migrations), when one ran.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pre_deploy: Option<crate::runtask::RunTaskReport>,
+    /// Absent when the release stopped before the deploy (a failed pre-deploy task).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub deploy: Option<DeployResult>,
 }
 
 #[derive(Serialize)]
@@ -207,7 +212,13 @@ impl fmt::Display for ReleaseResult {
         let stages: Vec<String> =
             self.stages.iter().map(|s| format!("{} {:.1}s", s.stage, s.ms as f64 / 1000.0)).collect();
         writeln!(f, "  stages: {}", stages.join(" → "))?;
-        write!(f, "{}", self.deploy)
+        if let Some(pre) = &self.pre_deploy {
+            writeln!(f, "  pre-deploy: {pre}")?;
+        }
+        match &self.deploy {
+            Some(d) => write!(f, "{d}"),
+            None => write!(f, "  the service was not touched"),
+        }
     }
 }
 
@@ -240,6 +251,7 @@ pub async fn run(args: &ReleaseArgs, global: &GlobalArgs, printer: &Printer) -> 
     let env = config.environments.get(&name).cloned().unwrap_or_default();
     let mut plan = plan(args, global, &name, &env, &config)?;
     check_local_inputs(args, &plan)?;
+    let pre_deploy = crate::commands::run_task::pre_deploy_plan(&args.pre_deploy, env.pre_deploy.as_ref())?;
     printer.runner.set_output("environment", &name)?;
     lap("resolve", &mut stages);
 
@@ -275,6 +287,35 @@ pub async fn run(args: &ReleaseArgs, global: &GlobalArgs, printer: &Printer) -> 
     printer.runner.set_output("task-definition-arn", &registered.task_definition_arn)?;
     lap("register", &mut stages);
 
+    // pre-deploy: a one-off task of the new revision (migrations); when it fails, the release
+    // stops here with the service untouched
+    let mut pre = None;
+    if let Some(p) = &pre_deploy {
+        let (service, arn) = (&plan.deploy.services[0], &registered.task_definition_arn);
+        let (report, current) =
+            crate::commands::run_task::pre_deploy(&td_session, p, &plan.deploy.cluster, service, arn, printer).await?;
+        lap("pre-deploy", &mut stages);
+        if !report.succeeded() {
+            let exit = report.exit();
+            printer.runner.set_output("result", "failed")?;
+            let result = ReleaseResult {
+                environment: name,
+                aws_account_id: session.account_id.clone(),
+                image_uri: published.as_ref().map(|p| p.uri.clone()),
+                image_digest: published.as_ref().map(|p| p.digest.clone()),
+                task_definition_arn: registered.task_definition_arn,
+                previous_task_definition_arn: current,
+                deployment_id: String::new(),
+                result: "failed",
+                stages,
+                pre_deploy: Some(report),
+                deploy: None,
+            };
+            return finish(result, &plan, printer, exit);
+        }
+        pre = Some(report);
+    }
+
     // the GitHub Deployment records the deploy from here on (best effort, never fails the release)
     let github = github_deployment(args, &plan, published.as_ref(), &registered.task_definition_arn, printer).await;
 
@@ -294,6 +335,7 @@ pub async fn run(args: &ReleaseArgs, global: &GlobalArgs, printer: &Printer) -> 
     }
     lap("deploy", &mut stages);
 
+    let exit = deployed.exit();
     let first = deployed.services.first();
     let result = ReleaseResult {
         environment: name,
@@ -305,9 +347,14 @@ pub async fn run(args: &ReleaseArgs, global: &GlobalArgs, printer: &Printer) -> 
         deployment_id: first.and_then(|r| r.deployment_id.clone()).unwrap_or_default(),
         result: result_name(deployed.result),
         stages,
-        deploy: deployed,
+        pre_deploy: pre,
+        deploy: Some(deployed),
     };
-    let exit = result.deploy.exit();
+    finish(result, &plan, printer, exit)
+}
+
+/// The release's step summary section and its printed result.
+fn finish(result: ReleaseResult, plan: &Plan, printer: &Printer, exit: Exit) -> Result<Exit> {
     printer.runner.summary(&crate::report::release_summary(&crate::report::ReleaseSummary {
         environment: &result.environment,
         image_uri: result.image_uri.as_deref(),

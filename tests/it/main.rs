@@ -9,6 +9,7 @@ mod injection;
 mod params;
 mod push;
 mod release;
+mod run_task;
 mod secrets;
 mod sim;
 mod support;

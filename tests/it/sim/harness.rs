@@ -189,7 +189,12 @@ pub async fn push_image(repo: &str, tag: &str) -> String {
 /// One moto JSON call as `account`.
 pub async fn moto(account: &str, target: &str, body: Value) -> Value {
     let st = stack();
-    let service = if target.starts_with("AmazonSSM") { "ssm" } else { "secretsmanager" };
+    let service = match target.split('.').next().unwrap_or_default() {
+        "AmazonSSM" => "ssm",
+        "Logs_20140328" => "logs",
+        "AWSEvents" => "events",
+        _ => "secretsmanager",
+    };
     let resp = reqwest::Client::new()
         .post(format!("{}/", st.moto_url))
         .header("X-Amz-Target", target)
