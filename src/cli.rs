@@ -63,6 +63,8 @@ pub enum Command {
     /// Run a one-off task (a migration) of a revision with a service's network settings;
     /// succeed only when every essential container exits 0.
     RunTask(RunTaskArgs),
+    /// List a family's ACTIVE revisions and what uses each; with --keep, deregister old unused ones.
+    Revisions(RevisionsArgs),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -239,6 +241,21 @@ pub struct DeployArgs {
     pub probe_failures: u32,
     #[command(flatten)]
     pub traffic: TrafficArgs,
+    #[command(flatten)]
+    pub after: AfterDeployArgs,
+}
+
+/// Housekeeping after a successful deploy (deploy and release).
+#[derive(Debug, Clone, Default, Args)]
+pub struct AfterDeployArgs {
+    /// Point EventBridge rules and Scheduler schedules that run this task definition family
+    /// on the service's cluster at the new revision.
+    #[arg(long, env = "DEPLOYER_UPDATE_SCHEDULED_TASKS")]
+    pub update_scheduled_tasks: bool,
+    /// Deregister ACTIVE revisions of the family beyond the newest N, except any that a
+    /// service, a scheduled task or a rollback still needs.
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..), env = "DEPLOYER_KEEP_REVISIONS")]
+    pub keep_revisions: Option<u32>,
 }
 
 /// Blue/green, canary and linear settings (ignored by --strategy rolling).
@@ -357,6 +374,26 @@ pub struct ReleaseArgs {
 
     #[command(flatten)]
     pub pre_deploy: PreDeployArgs,
+    #[command(flatten)]
+    pub after: AfterDeployArgs,
+}
+
+/// `revisions`: what each ACTIVE revision of a family is used by; `--keep N` cleans up.
+#[derive(Debug, Args)]
+pub struct RevisionsArgs {
+    /// The task definition family (default: the --service's).
+    #[arg(long, env = "DEPLOYER_FAMILY")]
+    pub family: Option<String>,
+    #[arg(long, env = "DEPLOYER_CLUSTER")]
+    pub cluster: Option<String>,
+    #[arg(long, env = "DEPLOYER_SERVICE")]
+    pub service: Option<String>,
+    /// Deregister ACTIVE revisions beyond the newest N that nothing uses.
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
+    pub keep: Option<u32>,
+    /// With --keep: say what would be deregistered, change nothing.
+    #[arg(long, requires = "keep")]
+    pub dry_run: bool,
 }
 
 /// `run-task`: a one-off task, e.g. `deployer run-task --cluster prod --service web -- bin/migrate`.

@@ -83,6 +83,10 @@ pub struct Environment {
     pub secrets: BTreeMap<String, String>,
     /// A one-off task of the new revision run before the deploy (migrations).
     pub pre_deploy: Option<crate::runtask::PreDeployConfig>,
+    /// After a successful deploy, move scheduled tasks of the family to the new revision.
+    pub update_scheduled_tasks: Option<bool>,
+    /// After a successful deploy, deregister unused revisions beyond the newest N.
+    pub keep_revisions: Option<u32>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]

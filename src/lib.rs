@@ -19,6 +19,7 @@ pub mod params;
 pub mod report;
 pub mod resolve;
 pub mod retry;
+pub mod revisions;
 pub mod runtask;
 pub mod secret;
 pub mod taskdef;

@@ -288,7 +288,8 @@ pub async fn run(args: &DeployArgs, global: &GlobalArgs, printer: &Printer) -> R
     let arn = task_definition_arn(&session, &args.task_definition).await?;
     let result = deploy_services(&session, args, &arn, printer).await?;
     publish(printer, &result)?;
-    printer.result(&result);
+    let after_deploy = crate::commands::after_deploy::run(&session, &args.after, &result, &arn, printer).await;
+    printer.result(&crate::commands::after_deploy::WithAfterDeploy { deploy: &result, after_deploy });
     Ok(result.exit())
 }
 

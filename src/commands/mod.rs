@@ -1,6 +1,7 @@
 //! One module per command: each turns its parsed flags into a request for the stage modules,
 //! runs it, and returns a result that is both `Display` (text) and `Serialize` (`--output json`).
 
+pub mod after_deploy;
 pub mod auth;
 pub mod deploy;
 pub mod params;
@@ -8,6 +9,7 @@ pub mod promote;
 pub mod push;
 pub mod release;
 pub mod release_image;
+pub mod revisions;
 pub mod run_task;
 pub mod taskdef;
 
@@ -30,5 +32,6 @@ pub async fn run(cli: Cli, printer: &Printer) -> Result<crate::exit::Exit> {
         Command::Release(args) => release::run(&args, &cli.global, printer).await,
         Command::Params(ParamsCommand::Import(args)) => params::run_import(&args, &cli.global, printer).await,
         Command::RunTask(args) => run_task::run(&args, &cli.global, printer).await,
+        Command::Revisions(args) => revisions::run(&args, &cli.global, printer).await,
     }
 }

@@ -106,6 +106,7 @@ pub fn plan(args: &ReleaseArgs, global: &GlobalArgs, name: &str, env: &Environme
                 test_urls: or_vec(&args.traffic.test_urls, env.test_url.to_vec()),
                 ..args.traffic.clone()
             },
+            after: crate::commands::after_deploy::merge(&args.after, env)?,
         },
         repository: args.repository.clone().or_else(|| env.repository.clone()),
     })
@@ -194,6 +195,9 @@ pub struct ReleaseResult {
     /// Absent when the release stopped before the deploy (a failed pre-deploy task).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub deploy: Option<DeployResult>,
+    /// Scheduled tasks moved, old revisions deregistered (after a successful deploy).
+    #[serde(skip_serializing_if = "crate::commands::after_deploy::AfterDeploy::is_empty")]
+    pub after_deploy: crate::commands::after_deploy::AfterDeploy,
 }
 
 #[derive(Serialize)]
@@ -216,9 +220,13 @@ impl fmt::Display for ReleaseResult {
             writeln!(f, "  pre-deploy: {pre}")?;
         }
         match &self.deploy {
-            Some(d) => write!(f, "{d}"),
-            None => write!(f, "  the service was not touched"),
+            Some(d) => write!(f, "{d}")?,
+            None => write!(f, "  the service was not touched")?,
         }
+        if !self.after_deploy.is_empty() {
+            write!(f, "\n{}", self.after_deploy)?;
+        }
+        Ok(())
     }
 }
 
@@ -310,6 +318,7 @@ pub async fn run(args: &ReleaseArgs, global: &GlobalArgs, printer: &Printer) -> 
                 stages,
                 pre_deploy: Some(report),
                 deploy: None,
+                after_deploy: Default::default(),
             };
             return finish(result, &plan, printer, exit);
         }
@@ -334,6 +343,17 @@ pub async fn run(args: &ReleaseArgs, global: &GlobalArgs, printer: &Printer) -> 
         printer.runner.set_output("github-deployment-id", &id.to_string())?;
     }
     lap("deploy", &mut stages);
+    let after_deploy = crate::commands::after_deploy::run(
+        &td_session,
+        &plan.deploy.after,
+        &deployed,
+        &registered.task_definition_arn,
+        printer,
+    )
+    .await;
+    if !after_deploy.is_empty() {
+        lap("after-deploy", &mut stages);
+    }
 
     let exit = deployed.exit();
     let first = deployed.services.first();
@@ -349,6 +369,7 @@ pub async fn run(args: &ReleaseArgs, global: &GlobalArgs, printer: &Printer) -> 
         stages,
         pre_deploy: pre,
         deploy: Some(deployed),
+        after_deploy,
     };
     finish(result, &plan, printer, exit)
 }

@@ -9,6 +9,7 @@ mod injection;
 mod params;
 mod push;
 mod release;
+mod revisions;
 mod run_task;
 mod secrets;
 mod sim;

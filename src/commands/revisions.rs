@@ -1,0 +1,43 @@
+//! `deployer revisions`: a family's ACTIVE revisions, newest first, with what uses each (the
+//! live revision of every service in the region, deployments in progress, scheduled tasks);
+//! `--keep N` deregisters the unused ones beyond the newest N, `--dry-run` only says which.
+
+use crate::cli::{GlobalArgs, RevisionsArgs};
+use crate::commands::taskdef::Session;
+use crate::error::{Error, Result};
+use crate::exit::Exit;
+use crate::output::Printer;
+use crate::revisions::{Cleanup, Users, decide, family_revision, scan};
+
+fn scan_error(e: scan::ScanError) -> Error {
+    Error::Input(e.to_string())
+}
+
+pub async fn run(args: &RevisionsArgs, global: &GlobalArgs, printer: &Printer) -> Result<Exit> {
+    if args.family.is_none() && (args.cluster.is_none() || args.service.is_none()) {
+        return Err(Error::Usage("revisions needs --family, or --cluster and --service".into()));
+    }
+    let session = Session::from_default_chain(global).await?;
+    let ecs = aws_sdk_ecs::Client::new(&session.config);
+    let family = match (&args.family, &args.cluster, &args.service) {
+        (Some(f), _, _) => f.clone(),
+        (None, Some(cluster), Some(service)) => {
+            let current = crate::taskdef::ecs::service_task_definition(&session.config, cluster, service).await?;
+            family_revision(&current)
+                .map(|(f, _)| f)
+                .ok_or_else(|| Error::Input(format!("cannot read the family of {current}")))?
+        }
+        _ => unreachable!("checked above"),
+    };
+    let mut users = Users::new();
+    scan::merge(&mut users, scan::service_users(&ecs, &family).await.map_err(scan_error)?);
+    let result = match args.keep {
+        Some(keep) => scan::cleanup(&ecs, &family, keep as usize, &users, args.dry_run).await.map_err(scan_error)?,
+        None => {
+            let active = scan::active_revisions(&ecs, &family).await.map_err(scan_error)?;
+            Cleanup { revisions: decide(&active, usize::MAX, &users), family, ..Cleanup::default() }
+        }
+    };
+    printer.result(&result);
+    Ok(if result.errors.is_empty() { Exit::Ok } else { Exit::Failed })
+}
