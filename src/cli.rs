@@ -55,6 +55,9 @@ pub enum Command {
     Deploy(DeployArgs),
     /// Roll an ECS service back to its previous (or a given) task definition.
     Rollback(RollbackArgs),
+    /// Roll the service's current revision again under the gate (secrets rotated, parameters
+    /// changed), naming what changed since its tasks started: `deploy --force-new-deployment`.
+    Refresh(DeployArgs),
     /// resolve + auth + push/promote + render + verify + register + deploy in one call.
     Release(Box<ReleaseArgs>),
     /// Manage Parameter Store values.
@@ -213,9 +216,14 @@ pub struct DeployArgs {
     /// The service to roll forward; repeat (or comma-separate) to deploy several in parallel.
     #[arg(long = "service", required = true, env = "DEPLOYER_SERVICE", value_delimiter = ',')]
     pub services: Vec<String>,
-    /// A task definition ARN or family:revision, or a JSON FILE to register first.
-    #[arg(long, env = "DEPLOYER_TASK_DEFINITION")]
+    /// A task definition ARN or family:revision, or a JSON FILE to register first (not with
+    /// --force-new-deployment).
+    #[arg(long, env = "DEPLOYER_TASK_DEFINITION", default_value = "", hide_default_value = true)]
     pub task_definition: String,
+    /// Roll the service's current revision again, so new tasks read rotated secrets and changed
+    /// parameters; the report names what changed since the running tasks started.
+    #[arg(long, env = "DEPLOYER_FORCE_NEW_DEPLOYMENT")]
+    pub force_new_deployment: bool,
     #[arg(long, value_enum, default_value_t = Strategy::Rolling, env = "DEPLOYER_STRATEGY")]
     pub strategy: Strategy,
     /// A URL that must answer 2xx (JSON `status` ok/healthy) before the deploy counts as healthy.

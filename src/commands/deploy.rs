@@ -284,6 +284,14 @@ pub fn publish(printer: &Printer, result: &DeployResult) -> Result<()> {
 }
 
 pub async fn run(args: &DeployArgs, global: &GlobalArgs, printer: &Printer) -> Result<Exit> {
+    if args.force_new_deployment {
+        return crate::commands::refresh::run(args, global, printer).await;
+    }
+    if args.task_definition.is_empty() {
+        return Err(Error::Usage(
+            "deploy needs --task-definition (or --force-new-deployment to roll the current revision again)".into(),
+        ));
+    }
     let session = Session::from_default_chain(global).await?;
     let arn = task_definition_arn(&session, &args.task_definition).await?;
     let result = deploy_services(&session, args, &arn, printer).await?;

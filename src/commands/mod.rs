@@ -7,6 +7,7 @@ pub mod deploy;
 pub mod params;
 pub mod promote;
 pub mod push;
+pub mod refresh;
 pub mod release;
 pub mod release_image;
 pub mod revisions;
@@ -29,6 +30,7 @@ pub async fn run(cli: Cli, printer: &Printer) -> Result<crate::exit::Exit> {
         Command::Register(args) => taskdef::run_register(&args, &cli.global, printer).await,
         Command::Deploy(args) => deploy::run(&args, &cli.global, printer).await,
         Command::Rollback(args) => deploy::run_rollback(&args, &cli.global, printer).await,
+        Command::Refresh(args) => refresh::run(&args, &cli.global, printer).await,
         Command::Release(args) => release::run(&args, &cli.global, printer).await,
         Command::Params(ParamsCommand::Import(args)) => params::run_import(&args, &cli.global, printer).await,
         Command::RunTask(args) => run_task::run(&args, &cli.global, printer).await,

@@ -94,6 +94,7 @@ pub fn plan(args: &ReleaseArgs, global: &GlobalArgs, name: &str, env: &Environme
             cluster,
             services,
             task_definition: String::new(),
+            force_new_deployment: false,
             strategy,
             health_urls: or_vec(&args.health_urls, env.health_url.to_vec()),
             bake: args.bake.or(env.bake),

@@ -240,6 +240,10 @@ impl Deployer<'_> {
 
         // watch
         let mut watcher = Watcher::new(self.ecs, self.http, req, started_at);
+        if previous == req.task_definition {
+            // A forced new deployment of the same revision: only the id tells ours apart.
+            watcher.deployment_id = report.deployment_id.clone();
+        }
         let mut gate = Gate::new(req.gate.clone());
         let mut api_errors = 0;
         let mut last_wait = String::new();

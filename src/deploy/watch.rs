@@ -77,6 +77,10 @@ pub struct Watcher<'a> {
     pub first_failure_ms: Option<u64>,
     /// The ServiceDeployment as the last poll described it (blue/green reads its stage).
     pub last_service_deployment: Option<aws_sdk_ecs::types::ServiceDeployment>,
+    /// Our deployment's id, when the task definition cannot tell it apart (a forced new
+    /// deployment of the revision already running): ours is this deployment, and its tasks
+    /// are those it started (`startedBy`).
+    pub deployment_id: Option<String>,
     last: Option<Observation>,
 }
 
@@ -157,7 +161,16 @@ impl<'a> Watcher<'a> {
             stopped: Vec::new(),
             first_failure_ms: None,
             last_service_deployment: None,
+            deployment_id: None,
             last: None,
+        }
+    }
+
+    /// Is `d` the deployment this watch is about?
+    fn is_ours(&self, d: &aws_sdk_ecs::types::Deployment) -> bool {
+        match &self.deployment_id {
+            Some(id) => d.id() == Some(id.as_str()),
+            None => d.task_definition() == Some(self.task_definition.as_str()),
         }
     }
 
@@ -174,7 +187,7 @@ impl<'a> Watcher<'a> {
                 self.events.push((id, message));
             }
         }
-        let ours = svc.deployments().iter().find(|d| d.task_definition() == Some(self.task_definition.as_str()));
+        let ours = svc.deployments().iter().find(|d| self.is_ours(d));
         let deployment = ours.map(|d| DeploymentState {
             rollout_state: d.rollout_state().map(|r| r.as_str().to_string()).unwrap_or_default(),
             rollout_reason: d.rollout_state_reason().map(str::to_string),
@@ -183,12 +196,8 @@ impl<'a> Watcher<'a> {
             pending: d.pending_count(),
             failed_tasks: d.failed_tasks(),
         });
-        let primary_is_ours = svc
-            .deployments()
-            .iter()
-            .find(|d| d.status() == Some("PRIMARY"))
-            .map(|d| d.task_definition() == Some(self.task_definition.as_str()))
-            .unwrap_or(false);
+        let primary_is_ours =
+            svc.deployments().iter().find(|d| d.status() == Some("PRIMARY")).map(|d| self.is_ours(d)).unwrap_or(false);
         let service_deployment_status = self.service_deployment_status().await?;
         let tasks = self.tasks().await?;
         let probes = self.probe_all().await;
@@ -270,6 +279,9 @@ impl<'a> Watcher<'a> {
             self.api_calls += 1;
             for t in out.tasks() {
                 if t.task_definition_arn() != Some(self.task_definition.as_str()) {
+                    continue;
+                }
+                if self.deployment_id.as_deref().is_some_and(|id| t.started_by() != Some(id)) {
                     continue;
                 }
                 let state = TaskState {

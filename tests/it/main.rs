@@ -8,6 +8,7 @@ mod deploy;
 mod injection;
 mod params;
 mod push;
+mod refresh;
 mod release;
 mod revisions;
 mod run_task;

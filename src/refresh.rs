@@ -1,0 +1,380 @@
+//! What changed since a service's tasks started (`deployer refresh`, `deploy
+//! --force-new-deployment`). Tasks read their secrets only when they start, so after a
+//! rotation the service must roll; the report names which referenced parameters and secrets
+//! changed since the oldest running task started.
+//!
+//! Metadata only, never a value: Parameter Store's DescribeParameters (LastModifiedDate,
+//! Version) and Secrets Manager's DescribeSecret (LastChangedDate, the AWSCURRENT version id).
+//! GetParameter (even without decryption) and GetSecretValue are never called. The references
+//! come from the task definition (container `secrets`, log drivers' `secretOptions`, private
+//! registry credentials); the comparison is a pure function.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use aws_config::SdkConfig;
+use aws_sdk_ecs::types::{DesiredStatus, TaskDefinition};
+use aws_sdk_ssm::types::ParameterStringFilter;
+use serde::Serialize;
+
+use crate::taskdef::refs::{Target, parse_value_from};
+
+/// One reference of the task definition.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reference {
+    pub container: String,
+    /// The environment variable (or log option / `repositoryCredentials`) it fills.
+    pub variable: String,
+    pub value_from: String,
+}
+
+/// Where a reference's metadata is looked up: `ssm:NAME` or `secretsmanager:ARN`.
+pub fn lookup_key(value_from: &str) -> Result<String, String> {
+    match parse_value_from(value_from).map_err(|e| e.to_string())? {
+        Target::Parameter { name, .. } => Ok(format!("ssm:{name}")),
+        Target::Secret { id, .. } => Ok(format!("secretsmanager:{id}")),
+    }
+}
+
+/// A Secrets Manager reference pinned to a version stage or id (`ARN:key:stage:id`) does not
+/// follow a rotation of AWSCURRENT.
+pub fn pinned(value_from: &str) -> Option<String> {
+    if !value_from.starts_with("arn:") || !value_from.contains(":secretsmanager:") {
+        return None;
+    }
+    let parts: Vec<&str> = value_from.split(':').collect();
+    let stage = parts.get(8).copied().filter(|s| !s.is_empty());
+    let id = parts.get(9).copied().filter(|s| !s.is_empty());
+    match (stage, id) {
+        (_, Some(id)) => Some(format!("version id {id}")),
+        (Some(stage), None) if stage != "AWSCURRENT" => Some(format!("version stage {stage}")),
+        _ => None,
+    }
+}
+
+/// Every reference of a task definition, in container order.
+pub fn references(td: &TaskDefinition) -> Vec<Reference> {
+    let mut out = Vec::new();
+    for c in td.container_definitions() {
+        let container = c.name().unwrap_or("?").to_string();
+        let log = c.log_configuration().map(|l| l.secret_options()).unwrap_or_default();
+        for s in c.secrets().iter().chain(log) {
+            out.push(Reference {
+                container: container.clone(),
+                variable: s.name().to_string(),
+                value_from: s.value_from().to_string(),
+            });
+        }
+        if let Some(p) = c.repository_credentials().map(|r| r.credentials_parameter()) {
+            out.push(Reference {
+                container: container.clone(),
+                variable: "repositoryCredentials".into(),
+                value_from: p.to_string(),
+            });
+        }
+    }
+    out
+}
+
+/// What the store says about one referenced parameter or secret.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Meta {
+    /// Epoch milliseconds of the last change.
+    pub changed_ms: i64,
+    /// Parameter version, or the secret's AWSCURRENT version id.
+    pub version: Option<String>,
+}
+
+/// One reference, judged.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct RefState {
+    pub container: String,
+    pub variable: String,
+    pub value_from: String,
+    /// RFC 3339, when known.
+    pub last_changed: Option<String>,
+    pub version: Option<String>,
+    /// Why it could not be judged, or why a change does not matter.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
+}
+
+/// The references split by whether they changed after the oldest running task started.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct SecretsReport {
+    /// When the oldest running task started (RFC 3339); `None` without running tasks.
+    pub tasks_started_at: Option<String>,
+    pub changed: Vec<RefState>,
+    pub unchanged: Vec<RefState>,
+    /// Not judged: looked-up failures, pinned versions, no running task to compare with.
+    pub unknown: Vec<RefState>,
+}
+
+fn rfc3339(ms: i64) -> String {
+    aws_sdk_ecs::primitives::DateTime::from_millis(ms)
+        .fmt(aws_sdk_ecs::primitives::DateTimeFormat::DateTime)
+        .unwrap_or_else(|_| ms.to_string())
+}
+
+/// Judge each reference: changed when its store changed it after `oldest_start_ms`.
+pub fn judge(
+    refs: &[Reference],
+    metas: &BTreeMap<String, Result<Meta, String>>,
+    oldest_start_ms: Option<i64>,
+) -> SecretsReport {
+    let mut report = SecretsReport { tasks_started_at: oldest_start_ms.map(rfc3339), ..SecretsReport::default() };
+    for r in refs {
+        let mut state = RefState {
+            container: r.container.clone(),
+            variable: r.variable.clone(),
+            value_from: r.value_from.clone(),
+            last_changed: None,
+            version: None,
+            note: None,
+        };
+        let meta = match lookup_key(&r.value_from) {
+            Ok(key) => metas.get(&key).cloned().unwrap_or_else(|| Err("not looked up".into())),
+            Err(e) => Err(e),
+        };
+        match meta {
+            Err(e) => {
+                state.note = Some(e);
+                report.unknown.push(state);
+            }
+            Ok(m) => {
+                state.last_changed = Some(rfc3339(m.changed_ms));
+                state.version = m.version;
+                if let Some(p) = pinned(&r.value_from) {
+                    state.note = Some(format!("pinned to {p}: a rotation does not change what tasks read"));
+                    report.unknown.push(state);
+                } else {
+                    match oldest_start_ms {
+                        None => {
+                            state.note = Some("no running task to compare with".into());
+                            report.unknown.push(state);
+                        }
+                        Some(start) if m.changed_ms > start => report.changed.push(state),
+                        Some(_) => report.unchanged.push(state),
+                    }
+                }
+            }
+        }
+    }
+    report
+}
+
+impl fmt::Display for SecretsReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.tasks_started_at {
+            Some(at) => write!(f, "references changed since the oldest running task started ({at}):")?,
+            None => write!(f, "references (no running task to compare with):")?,
+        }
+        if self.changed.is_empty() {
+            write!(f, " none")?;
+        }
+        for s in &self.changed {
+            write!(
+                f,
+                "\n  changed: {} {} ← {} (at {}{})",
+                s.container,
+                s.variable,
+                s.value_from,
+                s.last_changed.as_deref().unwrap_or("?"),
+                s.version.as_deref().map(|v| format!(", version {v}")).unwrap_or_default()
+            )?;
+        }
+        if !self.unchanged.is_empty() {
+            let names: Vec<&str> = self.unchanged.iter().map(|s| s.variable.as_str()).collect();
+            write!(f, "\n  unchanged: {}", names.join(", "))?;
+        }
+        for s in &self.unknown {
+            write!(f, "\n  not judged: {} {}: {}", s.container, s.variable, s.note.as_deref().unwrap_or("?"))?;
+        }
+        Ok(())
+    }
+}
+
+/// Markdown for the step summary.
+pub fn summary(report: &SecretsReport) -> String {
+    let code = |s: &str| format!("`{}`", s.replace('`', "'"));
+    let mut md = String::from("\n### references changed since the tasks started\n\n");
+    if let Some(at) = &report.tasks_started_at {
+        md.push_str(&format!("Oldest running task started {at}.\n\n"));
+    }
+    md.push_str("| container | variable | reference | last changed | |\n| --- | --- | --- | --- | --- |\n");
+    let rows = [(&report.changed, "changed"), (&report.unchanged, "unchanged"), (&report.unknown, "not judged")];
+    for (states, what) in rows {
+        for s in states {
+            md.push_str(&format!(
+                "| {} | {} | {} | {} | {what} |\n",
+                code(&s.container),
+                code(&s.variable),
+                code(&s.value_from),
+                s.last_changed.as_deref().unwrap_or("—")
+            ));
+        }
+    }
+    md
+}
+
+/// The oldest `startedAt` of the running tasks of `services` (epoch ms).
+pub async fn oldest_task_start(
+    ecs: &aws_sdk_ecs::Client,
+    cluster: &str,
+    services: &[String],
+) -> Result<Option<i64>, String> {
+    let mut oldest: Option<i64> = None;
+    for service in services {
+        let list = ecs
+            .list_tasks()
+            .cluster(cluster)
+            .service_name(service)
+            .desired_status(DesiredStatus::Running)
+            .send()
+            .await
+            .map_err(|e| format!("ECS ListTasks: {}", crate::aws::auth::sdk_message(&e)))?;
+        for chunk in list.task_arns().chunks(100) {
+            let out = ecs
+                .describe_tasks()
+                .cluster(cluster)
+                .set_tasks(Some(chunk.to_vec()))
+                .send()
+                .await
+                .map_err(|e| format!("ECS DescribeTasks: {}", crate::aws::auth::sdk_message(&e)))?;
+            for t in out.tasks().iter().filter(|t| t.last_status() == Some("RUNNING")) {
+                if let Some(at) = t.started_at().and_then(|d| d.to_millis().ok()) {
+                    oldest = Some(oldest.map_or(at, |o| o.min(at)));
+                }
+            }
+        }
+    }
+    Ok(oldest)
+}
+
+/// DescribeParameters / DescribeSecret for every reference (by lookup key).
+pub async fn metadata(config: &SdkConfig, refs: &[Reference]) -> BTreeMap<String, Result<Meta, String>> {
+    let mut out = BTreeMap::new();
+    let mut names = Vec::new();
+    for r in refs {
+        match parse_value_from(&r.value_from) {
+            Ok(Target::Parameter { name, .. }) if !names.contains(&name) => names.push(name),
+            Ok(Target::Secret { id, region, .. }) if !out.contains_key(&format!("secretsmanager:{id}")) => {
+                let result = secret_meta(config, &id, &region).await;
+                out.insert(format!("secretsmanager:{id}"), result);
+            }
+            _ => {}
+        }
+    }
+    let ssm = aws_sdk_ssm::Client::new(config);
+    for chunk in names.chunks(10) {
+        let mut found = BTreeMap::new();
+        let filter =
+            ParameterStringFilter::builder().key("Name").option("Equals").set_values(Some(chunk.to_vec())).build();
+        let result = match filter {
+            Ok(filter) => {
+                let mut pages = ssm.describe_parameters().parameter_filters(filter).into_paginator().send();
+                let mut error = None;
+                while let Some(page) = pages.next().await {
+                    match page {
+                        Ok(page) => {
+                            for p in page.parameters() {
+                                let (Some(name), Some(at)) = (p.name(), p.last_modified_date()) else { continue };
+                                let changed_ms = at.to_millis().unwrap_or_default();
+                                found.insert(
+                                    name.to_string(),
+                                    Meta { changed_ms, version: Some(p.version().to_string()) },
+                                );
+                            }
+                        }
+                        Err(e) => {
+                            error = Some(format!(
+                                "SSM DescribeParameters: {}",
+                                aws_sdk_ssm::error::DisplayErrorContext(&e)
+                            ));
+                            break;
+                        }
+                    }
+                }
+                error.map_or(Ok(()), Err)
+            }
+            Err(e) => Err(e.to_string()),
+        };
+        for name in chunk {
+            let meta = match (&result, found.remove(name)) {
+                (Err(e), _) => Err(e.clone()),
+                (Ok(()), Some(m)) => Ok(m),
+                (Ok(()), None) => Err(format!("parameter {name} was not found")),
+            };
+            out.insert(format!("ssm:{name}"), meta);
+        }
+    }
+    out
+}
+
+async fn secret_meta(config: &SdkConfig, id: &str, region: &str) -> Result<Meta, String> {
+    let config = config.to_builder().region(aws_config::Region::new(region.to_string())).build();
+    let sm = aws_sdk_secretsmanager::Client::new(&config);
+    let out = sm
+        .describe_secret()
+        .secret_id(id)
+        .send()
+        .await
+        .map_err(|e| format!("Secrets Manager DescribeSecret: {}", crate::aws::auth::sdk_message(&e)))?;
+    let at = out.last_changed_date().or(out.created_date()).ok_or("DescribeSecret gave no LastChangedDate")?;
+    let current = out
+        .version_ids_to_stages()
+        .and_then(|m| m.iter().find(|(_, stages)| stages.iter().any(|s| s == "AWSCURRENT")).map(|(id, _)| id.clone()));
+    Ok(Meta { changed_ms: at.to_millis().unwrap_or_default(), version: current })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn r(variable: &str, value_from: &str) -> Reference {
+        Reference { container: "app".into(), variable: variable.into(), value_from: value_from.into() }
+    }
+
+    const PARAM: &str = "arn:aws:ssm:us-east-1:111122223333:parameter/prod/shop/db_password";
+    const SECRET: &str = "arn:aws:secretsmanager:us-east-1:111122223333:secret:shop-api-AbCdEf";
+
+    #[test]
+    fn lookup_keys_and_pins() {
+        assert_eq!(lookup_key(PARAM).unwrap(), "ssm:/prod/shop/db_password");
+        assert_eq!(lookup_key("/prod/shop/plain").unwrap(), "ssm:/prod/shop/plain");
+        assert_eq!(lookup_key(&format!("{SECRET}:password::")).unwrap(), format!("secretsmanager:{SECRET}"));
+        assert_eq!(pinned(&format!("{SECRET}:password::")), None);
+        assert_eq!(pinned(&format!("{SECRET}:password:AWSCURRENT:")), None);
+        assert_eq!(pinned(&format!("{SECRET}:password:AWSPREVIOUS:")).as_deref(), Some("version stage AWSPREVIOUS"));
+        assert_eq!(pinned(&format!("{SECRET}:::0123-abcd")).as_deref(), Some("version id 0123-abcd"));
+        assert_eq!(pinned(PARAM), None);
+    }
+
+    #[test]
+    fn a_reference_changed_after_the_oldest_task_started_is_named() {
+        let refs = vec![
+            r("DB_PASSWORD", PARAM),
+            r("API_KEY", &format!("{SECRET}:key::")),
+            r("OLD_KEY", &format!("{SECRET}:key:AWSPREVIOUS:")),
+            r("MISSING", "/prod/shop/missing"),
+        ];
+        let metas = BTreeMap::from([
+            ("ssm:/prod/shop/db_password".to_string(), Ok(Meta { changed_ms: 2_000, version: Some("2".into()) })),
+            (format!("secretsmanager:{SECRET}"), Ok(Meta { changed_ms: 500, version: Some("v-1".into()) })),
+            ("ssm:/prod/shop/missing".to_string(), Err("parameter /prod/shop/missing was not found".into())),
+        ]);
+        let report = judge(&refs, &metas, Some(1_000));
+        let names = |v: &[RefState]| v.iter().map(|s| s.variable.clone()).collect::<Vec<_>>();
+        assert_eq!(names(&report.changed), ["DB_PASSWORD"]);
+        assert_eq!(report.changed[0].version.as_deref(), Some("2"));
+        assert_eq!(report.changed[0].last_changed.as_deref(), Some("1970-01-01T00:00:02Z"));
+        assert_eq!(names(&report.unchanged), ["API_KEY"]);
+        assert_eq!(names(&report.unknown), ["OLD_KEY", "MISSING"]);
+        assert!(report.unknown[0].note.as_deref().unwrap().starts_with("pinned to version stage AWSPREVIOUS"));
+        // Exactly at the start is not after it; without running tasks nothing is judged.
+        assert_eq!(names(&judge(&refs[..1], &metas, Some(2_000)).unchanged), ["DB_PASSWORD"]);
+        assert_eq!(names(&judge(&refs[..1], &metas, None).unknown), ["DB_PASSWORD"]);
+    }
+}
