@@ -295,6 +295,10 @@ pub struct RollbackArgs {
     pub service: String,
     #[arg(long, env = "DEPLOYER_TO")]
     pub to: Option<String>,
+    /// Once the service is healthy again, point the family's scheduled tasks on the cluster
+    /// back at the revision rolled back to.
+    #[arg(long, env = "DEPLOYER_UPDATE_SCHEDULED_TASKS")]
+    pub update_scheduled_tasks: bool,
 }
 
 /// `release`: every stage in one call. Each flag overrides the environment's entry in

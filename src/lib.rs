@@ -22,6 +22,7 @@ pub mod resolve;
 pub mod retry;
 pub mod revisions;
 pub mod runtask;
+pub mod schedules;
 pub mod secret;
 pub mod taskdef;
 

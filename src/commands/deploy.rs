@@ -309,12 +309,15 @@ pub struct RollbackResult {
     pub to: String,
     pub healthy: bool,
     pub state: Option<String>,
+    /// `--update-scheduled-tasks`: the scheduled tasks pointed back.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub scheduled_tasks: Option<crate::schedules::ScheduleReport>,
 }
 
 impl fmt::Display for RollbackResult {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         if self.healthy {
-            write!(f, "{}: rolled back from {} to {}; healthy", self.service, short(&self.from), short(&self.to))
+            write!(f, "{}: rolled back from {} to {}; healthy", self.service, short(&self.from), short(&self.to))?;
         } else {
             write!(
                 f,
@@ -322,8 +325,12 @@ impl fmt::Display for RollbackResult {
                 self.service,
                 short(&self.to),
                 self.state.as_deref().unwrap_or("unknown")
-            )
+            )?;
         }
+        if let Some(s) = &self.scheduled_tasks {
+            write!(f, "\n{s}")?;
+        }
+        Ok(())
     }
 }
 
@@ -372,15 +379,21 @@ pub async fn run_rollback(args: &RollbackArgs, global: &GlobalArgs, printer: &Pr
         timeout: Duration::from_secs(900),
     };
     let (_, restored) = rollback.run(false, None).await.map_err(|e| deploy_error(&args.service, e))?;
+    let healthy = restored == Restored::Healthy;
+    let scheduled_tasks = match args.update_scheduled_tasks && healthy {
+        true => Some(crate::commands::after_deploy::move_scheduled_tasks(&session, &args.cluster, &to, printer).await),
+        false => None,
+    };
     let result = RollbackResult {
         service: args.service.clone(),
         from: view.task_definition,
         to,
-        healthy: restored == Restored::Healthy,
+        healthy,
         state: match restored {
             Restored::Healthy => None,
             Restored::NotConfirmed(s) => Some(s),
         },
+        scheduled_tasks,
     };
     printer.result(&result);
     Ok(if result.healthy { Exit::Ok } else { Exit::Unknown })

@@ -7,7 +7,7 @@ use crate::commands::taskdef::Session;
 use crate::error::{Error, Result};
 use crate::exit::Exit;
 use crate::output::Printer;
-use crate::revisions::{Cleanup, Users, decide, family_revision, scan};
+use crate::revisions::{Cleanup, decide, family_revision, scan};
 
 fn scan_error(e: scan::ScanError) -> Error {
     Error::Input(e.to_string())
@@ -29,11 +29,23 @@ pub async fn run(args: &RevisionsArgs, global: &GlobalArgs, printer: &Printer) -
         }
         _ => unreachable!("checked above"),
     };
-    let mut users = Users::new();
-    scan::merge(&mut users, scan::service_users(&ecs, &family).await.map_err(scan_error)?);
     let result = match args.keep {
-        Some(keep) => scan::cleanup(&ecs, &family, keep as usize, &users, args.dry_run).await.map_err(scan_error)?,
+        Some(keep) => {
+            // Deregistering needs every user known: a scheduled task that cannot be seen refuses.
+            let users = scan::all_users(&ecs, &session.config, &family).await.map_err(|e| {
+                Error::Input(format!("cannot tell which revisions are in use ({e}); nothing was deregistered"))
+            })?;
+            scan::cleanup(&ecs, &family, keep as usize, &users, args.dry_run).await.map_err(scan_error)?
+        }
         None => {
+            let users = match scan::all_users(&ecs, &session.config, &family).await {
+                Ok(u) => u,
+                Err(e) => {
+                    tracing::warn!("scheduled tasks not listed: {e}");
+                    let clusters = scan::cluster_arns(&ecs).await.map_err(scan_error)?;
+                    scan::service_users(&ecs, &clusters, &family).await.map_err(scan_error)?
+                }
+            };
             let active = scan::active_revisions(&ecs, &family).await.map_err(scan_error)?;
             Cleanup { revisions: decide(&active, usize::MAX, &users), family, ..Cleanup::default() }
         }

@@ -44,42 +44,59 @@ pub async fn active_revisions(ecs: &Client, family: &str) -> Result<Vec<String>,
     Ok(arns)
 }
 
-/// Which revisions of `family` the services of every cluster in the region run:
-/// `live: CLUSTER/SERVICE` for the primary deployment, `deploying: …` for the others.
-pub async fn service_users(ecs: &Client, family: &str) -> Result<Users, ScanError> {
+/// Every cluster of the region (ARNs).
+pub async fn cluster_arns(ecs: &Client) -> Result<Vec<String>, ScanError> {
+    let mut arns = Vec::new();
+    let mut pages = ecs.list_clusters().into_paginator().send();
+    while let Some(page) = pages.next().await {
+        arns.extend(page.map_err(|e| api("ListClusters", e))?.cluster_arns().iter().cloned());
+    }
+    Ok(arns)
+}
+
+/// Which revisions of `family` the services of `clusters` run: `live: CLUSTER/SERVICE` for
+/// the primary deployment, `deploying: …` for the others.
+pub async fn service_users(ecs: &Client, clusters: &[String], family: &str) -> Result<Users, ScanError> {
     let mut users = Users::new();
-    let mut clusters = ecs.list_clusters().into_paginator().send();
-    while let Some(page) = clusters.next().await {
-        let page = page.map_err(|e| api("ListClusters", e))?;
-        for cluster in page.cluster_arns() {
-            let cluster_name = cluster.rsplit('/').next().unwrap_or(cluster);
-            let mut services = ecs.list_services().cluster(cluster).into_paginator().send();
-            let mut arns = Vec::new();
-            while let Some(page) = services.next().await {
-                arns.extend(page.map_err(|e| api("ListServices", e))?.service_arns().iter().cloned());
-            }
-            for chunk in arns.chunks(10) {
-                let out = ecs
-                    .describe_services()
-                    .cluster(cluster)
-                    .set_services(Some(chunk.to_vec()))
-                    .send()
-                    .await
-                    .map_err(|e| api("DescribeServices", e))?;
-                for svc in out.services() {
-                    let name = format!("{cluster_name}/{}", svc.service_name().unwrap_or_default());
-                    for d in svc.deployments() {
-                        let Some(td) = d.task_definition() else { continue };
-                        if family_revision(td).is_none_or(|(f, _)| f != family) {
-                            continue;
-                        }
-                        let role = if d.status() == Some("PRIMARY") { "live" } else { "deploying" };
-                        users.entry(td.to_string()).or_default().push(format!("{role}: {name}"));
+    for cluster in clusters {
+        let cluster_name = cluster.rsplit('/').next().unwrap_or(cluster);
+        let mut services = ecs.list_services().cluster(cluster).into_paginator().send();
+        let mut arns = Vec::new();
+        while let Some(page) = services.next().await {
+            arns.extend(page.map_err(|e| api("ListServices", e))?.service_arns().iter().cloned());
+        }
+        for chunk in arns.chunks(10) {
+            let out = ecs
+                .describe_services()
+                .cluster(cluster)
+                .set_services(Some(chunk.to_vec()))
+                .send()
+                .await
+                .map_err(|e| api("DescribeServices", e))?;
+            for svc in out.services() {
+                let name = format!("{cluster_name}/{}", svc.service_name().unwrap_or_default());
+                for d in svc.deployments() {
+                    let Some(td) = d.task_definition() else { continue };
+                    if family_revision(td).is_none_or(|(f, _)| f != family) {
+                        continue;
                     }
+                    let role = if d.status() == Some("PRIMARY") { "live" } else { "deploying" };
+                    users.entry(td.to_string()).or_default().push(format!("{role}: {name}"));
                 }
             }
         }
     }
+    Ok(users)
+}
+
+/// Everything that uses a revision of `family` in the region: services of every cluster, and
+/// the scheduled tasks (EventBridge rules, Scheduler schedules) on those clusters. An error
+/// means it cannot be told, and nothing may be deregistered.
+pub async fn all_users(ecs: &Client, config: &aws_config::SdkConfig, family: &str) -> Result<Users, String> {
+    let clusters = cluster_arns(ecs).await.map_err(|e| e.to_string())?;
+    let mut users = service_users(ecs, &clusters, family).await.map_err(|e| e.to_string())?;
+    let scheduled = crate::schedules::aws::discover(config, &clusters).await?;
+    merge(&mut users, crate::schedules::users(&scheduled.scheduled));
     Ok(users)
 }
 

@@ -12,6 +12,7 @@ mod refresh;
 mod release;
 mod revisions;
 mod run_task;
+mod schedules;
 mod secrets;
 mod sim;
 mod support;

@@ -1,15 +1,16 @@
-//! `--keep-revisions N` and `deployer revisions` against ecs-sim: after five releases exactly
-//! the newest N revisions stay ACTIVE, plus any a service (in any cluster) still runs; the live
-//! revision is never deregistered, even when newer undeployed revisions exist.
+//! `--keep-revisions N` and `deployer revisions` against ecs-sim and moto's EventBridge: after
+//! five releases exactly the newest N revisions stay ACTIVE, plus any a service (in any
+//! cluster) or a scheduled rule still runs; the live revision is never deregistered, even when
+//! newer undeployed revisions exist.
 
 use std::time::Duration;
 
 use aws_sdk_ecs::Client;
 use aws_sdk_ecs::types::TaskDefinitionStatus;
-use serde_json::Value;
+use serde_json::{Value, json};
 
 use crate::sim::common::{describe, register, rolling_config, wait_steady};
-use crate::sim::harness::{Sim, push_image, unique};
+use crate::sim::harness::{Sim, moto, push_image, unique};
 use crate::support::{Captured, capture, deployer, ecs_client, unique_account};
 
 pub(crate) struct Family {
@@ -86,9 +87,13 @@ async fn keep_revisions_2_after_five_releases_keeps_the_newest_two_and_those_in_
     let f = Family::start().await;
     let v1 = f.revision("v1").await;
     f.service("main", "web", &v1).await;
-    // Another cluster's service runs revision 2 for good.
+    // Another cluster's service runs revision 2 for good, and a nightly rule revision 1.
     let v2 = f.revision("v2").await;
     f.service("batch", "worker", &v2).await;
+    let cluster = format!("arn:aws:ecs:us-east-1:{}:cluster/batch", f.account);
+    moto(&f.account, "AWSEvents.PutRule", json!({"Name": "nightly", "ScheduleExpression": "rate(1 day)"})).await;
+    let target = json!({"Id": "t", "Arn": cluster, "EcsParameters": {"TaskDefinitionArn": v1, "TaskCount": 1}});
+    moto(&f.account, "AWSEvents.PutTargets", json!({"Rule": "nightly", "Targets": [target]})).await;
     let mut last = Value::Null;
     for version in ["v2", "v3", "v4", "v5"] {
         let td = if version == "v2" { v2.clone() } else { f.revision(version).await };
@@ -107,13 +112,18 @@ async fn keep_revisions_2_after_five_releases_keeps_the_newest_two_and_those_in_
         assert_eq!(out.code, Some(0), "{out}");
         last = json;
     }
-    assert_eq!(f.active().await, [5, 4, 2], "newest two (5 live, 4 its rollback target) + 2 (batch/worker)");
+    assert_eq!(
+        f.active().await,
+        [5, 4, 2, 1],
+        "newest two (5 live, 4 its rollback target) + 2 (batch/worker) + 1 (rule)"
+    );
     let cleanup = &last["after-deploy"]["revisions"];
     assert_eq!(cleanup["keep"], 2);
     let rows = cleanup["revisions"].as_array().unwrap();
     let by_rev = |r: i64| rows.iter().find(|row| row["revision"] == r).cloned().unwrap_or(Value::Null);
     assert_eq!(by_rev(2)["action"], "keep-in-use", "{cleanup}");
     assert_eq!(by_rev(2)["by"], serde_json::json!(["live: batch/worker"]));
+    assert_eq!(by_rev(1)["by"], serde_json::json!(["rule nightly (target t)"]), "{cleanup}");
     assert_eq!(by_rev(3)["action"], "deregister", "{cleanup}");
     assert!(by_rev(5)["used-by"].to_string().contains("live: main/web"), "{cleanup}");
     assert_eq!(describe(&f.ecs, "main", "web").await.task_definition().unwrap().rsplit(':').next(), Some("5"));
