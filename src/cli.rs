@@ -130,6 +130,32 @@ pub struct PushArgs {
     /// With --create-repository: turn on scan-on-push for the new repository.
     #[arg(long, env = "DEPLOYER_SCAN_ON_PUSH")]
     pub scan_on_push: bool,
+    #[command(flatten)]
+    pub resources: ResourceArgs,
+}
+
+/// What deployer puts on the resources it creates: tags, and a new repository's lifecycle policy.
+#[derive(Debug, Clone, Default, Args)]
+pub struct ResourceArgs {
+    /// With --create-repository: no lifecycle policy on the new repository.
+    #[arg(long, env = "DEPLOYER_NO_LIFECYCLE_POLICY")]
+    pub no_lifecycle_policy: bool,
+    /// With --create-repository: the lifecycle policy keeps the newest N tagged images (default 30).
+    #[arg(long, env = "DEPLOYER_KEEP_IMAGES")]
+    pub keep_images: Option<u32>,
+    /// With --create-repository: the lifecycle policy expires untagged images after D days (default 14).
+    #[arg(long, env = "DEPLOYER_EXPIRE_UNTAGGED_DAYS")]
+    pub expire_untagged_days: Option<u32>,
+    /// KEY=VALUE tag on what deployer creates or registers, besides app, environment,
+    /// git-sha and run-url (repeatable).
+    #[arg(long = "resource-tag")]
+    pub resource_tags: Vec<String>,
+    /// Set by `release`: the app and environment tags, and deployer.toml's `resource-tags`.
+    #[arg(skip)]
+    pub context: Option<crate::tags::Context>,
+    /// Set by `release`: deployer.toml's `lifecycle-policy`.
+    #[arg(skip)]
+    pub lifecycle_file: Option<crate::lifecycle_policy::LifecycleSetting>,
 }
 
 #[derive(Debug, Args)]
@@ -388,6 +414,8 @@ pub struct ReleaseArgs {
     pub pre_deploy: PreDeployArgs,
     #[command(flatten)]
     pub after: AfterDeployArgs,
+    #[command(flatten)]
+    pub resources: ResourceArgs,
 }
 
 /// `revisions`: what each ACTIVE revision of a family is used by; `--keep N` cleans up.

@@ -87,6 +87,11 @@ pub struct Environment {
     pub update_scheduled_tasks: Option<bool>,
     /// After a successful deploy, deregister unused revisions beyond the newest N.
     pub keep_revisions: Option<u32>,
+    /// Tags on what deployer creates here, over the top level's.
+    #[serde(default)]
+    pub resource_tags: BTreeMap<String, String>,
+    /// The lifecycle policy of a repository `--create-repository` creates (`false`: none).
+    pub lifecycle_policy: Option<crate::lifecycle_policy::LifecycleSetting>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
@@ -94,6 +99,9 @@ pub struct Environment {
 pub struct Config {
     pub app: Option<String>,
     pub region: Option<String>,
+    /// Tags on everything deployer creates or registers (cost allocation).
+    #[serde(default)]
+    pub resource_tags: BTreeMap<String, String>,
     #[serde(default)]
     pub environments: BTreeMap<String, Environment>,
     #[serde(default)]

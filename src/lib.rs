@@ -14,6 +14,7 @@ pub mod exit;
 pub mod github;
 pub mod image;
 pub mod image_ref;
+pub mod lifecycle_policy;
 pub mod output;
 pub mod params;
 pub mod refresh;
@@ -24,6 +25,7 @@ pub mod revisions;
 pub mod runtask;
 pub mod schedules;
 pub mod secret;
+pub mod tags;
 pub mod taskdef;
 
 /// Logs go to stderr through the one writer (`output`), which keeps any line of theirs from

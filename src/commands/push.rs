@@ -170,9 +170,10 @@ pub async fn execute(config: &SdkConfig, args: &PushArgs, printer: &Printer) -> 
         human(image.blobs.iter().map(|b| b.size).sum()),
         if image.children.is_empty() { String::new() } else { format!(", {} platforms", image.children.len()) }
     );
-    let create = args
-        .create_repository
-        .then_some(CreateOptions { immutable: args.immutable_tags, scan_on_push: args.scan_on_push });
+    let create = match args.create_repository {
+        true => Some(create_options(args)?),
+        false => None,
+    };
     let target = target(config, &args.repository, create, args.registry_endpoint.as_deref(), printer).await?;
     printer.runner.group(&format!("push {} to {}", image.origin, target.repository.uri));
     let opts = Options {
@@ -187,6 +188,22 @@ pub async fn execute(config: &SdkConfig, args: &PushArgs, printer: &Printer) -> 
     let result = PushResult::new(&target.repository.uri, &args.repository, &args.tags, image.origin.clone(), &report);
     set_outputs(printer, &result)?;
     Ok(result)
+}
+
+/// `--create-repository`'s settings: mutability, scanning, tags and the lifecycle policy.
+fn create_options(args: &PushArgs) -> Result<CreateOptions> {
+    let r = &args.resources;
+    let file = r.lifecycle_file.as_ref();
+    let policy = crate::lifecycle_policy::resolve(r.no_lifecycle_policy, r.keep_images, r.expire_untagged_days, file)
+        .map_err(Error::Usage)?;
+    let tags =
+        crate::tags::from_flags(&r.resource_tags, r.context.as_ref()).map_err(|e| Error::Usage(e.to_string()))?;
+    Ok(CreateOptions {
+        immutable: args.immutable_tags,
+        scan_on_push: args.scan_on_push,
+        tags,
+        lifecycle_policy: policy.map(|p| p.text()),
+    })
 }
 
 pub fn set_outputs(printer: &Printer, result: &PushResult) -> Result<()> {

@@ -27,6 +27,8 @@ pub struct Plan {
     pub taskdef: TaskDefArgs,
     pub deploy: DeployArgs,
     pub repository: Option<String>,
+    /// Tags and a new repository's lifecycle policy (flags, deployer.toml, the release).
+    pub resources: crate::cli::ResourceArgs,
 }
 
 fn strategy(name: &str) -> Option<Strategy> {
@@ -110,6 +112,15 @@ pub fn plan(args: &ReleaseArgs, global: &GlobalArgs, name: &str, env: &Environme
             after: crate::commands::after_deploy::merge(&args.after, env)?,
         },
         repository: args.repository.clone().or_else(|| env.repository.clone()),
+        resources: crate::cli::ResourceArgs {
+            context: Some(crate::tags::Context {
+                app: config.app.clone(),
+                environment: Some(name.to_string()),
+                file_tags: config.resource_tags.clone().into_iter().chain(env.resource_tags.clone()).collect(),
+            }),
+            lifecycle_file: env.lifecycle_policy.clone(),
+            ..args.resources.clone()
+        },
     })
 }
 
@@ -261,6 +272,8 @@ pub async fn run(args: &ReleaseArgs, global: &GlobalArgs, printer: &Printer) -> 
     let mut plan = plan(args, global, &name, &env, &config)?;
     check_local_inputs(args, &plan)?;
     let pre_deploy = crate::commands::run_task::pre_deploy_plan(&args.pre_deploy, env.pre_deploy.as_ref())?;
+    let tags = crate::tags::from_flags(&plan.resources.resource_tags, plan.resources.context.as_ref())
+        .map_err(|e| Error::Usage(e.to_string()))?;
     printer.runner.set_output("environment", &name)?;
     lap("resolve", &mut stages);
 
@@ -286,7 +299,8 @@ pub async fn run(args: &ReleaseArgs, global: &GlobalArgs, printer: &Printer) -> 
     }
 
     // render + verify + register
-    let rendered = taskdef::prepare(&td_session, &plan.taskdef).await?;
+    let mut rendered = taskdef::prepare(&td_session, &plan.taskdef).await?;
+    crate::tags::apply_to_taskdef(&mut rendered.rendered.body, &tags);
     let diff = taskdef::diff_against_current(&td_session, &plan.taskdef, &rendered).await?;
     printer.runner.summary(&diff.markdown())?;
     lap("render", &mut stages);
@@ -327,7 +341,8 @@ pub async fn run(args: &ReleaseArgs, global: &GlobalArgs, printer: &Printer) -> 
     }
 
     // the GitHub Deployment records the deploy from here on (best effort, never fails the release)
-    let github = github_deployment(args, &plan, published.as_ref(), &registered.task_definition_arn, printer).await;
+    let github =
+        github_deployment(args, &plan, published.as_ref(), &registered.task_definition_arn, &tags, printer).await;
 
     // deploy
     plan.deploy.task_definition = registered.task_definition_arn.clone();
@@ -408,6 +423,7 @@ async fn github_deployment<'a>(
     plan: &Plan,
     published: Option<&Published>,
     task_definition_arn: &str,
+    tags: &[(String, String)],
     printer: &'a Printer,
 ) -> crate::github::deployments::Recorder<'a> {
     let token =
@@ -419,6 +435,7 @@ async fn github_deployment<'a>(
         "task-definition-arn": task_definition_arn,
         "services": plan.deploy.services,
         "cluster": plan.deploy.cluster,
+        "tags": crate::tags::as_object(tags),
     });
     crate::github::deployments::Recorder::start(
         &printer.runner,

@@ -35,6 +35,7 @@ pub async fn publish(
                 concurrency: args.concurrency,
                 immutable_tags: false,
                 scan_on_push: false,
+                resources: plan.resources.clone(),
             };
             push::execute(&session.config, &push_args, printer).await?
         }

@@ -281,10 +281,13 @@ impl fmt::Display for RegisterResult {
 
 pub async fn run_register(args: &TaskDefArgs, global: &GlobalArgs, printer: &Printer) -> Result<Exit> {
     let session = Session::from_default_chain(global).await?;
-    let rendered = prepare(&session, args).await?;
+    let mut rendered = prepare(&session, args).await?;
     if !args.no_verify {
         verify_rendered(&session, args, &rendered).await?;
     }
+    // git-sha and run-url when run in a workflow (release adds app, environment, user tags).
+    let tags = crate::tags::from_flags(&[], None).map_err(|e| Error::Usage(e.to_string()))?;
+    crate::tags::apply_to_taskdef(&mut rendered.rendered.body, &tags);
     let registered = ecs::register(&EcsJson::new(&session.config), &rendered.rendered).await?;
     printer.runner.set_output("task-definition-arn", &registered.task_definition_arn)?;
     printer.result(&RegisterResult { registered, verified: !args.no_verify });

@@ -10,6 +10,7 @@ mod params;
 mod push;
 mod refresh;
 mod release;
+mod resources;
 mod revisions;
 mod run_task;
 mod schedules;

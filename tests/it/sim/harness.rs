@@ -193,6 +193,7 @@ pub async fn moto(account: &str, target: &str, body: Value) -> Value {
         "AmazonSSM" => "ssm",
         "Logs_20140328" => "logs",
         "AWSEvents" => "events",
+        "AmazonEC2ContainerRegistry_V20150921" => "ecr",
         _ => "secretsmanager",
     };
     let resp = reqwest::Client::new()
