@@ -219,6 +219,33 @@ pub struct StageTime {
     pub ms: u64,
 }
 
+impl ReleaseResult {
+    /// A release that got as far as registering `task_definition_arn`; `failed` until the
+    /// deploy says otherwise.
+    fn new(
+        environment: String,
+        account: &str,
+        published: Option<&Published>,
+        task_definition_arn: String,
+        stages: Vec<StageTime>,
+    ) -> ReleaseResult {
+        ReleaseResult {
+            environment,
+            aws_account_id: account.to_string(),
+            image_uri: published.map(|p| p.uri.clone()),
+            image_digest: published.map(|p| p.digest.clone()),
+            task_definition_arn,
+            previous_task_definition_arn: String::new(),
+            deployment_id: String::new(),
+            result: "failed",
+            stages,
+            pre_deploy: None,
+            deploy: None,
+            after_deploy: Default::default(),
+        }
+    }
+}
+
 impl fmt::Display for ReleaseResult {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         writeln!(f, "environment {} (account {}): {}", self.environment, self.aws_account_id, self.result)?;
@@ -321,20 +348,10 @@ pub async fn run(args: &ReleaseArgs, global: &GlobalArgs, printer: &Printer) -> 
         if !report.succeeded() {
             let exit = report.exit();
             printer.runner.set_output("result", "failed")?;
-            let result = ReleaseResult {
-                environment: name,
-                aws_account_id: session.account_id.clone(),
-                image_uri: published.as_ref().map(|p| p.uri.clone()),
-                image_digest: published.as_ref().map(|p| p.digest.clone()),
-                task_definition_arn: registered.task_definition_arn,
-                previous_task_definition_arn: current,
-                deployment_id: String::new(),
-                result: "failed",
-                stages,
-                pre_deploy: Some(report),
-                deploy: None,
-                after_deploy: Default::default(),
-            };
+            let arn = registered.task_definition_arn;
+            let mut result = ReleaseResult::new(name, &session.account_id, published.as_ref(), arn, stages);
+            result.previous_task_definition_arn = current;
+            result.pre_deploy = Some(report);
             return finish(result, &plan, printer, exit);
         }
         pre = Some(report);
@@ -373,20 +390,14 @@ pub async fn run(args: &ReleaseArgs, global: &GlobalArgs, printer: &Printer) -> 
 
     let exit = deployed.exit();
     let first = deployed.services.first();
-    let result = ReleaseResult {
-        environment: name,
-        aws_account_id: session.account_id.clone(),
-        image_uri: published.as_ref().map(|p| p.uri.clone()),
-        image_digest: published.as_ref().map(|p| p.digest.clone()),
-        task_definition_arn: registered.task_definition_arn,
-        previous_task_definition_arn: first.map(|r| r.previous_task_definition_arn.clone()).unwrap_or_default(),
-        deployment_id: first.and_then(|r| r.deployment_id.clone()).unwrap_or_default(),
-        result: result_name(deployed.result),
-        stages,
-        pre_deploy: pre,
-        deploy: Some(deployed),
-        after_deploy,
-    };
+    let arn = registered.task_definition_arn;
+    let mut result = ReleaseResult::new(name, &session.account_id, published.as_ref(), arn, stages);
+    result.previous_task_definition_arn = first.map(|r| r.previous_task_definition_arn.clone()).unwrap_or_default();
+    result.deployment_id = first.and_then(|r| r.deployment_id.clone()).unwrap_or_default();
+    result.result = result_name(deployed.result);
+    result.pre_deploy = pre;
+    result.deploy = Some(deployed);
+    result.after_deploy = after_deploy;
     finish(result, &plan, printer, exit)
 }
 

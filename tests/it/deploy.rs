@@ -239,17 +239,7 @@ async fn sigterm_mid_deploy_rolls_back_and_exits_130() {
     let app = app_with(true, true, 600).await;
     // Slow to start: the deploy is still in progress when the signal comes.
     let v2 = app.revision(&[("SIM_START_DELAY", "200")], true).await;
-    let mut cmd = std::process::Command::new(assert_cmd::cargo::cargo_bin("deployer"));
-    let template = app.deploy(&v2, &[]);
-    for (k, v) in template.get_envs() {
-        match v {
-            Some(v) => cmd.env(k, v),
-            None => cmd.env_remove(k),
-        };
-    }
-    cmd.args(template.get_args()).stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped());
-    let child = cmd.spawn().expect("spawn deployer");
-    let pid = child.id();
+    let child = crate::support::spawn(&app.deploy(&v2, &[]));
     // Wait until the deployment exists, then signal.
     crate::sim::harness::wait_for("the v2 deployment to start", Duration::from_secs(20), || async {
         let s = crate::sim::common::describe(&app.ecs, "main", "web").await;
@@ -257,8 +247,7 @@ async fn sigterm_mid_deploy_rolls_back_and_exits_130() {
     })
     .await;
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let status = std::process::Command::new("kill").args(["-TERM", &pid.to_string()]).status().unwrap();
-    assert!(status.success());
+    crate::support::sigterm(&child);
     let out = tokio::task::spawn_blocking(move || child.wait_with_output()).await.unwrap().unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert_eq!(out.status.code(), Some(130), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));

@@ -9,7 +9,7 @@ use aws_sdk_ecs::Client;
 use aws_sdk_ecs::types::DesiredStatus;
 use serde_json::{Value, json};
 
-use crate::sim::common::{load_balancer, register, rolling_config, wait_steady};
+use crate::sim::common::{register, web_service};
 use crate::sim::harness::{Sim, moto, push_image, unique};
 use crate::support::{capture, deployer, ecs_client, unique_account};
 
@@ -53,17 +53,7 @@ async fn app() -> App {
     let secrets = [("DB_PASSWORD", db.as_str()), ("SIM_HEALTH", health.as_str()), ("API_KEY", secret.as_str())];
     ecs.create_cluster().cluster_name("main").send().await.unwrap();
     let td = register(&ecs, &family, &image, &[("SIM_VERSION", "v1")], &secrets, true).await;
-    ecs.create_service()
-        .cluster("main")
-        .service_name("web")
-        .task_definition(&td)
-        .desired_count(2)
-        .load_balancers(load_balancer(&account, "web"))
-        .deployment_configuration(rolling_config())
-        .send()
-        .await
-        .unwrap();
-    wait_steady(&ecs, "main", "web", Duration::from_secs(30)).await;
+    web_service(&ecs, &account, "main", &td).await;
     let (prod, _) = sim.listeners("web").await;
     App { account, sim, ecs, prod, path, dir: tempfile::tempdir().unwrap() }
 }

@@ -7,27 +7,15 @@
 use serde_json::{Value, json};
 
 use crate::push::fixtures::{layers, oci_layout};
+use crate::sim::harness::moto_call;
 use crate::support::{capture, deployer, stack, unique_account};
 
 /// One ECR call to moto as `account`: (HTTP status, body).
 async fn ecr(account: &str, op: &str, body: Value) -> (u16, Value) {
-    let resp = reqwest::Client::new()
-        .post(format!("{}/", stack().moto_url))
-        .header("X-Amz-Target", format!("AmazonEC2ContainerRegistry_V20150921.{op}"))
-        .header("Content-Type", "application/x-amz-json-1.1")
-        .header("x-moto-account-id", account)
-        .header(
-            "Authorization",
-            format!("AWS4-HMAC-SHA256 Credential={account}/20260101/us-east-1/ecr/aws4_request, SignedHeaders=host, Signature=0"),
-        )
-        .body(body.to_string())
-        .send()
-        .await
-        .expect("moto ecr");
-    (resp.status().as_u16(), resp.json().await.unwrap_or(Value::Null))
+    moto_call(account, &format!("AmazonEC2ContainerRegistry_V20150921.{op}"), body).await
 }
 
-fn push(account: &str, repository: &str, extra: &[&str]) -> crate::support::Captured {
+fn push_blocking(account: &str, repository: &str, extra: &[&str]) -> crate::support::Captured {
     let dir = tempfile::tempdir().unwrap();
     oci_layout(dir.path(), &layers(1, 1000));
     let source = format!("oci:{}", dir.path().display());
@@ -41,6 +29,18 @@ fn push(account: &str, repository: &str, extra: &[&str]) -> crate::support::Capt
         .args(["--create-repository", "--registry-endpoint", &stack().registry_url])
         .args(extra);
     capture(&mut c)
+}
+
+/// `deployer push --create-repository` of a small OCI layout to `repository`, tagged v1.
+async fn push(account: &str, repository: &str, extra: &[&str]) -> crate::support::Captured {
+    let (account, repository) = (account.to_string(), repository.to_string());
+    let extra: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
+    tokio::task::spawn_blocking(move || {
+        let extra: Vec<&str> = extra.iter().map(String::as_str).collect();
+        push_blocking(&account, &repository, &extra)
+    })
+    .await
+    .expect("push ran")
 }
 
 async fn tags_of(account: &str, repository: &str) -> Value {
@@ -62,12 +62,7 @@ async fn tags_of(account: &str, repository: &str) -> Value {
 async fn a_created_repository_has_the_lifecycle_policy_and_the_tags() {
     let account = unique_account();
     let repository = crate::sim::harness::unique("it/lifecycle");
-    let out = tokio::task::spawn_blocking({
-        let (account, repository) = (account.clone(), repository.clone());
-        move || push(&account, &repository, &["--keep-images", "20", "--resource-tag", "team=payments"])
-    })
-    .await
-    .unwrap();
+    let out = push(&account, &repository, &["--keep-images", "20", "--resource-tag", "team=payments"]).await;
     assert_eq!(out.code, Some(0), "{out}");
     let (status, policy) = ecr(&account, "GetLifecyclePolicy", json!({"repositoryName": repository})).await;
     assert_eq!(status, 200, "{policy}");
@@ -94,24 +89,14 @@ async fn a_created_repository_has_the_lifecycle_policy_and_the_tags() {
 async fn no_lifecycle_policy_means_none_and_bad_tags_are_refused_before_anything_is_created() {
     let account = unique_account();
     let repository = crate::sim::harness::unique("it/nopolicy");
-    let out = tokio::task::spawn_blocking({
-        let (account, repository) = (account.clone(), repository.clone());
-        move || push(&account, &repository, &["--no-lifecycle-policy"])
-    })
-    .await
-    .unwrap();
+    let out = push(&account, &repository, &["--no-lifecycle-policy"]).await;
     assert_eq!(out.code, Some(0), "{out}");
     let (status, body) = ecr(&account, "GetLifecyclePolicy", json!({"repositoryName": repository})).await;
     assert_eq!(status, 400, "{body}");
     assert!(body["__type"].as_str().unwrap().contains("LifecyclePolicyNotFoundException"), "{body}");
 
     let other = crate::sim::harness::unique("it/badtag");
-    let out = tokio::task::spawn_blocking({
-        let (account, other) = (account.clone(), other.clone());
-        move || push(&account, &other, &["--resource-tag", "aws:team=x"])
-    })
-    .await
-    .unwrap();
+    let out = push(&account, &other, &["--resource-tag", "aws:team=x"]).await;
     assert_eq!(out.code, Some(2), "{out}");
     assert!(out.stderr.contains("resource tag \"aws:team\": the aws: prefix is reserved"), "{out}");
     let (status, _) = ecr(&account, "DescribeRepositories", json!({"repositoryNames": [other]})).await;

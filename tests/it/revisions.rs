@@ -60,6 +60,13 @@ impl Family {
         c
     }
 
+    /// `deployer deploy` of `td` to main/web, with `extra` flags.
+    pub async fn deploy(&self, td: &str, extra: &[&str]) -> (Captured, Value) {
+        let mut args = vec!["deploy", "--cluster", "main", "--service", "web", "--task-definition", td];
+        args.extend_from_slice(extra);
+        run(self.deployer(&args)).await
+    }
+
     pub async fn active(&self) -> Vec<i64> {
         let out = self
             .ecs
@@ -97,18 +104,7 @@ async fn keep_revisions_2_after_five_releases_keeps_the_newest_two_and_those_in_
     let mut last = Value::Null;
     for version in ["v2", "v3", "v4", "v5"] {
         let td = if version == "v2" { v2.clone() } else { f.revision(version).await };
-        let (out, json) = run(f.deployer(&[
-            "deploy",
-            "--cluster",
-            "main",
-            "--service",
-            "web",
-            "--task-definition",
-            &td,
-            "--keep-revisions",
-            "2",
-        ]))
-        .await;
+        let (out, json) = f.deploy(&td, &["--keep-revisions", "2"]).await;
         assert_eq!(out.code, Some(0), "{out}");
         last = json;
     }

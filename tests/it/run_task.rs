@@ -17,7 +17,7 @@ use crate::release::{outputs, release, run, setup};
 use crate::sim::common::{describe, describe_task, wait_steady};
 use crate::sim::harness::{Sim, moto, push_image, unique, wait_for};
 use crate::support::oidc::{Issuer, Job};
-use crate::support::{Captured, capture, deployer, ecs_client, unique_account};
+use crate::support::{Captured, capture, deployer, ecs_client, sigterm, spawn, unique_account};
 
 /// A Fargate service `web` of one task in cluster `main`, whose container logs with awslogs.
 struct App {
@@ -202,17 +202,7 @@ async fn a_task_still_running_at_the_timeout_is_stopped_and_fails() {
 #[tokio::test(flavor = "multi_thread")]
 async fn sigterm_stops_the_task_and_exits_130() {
     let app = app().await;
-    let template = app.run_task("json", &["--", "bin/migrate", "after=600"]);
-    let mut cmd = std::process::Command::new(assert_cmd::cargo::cargo_bin("deployer"));
-    for (k, v) in template.get_envs() {
-        match v {
-            Some(v) => cmd.env(k, v),
-            None => cmd.env_remove(k),
-        };
-    }
-    cmd.args(template.get_args()).stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped());
-    let child = cmd.spawn().expect("spawn deployer");
-    let pid = child.id();
+    let child = spawn(&app.run_task("json", &["--", "bin/migrate", "after=600"]));
     let ecs = app.ecs.clone();
     let arn = wait_for("the one-off task to run", Duration::from_secs(20), || async {
         let list = ecs.list_tasks().cluster("main").started_by("deployer").send().await.ok()?;
@@ -220,8 +210,7 @@ async fn sigterm_stops_the_task_and_exits_130() {
         (describe_task(&ecs, "main", &arn).await.last_status() == Some("RUNNING")).then_some(arn)
     })
     .await;
-    let status = std::process::Command::new("kill").args(["-TERM", &pid.to_string()]).status().unwrap();
-    assert!(status.success());
+    sigterm(&child);
     let out = tokio::task::spawn_blocking(move || child.wait_with_output()).await.unwrap().unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert_eq!(out.status.code(), Some(130), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));

@@ -91,17 +91,7 @@ async fn a_rule_and_a_schedule_follow_a_successful_deploy_and_keep_their_other_s
     f.service("main", "web", &v1).await;
     let s = schedule(&f, &v1).await;
     let v2 = f.revision("v2").await;
-    let (out, json) = run(f.deployer(&[
-        "deploy",
-        "--cluster",
-        "main",
-        "--service",
-        "web",
-        "--task-definition",
-        &v2,
-        "--update-scheduled-tasks",
-    ]))
-    .await;
+    let (out, json) = f.deploy(&v2, &["--update-scheduled-tasks"]).await;
     assert_eq!(out.code, Some(0), "{out}");
     let moved = json["after-deploy"]["scheduled-tasks"]["moved"].as_array().unwrap().clone();
     assert_eq!(moved.len(), 2, "{json}");
@@ -129,33 +119,13 @@ async fn a_rolled_back_deploy_leaves_them_and_rollback_points_them_back() {
     f.service("main", "web", &v1).await;
     let s = schedule(&f, &v1).await;
     let v2 = f.revision("v2").await;
-    let (out, _) = run(f.deployer(&[
-        "deploy",
-        "--cluster",
-        "main",
-        "--service",
-        "web",
-        "--task-definition",
-        &v2,
-        "--update-scheduled-tasks",
-    ]))
-    .await;
+    let (out, _) = f.deploy(&v2, &["--update-scheduled-tasks"]).await;
     assert_eq!(out.code, Some(0), "{out}");
     assert_eq!(s.targets(&f).await, (v2.clone(), v2.clone()));
 
     // v3 crashes: the gate fails, ECS rolls back, the scheduled tasks stay on v2.
     let bad = crate::sim::common::register(&f.ecs, &f.family, &f.image, &[("SIM_CRASH_AFTER", "1")], &[], false).await;
-    let (out, json) = run(f.deployer(&[
-        "deploy",
-        "--cluster",
-        "main",
-        "--service",
-        "web",
-        "--task-definition",
-        &bad,
-        "--update-scheduled-tasks",
-    ]))
-    .await;
+    let (out, json) = f.deploy(&bad, &["--update-scheduled-tasks"]).await;
     assert_eq!(out.code, Some(3), "{out}");
     assert!(json.get("after-deploy").is_none(), "nothing moved after a failed deploy: {json}");
     assert_eq!(s.targets(&f).await, (v2.clone(), v2.clone()));
