@@ -62,9 +62,9 @@ pub async fn run(args: &RunTaskArgs, global: &GlobalArgs, printer: &Printer) -> 
     Ok(report.exit())
 }
 
-/// Outputs and step summary of a one-off task.
+/// Outputs and step summary of a one-off task (the task's ARN is in the JSON result; the
+/// action declares no output for it).
 pub fn publish(printer: &Printer, title: &str, report: &RunTaskReport) -> Result<()> {
-    printer.runner.set_output("task-arn", &report.task_arn)?;
     if title == "run-task" {
         printer.runner.set_output("result", report.result_name())?;
     }
