@@ -6,6 +6,9 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+pub use crate::deploy::plan::Strategy;
+pub use crate::runtask::TaskCommand;
+
 /// Take a container image from a workflow to a healthy Amazon ECS service.
 #[derive(Debug, Parser)]
 #[command(name = "deployer", version, about, propagate_version = true)]
@@ -38,7 +41,7 @@ pub enum OutputFormat {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Trade the job's GitHub OIDC token (or the default credential chain) for AWS credentials.
-    Auth(AuthArgs),
+    Auth(AuthCommandArgs),
     /// Push an image (OCI layout, docker archive, docker daemon) to ECR.
     Push(PushArgs),
     /// Copy an existing image to another repository or registry without rebuilding it.
@@ -58,7 +61,7 @@ pub enum Command {
     /// Roll the service's current revision again under the gate (secrets rotated, parameters
     /// changed), naming what changed since its tasks started: `deploy --force-new-deployment`.
     Refresh(DeployArgs),
-    /// resolve + auth + push/promote + render + verify + register + deploy in one call.
+    /// resolve + auth + push/promote + render + verify + register + pre-deploy + deploy in one call.
     Release(Box<ReleaseArgs>),
     /// Manage Parameter Store values.
     #[command(subcommand)]
@@ -82,6 +85,7 @@ pub enum ExportMode {
     None,
 }
 
+/// How to get AWS credentials: `auth` and `release`.
 #[derive(Debug, Clone, Args)]
 pub struct AuthArgs {
     /// IAM role to assume with the OIDC token (or with the default chain outside Actions).
@@ -102,41 +106,54 @@ pub struct AuthArgs {
     /// Comma-separated account ids the final credentials must belong to.
     #[arg(long, value_delimiter = ',', env = "DEPLOYER_ALLOWED_ACCOUNT_IDS")]
     pub allowed_account_ids: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct AuthCommandArgs {
+    #[command(flatten)]
+    pub auth: AuthArgs,
     /// Where the credentials go (default: github-env inside Actions, none outside).
     #[arg(long, value_enum, env = "DEPLOYER_EXPORT")]
     pub export: Option<ExportMode>,
 }
 
-#[derive(Debug, Args)]
-pub struct PushArgs {
-    /// oci:DIR[:ref] | docker-archive:FILE | docker:IMAGE
-    #[arg(long, env = "DEPLOYER_SOURCE")]
-    pub source: String,
-    #[arg(long, env = "DEPLOYER_REPOSITORY")]
-    pub repository: String,
+/// Where an image goes: `push`, `promote` and `release`.
+#[derive(Debug, Clone, Default, Args)]
+pub struct ImageTargetArgs {
+    /// A tag for the image in the repository (repeatable, or comma-separated).
     #[arg(long = "tag", env = "DEPLOYER_TAGS", value_delimiter = ',')]
     pub tags: Vec<String>,
-    #[arg(long, env = "DEPLOYER_CREATE_REPOSITORY")]
-    pub create_repository: bool,
-    /// Where blob and manifest HTTP goes instead of the registry ECR reports.
+    /// Where blob and manifest HTTP goes instead of the registry ECR reports (also where
+    /// `--image` digests are checked).
     #[arg(long, env = "DEPLOYER_REGISTRY_ENDPOINT")]
     pub registry_endpoint: Option<String>,
-    /// Parallel blob uploads (default 4, measured with bench/push.sh).
-    #[arg(long, env = "DEPLOYER_CONCURRENCY")]
-    pub concurrency: Option<usize>,
+}
+
+/// How a push uploads, and the repository it creates when asked: `push` and `release`.
+#[derive(Debug, Clone, Default, Args)]
+pub struct UploadArgs {
+    #[arg(long, env = "DEPLOYER_CREATE_REPOSITORY")]
+    pub create_repository: bool,
     /// With --create-repository: make the new repository's tags immutable.
     #[arg(long, env = "DEPLOYER_IMMUTABLE_TAGS")]
     pub immutable_tags: bool,
     /// With --create-repository: turn on scan-on-push for the new repository.
     #[arg(long, env = "DEPLOYER_SCAN_ON_PUSH")]
     pub scan_on_push: bool,
-    #[command(flatten)]
-    pub resources: ResourceArgs,
+    /// Parallel blob uploads (default 4, measured with bench/push.sh).
+    #[arg(long, env = "DEPLOYER_CONCURRENCY")]
+    pub concurrency: Option<usize>,
 }
 
-/// What deployer puts on the resources it creates: tags, and a new repository's lifecycle policy.
+/// What deployer puts on what it creates: tags (repositories, `release`'s task-definition
+/// revisions and GitHub deployment), and a created repository's lifecycle policy: `push` and
+/// `release`.
 #[derive(Debug, Clone, Default, Args)]
 pub struct ResourceArgs {
+    /// KEY=VALUE tag on what deployer creates or registers, besides app, environment, git-sha
+    /// and run-url (repeatable, or comma-separated).
+    #[arg(long = "resource-tag", env = "DEPLOYER_RESOURCE_TAGS", value_delimiter = ',')]
+    pub resource_tags: Vec<String>,
     /// With --create-repository: no lifecycle policy on the new repository.
     #[arg(long, env = "DEPLOYER_NO_LIFECYCLE_POLICY")]
     pub no_lifecycle_policy: bool,
@@ -146,16 +163,32 @@ pub struct ResourceArgs {
     /// With --create-repository: the lifecycle policy expires untagged images after D days (default 14).
     #[arg(long, env = "DEPLOYER_EXPIRE_UNTAGGED_DAYS")]
     pub expire_untagged_days: Option<u32>,
-    /// KEY=VALUE tag on what deployer creates or registers, besides app, environment,
-    /// git-sha and run-url (repeatable).
-    #[arg(long = "resource-tag")]
-    pub resource_tags: Vec<String>,
-    /// Set by `release`: the app and environment tags, and deployer.toml's `resource-tags`.
-    #[arg(skip)]
-    pub context: Option<crate::tags::Context>,
-    /// Set by `release`: deployer.toml's `lifecycle-policy`.
-    #[arg(skip)]
-    pub lifecycle_file: Option<crate::lifecycle_policy::LifecycleSetting>,
+}
+
+/// Where a promoted image is read from: `promote` and `release`.
+#[derive(Debug, Clone, Default, Args)]
+pub struct PromoteSourceArgs {
+    /// The source registry when it is not the destination's (a host or URL).
+    #[arg(long, env = "DEPLOYER_FROM_REGISTRY")]
+    pub from_registry: Option<String>,
+    /// A role (assumed with the current credentials) whose ECR token reads the source registry.
+    #[arg(long, env = "DEPLOYER_FROM_ROLE_ARN")]
+    pub from_role_arn: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct PushArgs {
+    /// oci:DIR[:ref] | docker-archive:FILE | docker:IMAGE
+    #[arg(long, env = "DEPLOYER_SOURCE")]
+    pub source: String,
+    #[arg(long, env = "DEPLOYER_REPOSITORY")]
+    pub repository: String,
+    #[command(flatten)]
+    pub target: ImageTargetArgs,
+    #[command(flatten)]
+    pub upload: UploadArgs,
+    #[command(flatten)]
+    pub resources: ResourceArgs,
 }
 
 #[derive(Debug, Args)]
@@ -163,18 +196,12 @@ pub struct PromoteArgs {
     /// REPO:TAG or REPO@DIGEST
     #[arg(long, env = "DEPLOYER_FROM")]
     pub from: String,
-    /// The source registry when it is not the destination's (a host or URL).
-    #[arg(long, env = "DEPLOYER_FROM_REGISTRY")]
-    pub from_registry: Option<String>,
-    /// A role (assumed with the current credentials) whose ECR token reads the source registry.
-    #[arg(long, env = "DEPLOYER_FROM_ROLE_ARN")]
-    pub from_role_arn: Option<String>,
+    #[command(flatten)]
+    pub source: PromoteSourceArgs,
     #[arg(long, env = "DEPLOYER_REPOSITORY")]
     pub repository: String,
-    #[arg(long = "tag", env = "DEPLOYER_TAGS", value_delimiter = ',')]
-    pub tags: Vec<String>,
-    #[arg(long, env = "DEPLOYER_REGISTRY_ENDPOINT")]
-    pub registry_endpoint: Option<String>,
+    #[command(flatten)]
+    pub target: ImageTargetArgs,
 }
 
 /// What `render` puts into a template; shared by the task-definition commands and `release`.
@@ -227,12 +254,37 @@ pub struct TaskDefArgs {
     pub exit_code: bool,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum Strategy {
-    Rolling,
-    BlueGreen,
-    Canary,
-    Linear,
+/// How a deploy is gated and settled: `deploy` and `release`. Those also in deployer.toml
+/// (strategy, health-url, test-url, bake, timeout) have no default here, so the file applies
+/// when the flag is absent.
+#[derive(Debug, Clone, Default, Args)]
+pub struct GateArgs {
+    /// rolling (default) | blue-green | canary | linear
+    #[arg(long, value_enum, env = "DEPLOYER_STRATEGY")]
+    pub strategy: Option<Strategy>,
+    /// A URL that must answer 2xx (JSON `status` ok/healthy) before the deploy counts as healthy.
+    #[arg(long = "health-url", env = "DEPLOYER_HEALTH_URL", value_delimiter = ',')]
+    pub health_urls: Vec<String>,
+    /// Seconds the new revision must stay healthy after ECS completes, before success.
+    #[arg(long, env = "DEPLOYER_BAKE")]
+    pub bake: Option<u64>,
+    /// Seconds before the deploy counts as failed (and is rolled back); default 1800.
+    #[arg(long, env = "DEPLOYER_TIMEOUT")]
+    pub timeout: Option<u64>,
+    /// On failure leave the service as it is (exit 4) instead of rolling back.
+    #[arg(long, env = "DEPLOYER_NO_ROLLBACK")]
+    pub no_rollback: bool,
+    /// With several --service: when one fails, roll back all of them.
+    #[arg(long, env = "DEPLOYER_ALL_OR_NOTHING")]
+    pub all_or_nothing: bool,
+    /// Consecutive good probe answers the gate needs per URL.
+    #[arg(long, default_value_t = 3, env = "DEPLOYER_PROBE_SUCCESSES")]
+    pub probe_successes: u32,
+    /// Consecutive bad probe answers (one URL) that fail the gate.
+    #[arg(long, default_value_t = 3, env = "DEPLOYER_PROBE_FAILURES")]
+    pub probe_failures: u32,
+    #[command(flatten)]
+    pub traffic: TrafficArgs,
 }
 
 #[derive(Debug, Args)]
@@ -242,44 +294,21 @@ pub struct DeployArgs {
     /// The service to roll forward; repeat (or comma-separate) to deploy several in parallel.
     #[arg(long = "service", required = true, env = "DEPLOYER_SERVICE", value_delimiter = ',')]
     pub services: Vec<String>,
-    /// A task definition ARN or family:revision, or a JSON FILE to register first (not with
-    /// --force-new-deployment).
-    #[arg(long, env = "DEPLOYER_TASK_DEFINITION", default_value = "", hide_default_value = true)]
-    pub task_definition: String,
-    /// Roll the service's current revision again, so new tasks read rotated secrets and changed
-    /// parameters; the report names what changed since the running tasks started.
+    /// A task definition ARN or family:revision, or a JSON FILE to register first (after
+    /// every service passed its checks). Not with --force-new-deployment / refresh.
+    #[arg(long, env = "DEPLOYER_TASK_DEFINITION")]
+    pub task_definition: Option<String>,
+    /// Roll the services' current revision again, so new tasks read rotated secrets and
+    /// changed parameters; the report names what changed since the running tasks started.
     #[arg(long, env = "DEPLOYER_FORCE_NEW_DEPLOYMENT")]
     pub force_new_deployment: bool,
-    #[arg(long, value_enum, default_value_t = Strategy::Rolling, env = "DEPLOYER_STRATEGY")]
-    pub strategy: Strategy,
-    /// A URL that must answer 2xx (JSON `status` ok/healthy) before the deploy counts as healthy.
-    #[arg(long = "health-url", env = "DEPLOYER_HEALTH_URL", value_delimiter = ',')]
-    pub health_urls: Vec<String>,
-    /// Seconds the new revision must stay healthy after ECS completes, before success.
-    #[arg(long, env = "DEPLOYER_BAKE")]
-    pub bake: Option<u64>,
-    /// Seconds before the deploy counts as failed (and is rolled back).
-    #[arg(long, default_value_t = 1800, env = "DEPLOYER_TIMEOUT")]
-    pub timeout: u64,
-    /// On failure leave the service as it is (exit 4) instead of rolling back.
-    #[arg(long, env = "DEPLOYER_NO_ROLLBACK")]
-    pub no_rollback: bool,
-    /// With several --service: when one fails, roll back all of them.
-    #[arg(long, env = "DEPLOYER_ALL_OR_NOTHING")]
-    pub all_or_nothing: bool,
-    /// Consecutive good probe answers the gate needs per --health-url.
-    #[arg(long, default_value_t = 3, env = "DEPLOYER_PROBE_SUCCESSES")]
-    pub probe_successes: u32,
-    /// Consecutive bad probe answers (one URL) that fail the gate.
-    #[arg(long, default_value_t = 3, env = "DEPLOYER_PROBE_FAILURES")]
-    pub probe_failures: u32,
     #[command(flatten)]
-    pub traffic: TrafficArgs,
+    pub gate: GateArgs,
     #[command(flatten)]
     pub after: AfterDeployArgs,
 }
 
-/// Housekeeping after a successful deploy (deploy and release).
+/// Housekeeping after every service deployed successfully: `deploy` and `release`.
 #[derive(Debug, Clone, Default, Args)]
 pub struct AfterDeployArgs {
     /// Point EventBridge rules and Scheduler schedules that run this task definition family
@@ -327,9 +356,10 @@ pub struct RollbackArgs {
     pub update_scheduled_tasks: bool,
 }
 
-/// `release`: every stage in one call. Each flag overrides the environment's entry in
-/// deployer.toml; the values of the other commands' flags of the same name apply.
-#[derive(Debug, Args)]
+/// `release`: every stage in one call, built from the same flag groups as the single
+/// commands, so every `DEPLOYER_*` works here too. Each flag overrides the environment's
+/// entry in deployer.toml.
+#[derive(Debug, Clone, Args)]
 pub struct ReleaseArgs {
     /// The environment (deployer.toml); inside Actions the event and the file's policy decide
     /// whether this run may deploy there.
@@ -338,19 +368,8 @@ pub struct ReleaseArgs {
     #[arg(long, default_value = "deployer.toml", env = "DEPLOYER_CONFIG")]
     pub config: PathBuf,
 
-    // auth
-    #[arg(long, env = "DEPLOYER_ROLE_ARN")]
-    pub role_arn: Option<String>,
-    #[arg(long, env = "DEPLOYER_CHAIN_ROLE_ARN")]
-    pub chain_role_arn: Option<String>,
-    #[arg(long, default_value = "sts.amazonaws.com", env = "DEPLOYER_AUDIENCE")]
-    pub audience: String,
-    #[arg(long, env = "DEPLOYER_SESSION_NAME")]
-    pub session_name: Option<String>,
-    #[arg(long, default_value_t = 3600, env = "DEPLOYER_DURATION")]
-    pub duration: u32,
-    #[arg(long, value_delimiter = ',', env = "DEPLOYER_ALLOWED_ACCOUNT_IDS")]
-    pub allowed_account_ids: Vec<String>,
+    #[command(flatten)]
+    pub auth: AuthArgs,
 
     // image: push a built image (--source), promote an existing one (--from), or use --image as is
     /// Push this image: oci:DIR[:ref] | docker-archive:FILE | docker:IMAGE
@@ -359,18 +378,16 @@ pub struct ReleaseArgs {
     /// Promote this existing image (REPO:TAG or REPO@DIGEST) without rebuilding.
     #[arg(long, env = "DEPLOYER_FROM")]
     pub from: Option<String>,
-    #[arg(long, env = "DEPLOYER_FROM_REGISTRY")]
-    pub from_registry: Option<String>,
+    #[command(flatten)]
+    pub promote: PromoteSourceArgs,
     #[arg(long, env = "DEPLOYER_REPOSITORY")]
     pub repository: Option<String>,
-    #[arg(long = "tag", env = "DEPLOYER_TAGS", value_delimiter = ',')]
-    pub tags: Vec<String>,
-    #[arg(long, env = "DEPLOYER_CREATE_REPOSITORY")]
-    pub create_repository: bool,
-    #[arg(long, env = "DEPLOYER_REGISTRY_ENDPOINT")]
-    pub registry_endpoint: Option<String>,
-    #[arg(long, env = "DEPLOYER_CONCURRENCY")]
-    pub concurrency: Option<usize>,
+    #[command(flatten)]
+    pub target: ImageTargetArgs,
+    #[command(flatten)]
+    pub upload: UploadArgs,
+    #[command(flatten)]
+    pub resources: ResourceArgs,
 
     // task definition
     #[arg(long, env = "DEPLOYER_TASK_DEFINITION")]
@@ -384,20 +401,13 @@ pub struct ReleaseArgs {
     pub cluster: Option<String>,
     #[arg(long = "service", env = "DEPLOYER_SERVICE", value_delimiter = ',')]
     pub services: Vec<String>,
-    #[arg(long, value_enum, env = "DEPLOYER_STRATEGY")]
-    pub strategy: Option<Strategy>,
-    #[arg(long = "health-url", env = "DEPLOYER_HEALTH_URL", value_delimiter = ',')]
-    pub health_urls: Vec<String>,
-    #[arg(long, env = "DEPLOYER_BAKE")]
-    pub bake: Option<u64>,
-    #[arg(long, env = "DEPLOYER_TIMEOUT")]
-    pub timeout: Option<u64>,
-    #[arg(long, env = "DEPLOYER_NO_ROLLBACK")]
-    pub no_rollback: bool,
-    #[arg(long, env = "DEPLOYER_ALL_OR_NOTHING")]
-    pub all_or_nothing: bool,
     #[command(flatten)]
-    pub traffic: TrafficArgs,
+    pub gate: GateArgs,
+    /// A one-off task of the new revision (migrations) after register and before the deploy.
+    #[command(flatten)]
+    pub pre_deploy: OneOffArgs<PreDeployFlags>,
+    #[command(flatten)]
+    pub after: AfterDeployArgs,
 
     // GitHub Deployments
     /// Token for GitHub Deployments (falls back to GITHUB_TOKEN); without one they are skipped.
@@ -409,13 +419,99 @@ pub struct ReleaseArgs {
     /// The deployed app's URL for the GitHub deployment (default: the first --health-url).
     #[arg(long, env = "DEPLOYER_ENVIRONMENT_URL")]
     pub environment_url: Option<String>,
+}
 
+/// The flag names of a one-off task's settings, per command: `run-task` names them plainly
+/// (`--timeout`), `release` after the stage they configure (`--pre-deploy-timeout`).
+pub trait OneOffFlags: Clone + std::fmt::Debug + Default + Send + Sync + 'static {
+    const COMMAND: &'static str;
+    const COMMAND_ENV: &'static str;
+    const CONTAINER: &'static str;
+    const CONTAINER_ENV: &'static str;
+    const ENV: &'static str;
+    /// `--` and ENV, for messages.
+    const ENV_FLAG: &'static str;
+    const TIMEOUT: &'static str;
+    const TIMEOUT_ENV: &'static str;
+    const LOG_LINES: &'static str;
+    const LOG_LINES_ENV: &'static str;
+}
+
+/// `run-task`'s names: `--command`, `--container`, `--env`, `--timeout`, `--log-lines`.
+#[derive(Debug, Clone, Default)]
+pub struct RunTaskFlags;
+
+impl OneOffFlags for RunTaskFlags {
+    const COMMAND: &'static str = "command";
+    const COMMAND_ENV: &'static str = "DEPLOYER_COMMAND";
+    const CONTAINER: &'static str = "container";
+    const CONTAINER_ENV: &'static str = "DEPLOYER_CONTAINER";
+    const ENV: &'static str = "env";
+    const ENV_FLAG: &'static str = "--env";
+    const TIMEOUT: &'static str = "timeout";
+    const TIMEOUT_ENV: &'static str = "DEPLOYER_TIMEOUT";
+    const LOG_LINES: &'static str = "log-lines";
+    const LOG_LINES_ENV: &'static str = "DEPLOYER_LOG_LINES";
+}
+
+/// `release`'s names: `--pre-deploy-command`, `--pre-deploy-container`, ... (deployer.toml:
+/// `pre-deploy = { command = [...], container = "...", env = {...}, timeout = "...", log-lines = N }`).
+#[derive(Debug, Clone, Default)]
+pub struct PreDeployFlags;
+
+impl OneOffFlags for PreDeployFlags {
+    const COMMAND: &'static str = "pre-deploy-command";
+    const COMMAND_ENV: &'static str = "DEPLOYER_PRE_DEPLOY_COMMAND";
+    const CONTAINER: &'static str = "pre-deploy-container";
+    const CONTAINER_ENV: &'static str = "DEPLOYER_PRE_DEPLOY_CONTAINER";
+    const ENV: &'static str = "pre-deploy-env";
+    const ENV_FLAG: &'static str = "--pre-deploy-env";
+    const TIMEOUT: &'static str = "pre-deploy-timeout";
+    const TIMEOUT_ENV: &'static str = "DEPLOYER_PRE_DEPLOY_TIMEOUT";
+    const LOG_LINES: &'static str = "pre-deploy-log-lines";
+    const LOG_LINES_ENV: &'static str = "DEPLOYER_PRE_DEPLOY_LOG_LINES";
+}
+
+/// A one-off task's command and limits, declared once for `run-task` and `release`'s
+/// pre-deploy stage; `N` names the flags.
+#[derive(Debug, Clone, Default, Args)]
+pub struct OneOffArgs<N: OneOffFlags> {
+    /// The command as a JSON array, e.g. '["bin/migrate","--all"]' (never split by a shell).
+    #[arg(id = N::COMMAND, long = N::COMMAND, env = N::COMMAND_ENV, value_name = "JSON")]
+    pub command: Option<TaskCommand>,
+    /// The container the command and environment apply to (optional with one container).
+    #[arg(id = N::CONTAINER, long = N::CONTAINER, env = N::CONTAINER_ENV)]
+    pub container: Option<String>,
+    /// NAME=VALUE added to that container's environment (repeatable).
+    #[arg(id = N::ENV, long = N::ENV, value_name = "NAME=VALUE")]
+    pub env: Vec<String>,
+    /// How long it may run before deployer stops it: seconds, or 90s / 10m / 1h (default 10m).
+    #[arg(id = N::TIMEOUT, long = N::TIMEOUT, env = N::TIMEOUT_ENV)]
+    pub timeout: Option<String>,
+    /// On failure, show the last N lines each awslogs container wrote (needs logs:GetLogEvents).
+    #[arg(id = N::LOG_LINES, long = N::LOG_LINES, env = N::LOG_LINES_ENV)]
+    pub log_lines: Option<usize>,
+    #[arg(skip)]
+    pub names: std::marker::PhantomData<N>,
+}
+
+/// `run-task`: a one-off task, e.g. `deployer run-task --cluster prod --service web -- bin/migrate`.
+#[derive(Debug, Args)]
+pub struct RunTaskArgs {
+    #[arg(long, env = "DEPLOYER_CLUSTER")]
+    pub cluster: String,
+    /// The service whose network configuration, launch type or capacity provider strategy and
+    /// platform version the task gets; its current revision runs unless --task-definition.
+    #[arg(long, env = "DEPLOYER_SERVICE")]
+    pub service: Option<String>,
+    /// ARN or family[:revision] (default: the --service's current revision).
+    #[arg(long, env = "DEPLOYER_TASK_DEFINITION")]
+    pub task_definition: Option<String>,
     #[command(flatten)]
-    pub pre_deploy: PreDeployArgs,
-    #[command(flatten)]
-    pub after: AfterDeployArgs,
-    #[command(flatten)]
-    pub resources: ResourceArgs,
+    pub task: OneOffArgs<RunTaskFlags>,
+    /// The command, after `--` (instead of --command).
+    #[arg(id = "argv", value_name = "COMMAND", last = true)]
+    pub argv: Vec<String>,
 }
 
 /// `revisions`: what each ACTIVE revision of a family is used by; `--keep N` cleans up.
@@ -434,56 +530,6 @@ pub struct RevisionsArgs {
     /// With --keep: say what would be deregistered, change nothing.
     #[arg(long, requires = "keep")]
     pub dry_run: bool,
-}
-
-/// `run-task`: a one-off task, e.g. `deployer run-task --cluster prod --service web -- bin/migrate`.
-#[derive(Debug, Args)]
-pub struct RunTaskArgs {
-    #[arg(long, env = "DEPLOYER_CLUSTER")]
-    pub cluster: String,
-    /// The service whose network configuration, launch type or capacity provider strategy and
-    /// platform version the task gets; its current revision runs unless --task-definition.
-    #[arg(long, env = "DEPLOYER_SERVICE")]
-    pub service: Option<String>,
-    /// ARN or family[:revision] (default: the --service's current revision).
-    #[arg(long, env = "DEPLOYER_TASK_DEFINITION")]
-    pub task_definition: Option<String>,
-    /// The container the command and --env apply to (optional with one container).
-    #[arg(long, env = "DEPLOYER_CONTAINER")]
-    pub container: Option<String>,
-    /// The command as a JSON array, e.g. '["bin/migrate","--all"]' (or give it after `--`).
-    #[arg(long = "command", env = "DEPLOYER_COMMAND")]
-    pub command_json: Option<String>,
-    /// NAME=VALUE added to the container's environment (repeatable).
-    #[arg(long = "env")]
-    pub env: Vec<String>,
-    /// How long the task may run before deployer stops it: seconds, or 90s / 10m / 1h.
-    #[arg(long, default_value = "10m", env = "DEPLOYER_TIMEOUT")]
-    pub timeout: String,
-    /// On failure, show the last N lines each awslogs container wrote (needs logs:GetLogEvents).
-    #[arg(long, default_value_t = 0, env = "DEPLOYER_LOG_LINES")]
-    pub log_lines: usize,
-    /// The command, after `--`.
-    #[arg(last = true)]
-    pub command: Vec<String>,
-}
-
-/// `release`'s pre-deploy stage: a one-off task of the new revision (migrations) before the
-/// deploy; its failure stops the release with the service untouched.
-#[derive(Debug, Clone, Default, Args)]
-pub struct PreDeployArgs {
-    /// The pre-deploy command as a JSON array, e.g. '["bin/migrate"]' (deployer.toml: pre-deploy.command).
-    #[arg(long, env = "DEPLOYER_PRE_DEPLOY_COMMAND")]
-    pub pre_deploy_command: Option<String>,
-    /// The container it runs in (optional with one container).
-    #[arg(long, env = "DEPLOYER_PRE_DEPLOY_CONTAINER")]
-    pub pre_deploy_container: Option<String>,
-    /// How long it may run: seconds, or 90s / 10m / 1h (default 10m).
-    #[arg(long, env = "DEPLOYER_PRE_DEPLOY_TIMEOUT")]
-    pub pre_deploy_timeout: Option<String>,
-    /// On failure, show the last N awslogs lines of its containers.
-    #[arg(long, env = "DEPLOYER_PRE_DEPLOY_LOG_LINES")]
-    pub pre_deploy_log_lines: Option<usize>,
 }
 
 #[derive(Debug, Subcommand)]

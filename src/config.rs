@@ -1,18 +1,30 @@
 //! `deployer.toml`: per-environment settings (role, cluster, services, which refs may deploy
 //! where), read strictly — an unknown key is an error naming its line, not a silent typo.
-//! Flags override the file; `release` merges both into one plan.
+//! Flags override the file: `merge_release` fills every release flag left empty from the
+//! environment's entry, so the rest of `release` sees one set of flags.
 
 use std::collections::BTreeMap;
 use std::path::Path;
 
 use serde::Deserialize;
 
+use crate::cli::ReleaseArgs;
+use crate::deploy::plan::Strategy;
+
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    #[error("{file}: cannot read it: {reason}")]
-    Read { file: String, reason: String },
-    #[error("{file}: {message}")]
-    Parse { file: String, message: String },
+    #[error("{file}: cannot read it: {source}")]
+    Read {
+        file: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{file}: {}", source.to_string().trim_end())]
+    Parse {
+        file: String,
+        #[source]
+        source: toml::de::Error,
+    },
     #[error("{file}: environment {env:?}: {reason}")]
     Invalid { file: String, env: String, reason: String },
 }
@@ -65,7 +77,7 @@ pub struct Environment {
     /// `schedule`); pull_request events never can.
     #[serde(default)]
     pub events: Vec<String>,
-    pub strategy: Option<String>,
+    pub strategy: Option<Strategy>,
     #[serde(default)]
     pub health_url: OneOrMany,
     /// Test-listener URLs probed before production traffic shifts (blue-green, canary, linear).
@@ -119,18 +131,12 @@ pub struct Params {
 
 impl Config {
     pub fn parse(text: &str, file: &str) -> Result<Config, ConfigError> {
-        let config: Config = toml::from_str(text).map_err(|e| ConfigError::Parse {
-            file: file.to_string(),
-            message: e.to_string().trim_end().to_string(),
-        })?;
+        let config: Config =
+            toml::from_str(text).map_err(|source| ConfigError::Parse { file: file.to_string(), source })?;
         for (name, env) in &config.environments {
             let invalid = |reason: String| ConfigError::Invalid { file: file.to_string(), env: name.clone(), reason };
             check_policy(env).map_err(invalid)?;
-            if let Some(s) = &env.strategy
-                && !["rolling", "blue-green", "canary", "linear"].contains(&s.as_str())
-            {
-                return Err(invalid(format!("strategy {s:?} is not one of rolling, blue-green, canary, linear")));
-            }
+            check_stages(env, &config.resource_tags).map_err(invalid)?;
         }
         Ok(config)
     }
@@ -142,9 +148,90 @@ impl Config {
         match std::fs::read_to_string(path) {
             Ok(text) => Config::parse(&text, &file),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound && !required => Ok(Config::default()),
-            Err(e) => Err(ConfigError::Read { file, reason: e.to_string() }),
+            Err(source) => Err(ConfigError::Read { file, source }),
         }
     }
+}
+
+/// The release flags with every one left empty taken from `env` (the flag wins when both are
+/// given; `env` and `secrets` pairs are the file's first, then the flags', so a flag's pair
+/// overrides a file's of the same name). Returns the merged flags and the region: the
+/// global flag, else the environment's, else the file's.
+pub fn merge_release(
+    args: &ReleaseArgs,
+    region: Option<&str>,
+    env: &Environment,
+    config: &Config,
+) -> (ReleaseArgs, Option<String>) {
+    let or_vec = |flag: &Vec<String>, file: Vec<String>| if flag.is_empty() { file } else { flag.clone() };
+    let pairs = |file: &BTreeMap<String, String>, flags: &[String]| {
+        file.iter().map(|(k, v)| format!("{k}={v}")).chain(flags.iter().cloned()).collect::<Vec<_>>()
+    };
+    let mut m = args.clone();
+    m.auth.role_arn = args.auth.role_arn.clone().or_else(|| env.role_arn.clone());
+    m.auth.chain_role_arn = args.auth.chain_role_arn.clone().or_else(|| env.chain_role_arn.clone());
+    m.auth.allowed_account_ids = or_vec(&args.auth.allowed_account_ids, env.allowed_account_ids.clone());
+    m.repository = args.repository.clone().or_else(|| env.repository.clone());
+    m.task_definition = args.task_definition.clone().or_else(|| env.task_definition.clone());
+    m.render.container = args.render.container.clone().or_else(|| env.container.clone());
+    m.render.secrets_path = args.render.secrets_path.clone().or_else(|| env.secrets_path.clone());
+    m.render.env = pairs(&env.env, &args.render.env);
+    m.render.secrets = pairs(&env.secrets, &args.render.secrets);
+    m.cluster = args.cluster.clone().or_else(|| env.cluster.clone());
+    m.services = or_vec(&args.services, env.service.to_vec());
+    m.gate.strategy = args.gate.strategy.or(env.strategy);
+    m.gate.health_urls = or_vec(&args.gate.health_urls, env.health_url.to_vec());
+    m.gate.traffic.test_urls = or_vec(&args.gate.traffic.test_urls, env.test_url.to_vec());
+    m.gate.bake = args.gate.bake.or(env.bake);
+    m.gate.timeout = args.gate.timeout.or(env.timeout);
+    merge_stages(&mut m, args, env, config);
+    let region = region.map(str::to_string).or_else(|| env.region.clone()).or_else(|| config.region.clone());
+    (m, region)
+}
+
+/// The keys of the stages around the deploy: the pre-deploy task, the after-deploy
+/// housekeeping, the resource tags (the file's top level, then the environment's, then the
+/// flags', so a flag's tag wins) and a created repository's lifecycle policy.
+fn merge_stages(m: &mut ReleaseArgs, args: &ReleaseArgs, env: &Environment, config: &Config) {
+    if let Some(file) = &env.pre_deploy {
+        let (flags, p) = (&args.pre_deploy, &mut m.pre_deploy);
+        p.command = flags.command.clone().or_else(|| Some(crate::runtask::TaskCommand(file.command.clone())));
+        p.container = flags.container.clone().or_else(|| file.container.clone());
+        p.env = file.env.iter().map(|(k, v)| format!("{k}={v}")).chain(flags.env.iter().cloned()).collect();
+        p.timeout = flags.timeout.clone().or_else(|| file.timeout.as_ref().map(|t| t.as_flag()));
+        p.log_lines = flags.log_lines.or(file.log_lines);
+    }
+    m.after.update_scheduled_tasks = args.after.update_scheduled_tasks || env.update_scheduled_tasks == Some(true);
+    m.after.keep_revisions = args.after.keep_revisions.or(env.keep_revisions);
+    let file_tags = config.resource_tags.iter().chain(&env.resource_tags);
+    let tags = file_tags.map(|(k, v)| format!("{k}={v}")).chain(args.resources.resource_tags.iter().cloned());
+    m.resources.resource_tags = tags.collect();
+    if let Some(setting) = &env.lifecycle_policy {
+        let r = &args.resources;
+        let flags = crate::lifecycle_policy::Flags {
+            off: r.no_lifecycle_policy,
+            keep_images: r.keep_images,
+            expire_untagged_days: r.expire_untagged_days,
+        };
+        let merged = setting.under(flags);
+        m.resources.no_lifecycle_policy = merged.off;
+        m.resources.keep_images = merged.keep_images;
+        m.resources.expire_untagged_days = merged.expire_untagged_days;
+    }
+}
+
+/// The stage keys of one environment that can be wrong in the file itself.
+fn check_stages(env: &Environment, top_tags: &BTreeMap<String, String>) -> Result<(), String> {
+    if let Some(p) = &env.pre_deploy {
+        p.check()?;
+    }
+    if env.keep_revisions == Some(0) {
+        return Err("keep-revisions must be at least 1 (the live revision is always kept)".into());
+    }
+    for (k, v) in top_tags.iter().chain(&env.resource_tags) {
+        crate::tags::check(k, v).map_err(|e| format!("resource-tags: {e}"))?;
+    }
+    Ok(())
 }
 
 /// The policy keys of one environment: patterns that compile, events that can deploy.
@@ -217,10 +304,13 @@ health-url = ["https://shop.example.com/health"]
         assert!(err.contains("unknown field `clustr`"), "{err}");
         let bad = "[environments.prod]\nstrategy = \"yolo\"\n";
         let err = Config::parse(bad, "d.toml").unwrap_err().to_string();
-        assert_eq!(
-            err,
-            "d.toml: environment \"prod\": strategy \"yolo\" is not one of rolling, blue-green, canary, linear"
+        assert!(err.starts_with("d.toml: TOML parse error at line 2, column 12"), "{err}");
+        assert!(
+            err.contains("unknown variant `yolo`, expected one of `rolling`, `blue-green`, `canary`, `linear`"),
+            "{err}"
         );
+        let good = Config::parse("[environments.prod]\nstrategy = \"blue-green\"\n", "d.toml").unwrap();
+        assert_eq!(good.environments["prod"].strategy, Some(Strategy::BlueGreen));
         let glob = "[environments.prod]\nbranches = [\"release/[\"]\n";
         assert!(Config::parse(glob, "d.toml").unwrap_err().to_string().contains("branches: pattern \"release/[\""));
         assert!(Config::load(Path::new("/nonexistent/deployer.toml"), false).unwrap().environments.is_empty());
@@ -245,6 +335,94 @@ health-url = ["https://shop.example.com/health"]
             let err = Config::parse(&format!("[environments.prod]\n{text}\n"), "d.toml").unwrap_err().to_string();
             assert!(err.starts_with("d.toml: environment \"prod\": "), "{err}");
             assert!(err.contains(want), "{text}: {err}");
+        }
+    }
+
+    #[test]
+    fn flags_win_and_the_file_fills_what_they_leave_empty() {
+        use clap::Parser;
+        let c = Config::parse(EXAMPLE, "deployer.toml").unwrap();
+        let prod = &c.environments["production"];
+        let cli = crate::cli::Cli::parse_from([
+            "deployer",
+            "release",
+            "--cluster",
+            "other",
+            "--env",
+            "A=flag",
+            "--probe-failures",
+            "7",
+        ]);
+        let crate::cli::Command::Release(args) = cli.command else { panic!("release") };
+        let (m, region) = merge_release(&args, None, prod, &c);
+        assert_eq!(m.cluster.as_deref(), Some("other"), "the flag wins");
+        assert_eq!(m.services, ["web", "worker"], "the file fills");
+        assert_eq!(m.gate.strategy, Some(Strategy::BlueGreen));
+        assert_eq!(m.gate.health_urls, ["https://shop.example.com/health"]);
+        assert_eq!(m.gate.probe_failures, 7, "flags the file does not know pass through");
+        assert_eq!(m.render.env, ["A=flag"]);
+        assert_eq!(m.auth.role_arn.as_deref(), Some("arn:aws:iam::222222222222:role/deploy-prod"));
+        assert_eq!(region.as_deref(), Some("eu-west-1"), "the file's top level");
+        let (_, region) = merge_release(&args, Some("us-east-2"), prod, &c);
+        assert_eq!(region.as_deref(), Some("us-east-2"), "the global flag first");
+    }
+
+    #[test]
+    fn the_stage_keys_merge_under_the_flags() {
+        use clap::Parser;
+        let text = r#"
+resource-tags = { team = "shop", tier = "web" }
+[environments.prod]
+pre-deploy = { command = ["bin/migrate"], container = "web", timeout = "2m", env = { A = "file" }, log-lines = 5 }
+update-scheduled-tasks = true
+keep-revisions = 3
+resource-tags = { tier = "api" }
+lifecycle-policy = { keep-images = 50 }
+"#;
+        let c = Config::parse(text, "d.toml").unwrap();
+        let env = &c.environments["prod"];
+        let parse = |extra: &[&str]| {
+            let cli = crate::cli::Cli::parse_from([&["deployer", "release"][..], extra].concat());
+            let crate::cli::Command::Release(args) = cli.command else { panic!("release") };
+            merge_release(&args, None, env, &c).0
+        };
+        let m = parse(&[]);
+        let p = &m.pre_deploy;
+        assert_eq!(p.command.as_ref().map(|c| c.0.clone()), Some(vec!["bin/migrate".to_string()]));
+        assert_eq!((p.container.as_deref(), p.timeout.as_deref(), p.log_lines), (Some("web"), Some("2m"), Some(5)));
+        assert_eq!(p.env, ["A=file"]);
+        assert!(m.after.update_scheduled_tasks);
+        assert_eq!(m.after.keep_revisions, Some(3));
+        assert_eq!(
+            m.resources.resource_tags,
+            ["team=shop", "tier=web", "tier=api"],
+            "the environment's after the top's"
+        );
+        assert_eq!((m.resources.keep_images, m.resources.no_lifecycle_policy), (Some(50), false));
+        let m = parse(&[
+            "--pre-deploy-command",
+            r#"["bin/seed"]"#,
+            "--pre-deploy-timeout",
+            "30",
+            "--keep-revisions",
+            "9",
+            "--resource-tag",
+            "tier=flag",
+            "--no-lifecycle-policy",
+        ]);
+        assert_eq!(m.pre_deploy.command.map(|c| c.0), Some(vec!["bin/seed".to_string()]));
+        assert_eq!((m.pre_deploy.timeout.as_deref(), m.pre_deploy.container.as_deref()), (Some("30"), Some("web")));
+        assert_eq!(m.after.keep_revisions, Some(9));
+        assert_eq!(m.resources.resource_tags.last().map(String::as_str), Some("tier=flag"));
+        assert_eq!((m.resources.keep_images, m.resources.no_lifecycle_policy), (None, true), "the flag turns it off");
+        for (bad, why) in [
+            ("pre-deploy = { command = [] }", "pre-deploy.command is empty"),
+            ("pre-deploy = { command = [\"m\"], timeout = \"soon\" }", "pre-deploy.timeout \"soon\" is not a duration"),
+            ("keep-revisions = 0", "keep-revisions must be at least 1"),
+            ("resource-tags = { app = \"x\" }", "resource-tags: resource tag \"app\": deployer sets this tag itself"),
+        ] {
+            let err = Config::parse(&format!("[environments.prod]\n{bad}\n"), "d.toml").unwrap_err().to_string();
+            assert!(err.contains(why), "{bad}: {err}");
         }
     }
 }

@@ -17,6 +17,7 @@ pub mod image_ref;
 pub mod lifecycle_policy;
 pub mod output;
 pub mod params;
+pub mod pipeline;
 pub mod refresh;
 pub mod report;
 pub mod resolve;

@@ -33,30 +33,44 @@ pub struct Policy {
     pub expire_untagged_days: u32,
 }
 
-/// Flags over the file; `None` when the policy is off.
-pub fn resolve(
-    off: bool,
-    keep_images: Option<u32>,
-    expire_untagged_days: Option<u32>,
-    file: Option<&LifecycleSetting>,
-) -> Result<Option<Policy>, String> {
-    let (enabled, rules) = match file {
-        Some(LifecycleSetting::Enabled(e)) => (*e, LifecycleRules::default()),
-        Some(LifecycleSetting::Rules(r)) => (true, r.clone()),
-        None => (true, LifecycleRules::default()),
-    };
-    let flags_given = keep_images.is_some() || expire_untagged_days.is_some();
-    if off && flags_given {
+/// The flags' three settings: `--no-lifecycle-policy`, `--keep-images`, `--expire-untagged-days`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Flags {
+    pub off: bool,
+    pub keep_images: Option<u32>,
+    pub expire_untagged_days: Option<u32>,
+}
+
+impl LifecycleSetting {
+    /// The flags with the file filling what they leave empty: `false` turns the policy off
+    /// unless a number flag is given (which turns it back on); rules fill missing numbers
+    /// unless the flags turned it off.
+    pub fn under(&self, flags: Flags) -> Flags {
+        let given = flags.keep_images.is_some() || flags.expire_untagged_days.is_some();
+        match self {
+            LifecycleSetting::Enabled(false) if !given => Flags { off: true, ..flags },
+            LifecycleSetting::Rules(r) if !flags.off => Flags {
+                off: false,
+                keep_images: flags.keep_images.or(r.keep_images),
+                expire_untagged_days: flags.expire_untagged_days.or(r.expire_untagged_days),
+            },
+            _ => flags,
+        }
+    }
+}
+
+/// The policy the (merged) flags ask for; `None` when it is off.
+pub fn resolve(flags: Flags) -> Result<Option<Policy>, String> {
+    let Flags { off, keep_images, expire_untagged_days } = flags;
+    if off && (keep_images.is_some() || expire_untagged_days.is_some()) {
         return Err("--no-lifecycle-policy cannot go with --keep-images / --expire-untagged-days".into());
     }
-    if off || (!enabled && !flags_given) {
+    if off {
         return Ok(None);
     }
     let policy = Policy {
-        keep_images: keep_images.or(rules.keep_images).unwrap_or(DEFAULT_KEEP_IMAGES),
-        expire_untagged_days: expire_untagged_days
-            .or(rules.expire_untagged_days)
-            .unwrap_or(DEFAULT_EXPIRE_UNTAGGED_DAYS),
+        keep_images: keep_images.unwrap_or(DEFAULT_KEEP_IMAGES),
+        expire_untagged_days: expire_untagged_days.unwrap_or(DEFAULT_EXPIRE_UNTAGGED_DAYS),
     };
     if !(1..=10_000).contains(&policy.keep_images) {
         return Err(format!("keep-images {} is not between 1 and 10000", policy.keep_images));
@@ -95,22 +109,20 @@ mod tests {
 
     #[test]
     fn flags_beat_the_file_and_off_means_off() {
+        let flags = |off, keep_images, expire_untagged_days| Flags { off, keep_images, expire_untagged_days };
+        let policy = |keep_images, expire_untagged_days| Ok(Some(Policy { keep_images, expire_untagged_days }));
         let rules = LifecycleSetting::Rules(LifecycleRules { keep_images: Some(50), expire_untagged_days: None });
-        assert_eq!(resolve(false, None, None, None), Ok(Some(Policy { keep_images: 30, expire_untagged_days: 14 })));
-        assert_eq!(
-            resolve(false, None, Some(7), Some(&rules)),
-            Ok(Some(Policy { keep_images: 50, expire_untagged_days: 7 }))
-        );
-        assert_eq!(resolve(true, None, None, Some(&rules)), Ok(None));
-        assert_eq!(resolve(false, None, None, Some(&LifecycleSetting::Enabled(false))), Ok(None));
-        assert_eq!(
-            resolve(false, Some(5), None, Some(&LifecycleSetting::Enabled(false))),
-            Ok(Some(Policy { keep_images: 5, expire_untagged_days: 14 })),
-            "a flag turns it back on"
-        );
-        assert!(resolve(true, Some(5), None, None).unwrap_err().contains("cannot go with"));
-        assert!(resolve(false, Some(0), None, None).unwrap_err().contains("keep-images 0"));
-        assert!(resolve(false, None, Some(9999), None).unwrap_err().contains("expire-untagged-days 9999"));
+        let file_off = LifecycleSetting::Enabled(false);
+        let on = LifecycleSetting::Enabled(true);
+        assert_eq!(resolve(flags(false, None, None)), policy(30, 14), "the defaults");
+        assert_eq!(resolve(rules.under(flags(false, None, Some(7)))), policy(50, 7));
+        assert_eq!(resolve(rules.under(flags(true, None, None))), Ok(None), "the flag turns it off");
+        assert_eq!(resolve(file_off.under(flags(false, None, None))), Ok(None));
+        assert_eq!(resolve(on.under(flags(false, None, None))), policy(30, 14));
+        assert_eq!(resolve(file_off.under(flags(false, Some(5), None))), policy(5, 14), "a flag turns it back on");
+        assert!(resolve(flags(true, Some(5), None)).unwrap_err().contains("cannot go with"));
+        assert!(resolve(flags(false, Some(0), None)).unwrap_err().contains("keep-images 0"));
+        assert!(resolve(flags(false, None, Some(9999))).unwrap_err().contains("expire-untagged-days 9999"));
     }
 
     #[test]

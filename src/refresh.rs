@@ -4,17 +4,16 @@
 //! changed since the oldest running task started.
 //!
 //! Metadata only, never a value: Parameter Store's DescribeParameters (LastModifiedDate,
-//! Version) and Secrets Manager's DescribeSecret (LastChangedDate, the AWSCURRENT version id).
-//! GetParameter (even without decryption) and GetSecretValue are never called. The references
-//! come from the task definition (container `secrets`, log drivers' `secretOptions`, private
-//! registry credentials); the comparison is a pure function.
+//! Version) and Secrets Manager's DescribeSecret (LastChangedDate, the AWSCURRENT version id),
+//! read by `pipeline::refresh`. GetParameter (even without decryption) and GetSecretValue are
+//! never called. The references come from the task definition (container `secrets`, log
+//! drivers' `secretOptions`, private registry credentials); this file is pure: the references,
+//! the comparison and the report.
 
 use std::collections::BTreeMap;
 use std::fmt;
 
-use aws_config::SdkConfig;
-use aws_sdk_ecs::types::{DesiredStatus, TaskDefinition};
-use aws_sdk_ssm::types::ParameterStringFilter;
+use aws_sdk_ecs::types::TaskDefinition;
 use serde::Serialize;
 
 use crate::taskdef::refs::{Target, parse_value_from};
@@ -217,116 +216,6 @@ pub fn summary(report: &SecretsReport) -> String {
         }
     }
     md
-}
-
-/// The oldest `startedAt` of the running tasks of `services` (epoch ms).
-pub async fn oldest_task_start(
-    ecs: &aws_sdk_ecs::Client,
-    cluster: &str,
-    services: &[String],
-) -> Result<Option<i64>, String> {
-    let mut oldest: Option<i64> = None;
-    for service in services {
-        let list = ecs
-            .list_tasks()
-            .cluster(cluster)
-            .service_name(service)
-            .desired_status(DesiredStatus::Running)
-            .send()
-            .await
-            .map_err(|e| format!("ECS ListTasks: {}", crate::aws::auth::sdk_message(&e)))?;
-        for chunk in list.task_arns().chunks(100) {
-            let out = ecs
-                .describe_tasks()
-                .cluster(cluster)
-                .set_tasks(Some(chunk.to_vec()))
-                .send()
-                .await
-                .map_err(|e| format!("ECS DescribeTasks: {}", crate::aws::auth::sdk_message(&e)))?;
-            for t in out.tasks().iter().filter(|t| t.last_status() == Some("RUNNING")) {
-                if let Some(at) = t.started_at().and_then(|d| d.to_millis().ok()) {
-                    oldest = Some(oldest.map_or(at, |o| o.min(at)));
-                }
-            }
-        }
-    }
-    Ok(oldest)
-}
-
-/// DescribeParameters / DescribeSecret for every reference (by lookup key).
-pub async fn metadata(config: &SdkConfig, refs: &[Reference]) -> BTreeMap<String, Result<Meta, String>> {
-    let mut out = BTreeMap::new();
-    let mut names = Vec::new();
-    for r in refs {
-        match parse_value_from(&r.value_from) {
-            Ok(Target::Parameter { name, .. }) if !names.contains(&name) => names.push(name),
-            Ok(Target::Secret { id, region, .. }) if !out.contains_key(&format!("secretsmanager:{id}")) => {
-                let result = secret_meta(config, &id, &region).await;
-                out.insert(format!("secretsmanager:{id}"), result);
-            }
-            _ => {}
-        }
-    }
-    let ssm = aws_sdk_ssm::Client::new(config);
-    for chunk in names.chunks(10) {
-        let mut found = BTreeMap::new();
-        let filter =
-            ParameterStringFilter::builder().key("Name").option("Equals").set_values(Some(chunk.to_vec())).build();
-        let result = match filter {
-            Ok(filter) => {
-                let mut pages = ssm.describe_parameters().parameter_filters(filter).into_paginator().send();
-                let mut error = None;
-                while let Some(page) = pages.next().await {
-                    match page {
-                        Ok(page) => {
-                            for p in page.parameters() {
-                                let (Some(name), Some(at)) = (p.name(), p.last_modified_date()) else { continue };
-                                let changed_ms = at.to_millis().unwrap_or_default();
-                                found.insert(
-                                    name.to_string(),
-                                    Meta { changed_ms, version: Some(p.version().to_string()) },
-                                );
-                            }
-                        }
-                        Err(e) => {
-                            error = Some(format!(
-                                "SSM DescribeParameters: {}",
-                                aws_sdk_ssm::error::DisplayErrorContext(&e)
-                            ));
-                            break;
-                        }
-                    }
-                }
-                error.map_or(Ok(()), Err)
-            }
-            Err(e) => Err(e.to_string()),
-        };
-        for name in chunk {
-            let meta = match (&result, found.remove(name)) {
-                (Err(e), _) => Err(e.clone()),
-                (Ok(()), Some(m)) => Ok(m),
-                (Ok(()), None) => Err(format!("parameter {name} was not found")),
-            };
-            out.insert(format!("ssm:{name}"), meta);
-        }
-    }
-    out
-}
-
-async fn secret_meta(config: &SdkConfig, id: &str, region: &str) -> Result<Meta, String> {
-    let config = config.to_builder().region(aws_config::Region::new(region.to_string())).build();
-    let sm = aws_sdk_secretsmanager::Client::new(&config);
-    let out = sm
-        .describe_secret()
-        .secret_id(id)
-        .send()
-        .await
-        .map_err(|e| format!("Secrets Manager DescribeSecret: {}", crate::aws::auth::sdk_message(&e)))?;
-    let at = out.last_changed_date().or(out.created_date()).ok_or("DescribeSecret gave no LastChangedDate")?;
-    let current = out
-        .version_ids_to_stages()
-        .and_then(|m| m.iter().find(|(_, stages)| stages.iter().any(|s| s == "AWSCURRENT")).map(|(id, _)| id.clone()));
-    Ok(Meta { changed_ms: at.to_millis().unwrap_or_default(), version: current })
 }
 
 #[cfg(test)]

@@ -1,7 +1,8 @@
 //! Resource tags for cost allocation and provenance, on everything deployer creates or
 //! registers (ECR repositories, task-definition revisions, the GitHub deployment's payload):
 //! `app`, `environment`, `git-sha`, `run-url`, plus the user's `resource-tags` from
-//! deployer.toml and `--resource-tag KEY=VALUE`. Pure.
+//! deployer.toml and `--resource-tag KEY=VALUE`. Pure: the job's variables come in through a
+//! function the edge passes.
 //!
 //! The job's environment is hostile input: values taken from it are cut down to the characters
 //! and length AWS accepts rather than trusted; user tags that break AWS's rules are refused with
@@ -43,6 +44,9 @@ pub fn check(key: &str, value: &str) -> Result<(), TagError> {
     if !key.chars().chain(value.chars()).all(allowed) {
         return Err(bad("keys and values hold only letters, digits, spaces and _ . : / = + - @"));
     }
+    if key.contains('=') {
+        return Err(bad("deployer reads tags as KEY=VALUE, so keys hold no ="));
+    }
     if key.to_ascii_lowercase().starts_with("aws:") {
         return Err(bad("the aws: prefix is reserved for AWS"));
     }
@@ -61,24 +65,20 @@ pub fn parse_flag(input: &str) -> Result<(String, String), TagError> {
     Ok((k.to_string(), v.to_string()))
 }
 
-/// What `release` knows about the tags beyond the flags: the app, the environment, and
-/// deployer.toml's `resource-tags` (top level, then the environment's).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Context {
-    pub app: Option<String>,
-    pub environment: Option<String>,
-    pub file_tags: BTreeMap<String, String>,
-}
-
-/// The tags for `--resource-tag` flags in `context` (or none), from the process environment.
-pub fn from_flags(flags: &[String], context: Option<&Context>) -> Result<Vec<(String, String)>, TagError> {
-    let mut user = context.map(|c| c.file_tags.clone()).unwrap_or_default();
+/// The tags of one run: the standard ones, then `--resource-tag` pairs (deployer.toml's come
+/// first among them, so a flag's pair of the same key wins). `var` reads the job's variables.
+pub fn from_flags(
+    flags: &[String],
+    app: Option<&str>,
+    environment: Option<&str>,
+    var: &dyn Fn(&str) -> Option<String>,
+) -> Result<Vec<(String, String)>, TagError> {
+    let mut user = BTreeMap::new();
     for f in flags {
         let (k, v) = parse_flag(f)?;
         user.insert(k, v);
     }
-    let var = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
-    resource_tags(context.and_then(|c| c.app.as_deref()), context.and_then(|c| c.environment.as_deref()), &user, &var)
+    resource_tags(app, environment, &user, var)
 }
 
 /// The run's page, from the Actions variables: `$GITHUB_SERVER_URL/$GITHUB_REPOSITORY/actions/runs/$GITHUB_RUN_ID`.
@@ -193,6 +193,15 @@ mod tests {
             assert!(err.contains(why), "{k}={v}: {err}");
         }
         assert_eq!(parse_flag("cost-center=42").unwrap(), ("cost-center".into(), "42".into()));
+        assert_eq!(parse_flag("k=a=b").unwrap(), ("k".into(), "a=b".into()), "values may hold =");
+        assert!(check("a=b", "c").unwrap_err().to_string().contains("keys hold no ="));
+        let flags = ["team=a".to_string(), "team=b".to_string()];
+        let tags = from_flags(&flags, Some("shop"), None, &env(&[])).unwrap();
+        assert_eq!(
+            tags,
+            [("app", "shop"), ("team", "b")].map(|(k, v)| (k.to_string(), v.to_string())),
+            "the last wins"
+        );
         assert!(parse_flag("novalue").unwrap_err().to_string().contains("KEY=VALUE"));
         let many: BTreeMap<String, String> = (0..50).map(|i| (format!("k{i}"), "v".to_string())).collect();
         assert!(resource_tags(Some("shop"), None, &many, &env(&[])).unwrap_err().to_string().contains("51 tags"));

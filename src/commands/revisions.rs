@@ -3,14 +3,28 @@
 //! `--keep N` deregisters the unused ones beyond the newest N, `--dry-run` only says which.
 
 use crate::cli::{GlobalArgs, RevisionsArgs};
-use crate::commands::taskdef::Session;
 use crate::error::{Error, Result};
 use crate::exit::Exit;
 use crate::output::Printer;
+use crate::pipeline::Session;
 use crate::revisions::{Cleanup, decide, family_revision, scan};
 
 fn scan_error(e: scan::ScanError) -> Error {
     Error::Input(e.to_string())
+}
+
+/// The family of `--family`, else of the revision `--service` runs.
+async fn family(args: &RevisionsArgs, session: &Session) -> Result<String> {
+    match (&args.family, &args.cluster, &args.service) {
+        (Some(f), _, _) => Ok(f.clone()),
+        (None, Some(cluster), Some(service)) => {
+            let current = crate::taskdef::ecs::service_task_definition(&session.config, cluster, service).await?;
+            family_revision(&current)
+                .map(|(f, _)| f)
+                .ok_or_else(|| Error::Input(format!("cannot read the family of {current}")))
+        }
+        _ => Err(Error::Usage("revisions needs --family, or --cluster and --service".into())),
+    }
 }
 
 pub async fn run(args: &RevisionsArgs, global: &GlobalArgs, printer: &Printer) -> Result<Exit> {
@@ -19,16 +33,7 @@ pub async fn run(args: &RevisionsArgs, global: &GlobalArgs, printer: &Printer) -
     }
     let session = Session::from_default_chain(global).await?;
     let ecs = aws_sdk_ecs::Client::new(&session.config);
-    let family = match (&args.family, &args.cluster, &args.service) {
-        (Some(f), _, _) => f.clone(),
-        (None, Some(cluster), Some(service)) => {
-            let current = crate::taskdef::ecs::service_task_definition(&session.config, cluster, service).await?;
-            family_revision(&current)
-                .map(|(f, _)| f)
-                .ok_or_else(|| Error::Input(format!("cannot read the family of {current}")))?
-        }
-        _ => unreachable!("checked above"),
-    };
+    let family = family(args, &session).await?;
     let result = match args.keep {
         Some(keep) => {
             // Deregistering needs every user known: a scheduled task that cannot be seen refuses.

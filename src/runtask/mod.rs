@@ -2,18 +2,19 @@
 //! RunTask of a revision with a service's placement and command overrides, wait until it
 //! STOPPED, and succeed only when every essential container exited 0.
 //!
-//! This file holds the plain data and the decisions (pure, table-tested); `run` does the ECS
-//! calls and the wait, `logs` reads the last awslogs lines of a container.
+//! This file holds the plain data and the decisions (pure, table-tested): the task's spec
+//! (command, container, environment, time limit) as flags and deployer.toml give it, and the
+//! verdict on a stopped task. `run` does the ECS calls and the wait, `report` says what
+//! happened (text, JSON, step summary).
 
-pub mod logs;
+pub mod report;
 pub mod run;
 
-use std::fmt;
+use std::collections::BTreeMap;
+use std::str::FromStr;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
-
-use crate::exit::Exit;
 
 #[derive(Debug, thiserror::Error)]
 pub enum RunTaskError {
@@ -23,6 +24,22 @@ pub enum RunTaskError {
     Input(String),
     #[error("ECS did not start the task: {0}; nothing ran and the service was not touched")]
     NotStarted(String),
+}
+
+/// A one-off task's time limit when none is given.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(600);
+
+/// What a one-off task runs and how long it may take: flags over deployer.toml, checked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TaskSpec {
+    /// Empty: the task definition's own command.
+    pub command: Vec<String>,
+    /// The container the command and environment apply to (optional with one container).
+    pub container: Option<String>,
+    pub env: Vec<(String, String)>,
+    pub timeout: Duration,
+    /// Last awslogs lines to show on failure (0: none).
+    pub log_lines: usize,
 }
 
 /// One container of a stopped (or stopping) task.
@@ -35,10 +52,9 @@ pub struct ContainerExit {
     pub reason: Option<String>,
 }
 
-/// A task as DescribeTasks shows it, reduced to what the verdict needs.
+/// How a task ended, reduced to what the verdict needs.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct TaskEnd {
-    pub last_status: String,
     pub stop_code: Option<String>,
     pub stopped_reason: Option<String>,
     pub containers: Vec<ContainerExit>,
@@ -116,14 +132,21 @@ pub fn parse_duration(input: &str) -> Result<Duration, String> {
 
 /// A command given as a JSON array of strings (flags and `DEPLOYER_*` variables), so nothing
 /// is split or re-parsed by a shell.
-pub fn parse_command(flag: &str, input: &str) -> Result<Vec<String>, String> {
-    let v: Vec<String> = serde_json::from_str(input).map_err(|_| {
-        format!("{flag} {input:?} is not a JSON array of strings; write it as '[\"bin/migrate\", \"--all\"]'")
-    })?;
-    if v.is_empty() {
-        return Err(format!("{flag} is an empty command"));
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TaskCommand(pub Vec<String>);
+
+impl FromStr for TaskCommand {
+    type Err = String;
+
+    fn from_str(input: &str) -> Result<TaskCommand, String> {
+        let v: Vec<String> = serde_json::from_str(input).map_err(|_| {
+            format!("{input:?} is not a JSON array of strings; write it as '[\"bin/migrate\", \"--all\"]'")
+        })?;
+        if v.is_empty() {
+            return Err("an empty command; name the program, e.g. '[\"bin/migrate\"]'".into());
+        }
+        Ok(TaskCommand(v))
     }
-    Ok(v)
 }
 
 /// `timeout` in deployer.toml: seconds or a duration string.
@@ -135,10 +158,11 @@ pub enum TimeoutSetting {
 }
 
 impl TimeoutSetting {
-    pub fn duration(&self) -> Result<Duration, String> {
+    /// As the flag takes it.
+    pub fn as_flag(&self) -> String {
         match self {
-            TimeoutSetting::Seconds(s) => Ok(Duration::from_secs(*s)),
-            TimeoutSetting::Text(t) => parse_duration(t),
+            TimeoutSetting::Seconds(s) => s.to_string(),
+            TimeoutSetting::Text(t) => t.clone(),
         }
     }
 }
@@ -152,160 +176,22 @@ pub struct PreDeployConfig {
     pub container: Option<String>,
     pub timeout: Option<TimeoutSetting>,
     #[serde(default)]
-    pub env: std::collections::BTreeMap<String, String>,
+    pub env: BTreeMap<String, String>,
     /// Show this many of the container's last awslogs lines when it fails (0: off).
     pub log_lines: Option<usize>,
 }
 
-/// Last lines of one container's awslogs stream.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "kebab-case")]
-pub struct ContainerLogs {
-    pub container: String,
-    pub group: String,
-    pub stream: String,
-    pub lines: Vec<String>,
-    /// Why the lines could not be read, when they could not.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub error: Option<String>,
-}
-
-/// Everything a one-off task leaves behind, for the result, the summary and the exit code.
-#[derive(Debug, Clone, Serialize)]
-#[serde(rename_all = "kebab-case")]
-pub struct RunTaskReport {
-    pub cluster: String,
-    pub task_definition_arn: String,
-    pub task_arn: String,
-    pub container: String,
-    pub command: Vec<String>,
-    pub result: RunResult,
-    pub failure: Option<String>,
-    pub stop_code: Option<String>,
-    pub stopped_reason: Option<String>,
-    pub containers: Vec<ContainerExit>,
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub logs: Vec<ContainerLogs>,
-    pub duration_ms: u64,
-    pub polls: u32,
-}
-
-impl RunTaskReport {
-    pub fn exit(&self) -> Exit {
-        match self.result {
-            RunResult::Succeeded => Exit::Ok,
-            RunResult::Cancelled => Exit::Cancelled,
-            RunResult::Failed | RunResult::TimedOut => Exit::Failed,
+impl PreDeployConfig {
+    /// What can be wrong in the file itself: an empty command, a timeout that is no duration.
+    pub fn check(&self) -> Result<(), String> {
+        if self.command.is_empty() {
+            return Err("pre-deploy.command is empty; name the program, e.g. [\"bin/migrate\"]".into());
         }
-    }
-
-    pub fn succeeded(&self) -> bool {
-        self.result == RunResult::Succeeded
-    }
-
-    /// `running`/`succeeded`/... as the summary and `result` output name it.
-    pub fn result_name(&self) -> &'static str {
-        match self.result {
-            RunResult::Succeeded => "succeeded",
-            RunResult::Failed => "failed",
-            RunResult::TimedOut => "timed-out",
-            RunResult::Cancelled => "cancelled",
-        }
-    }
-}
-
-/// A line of someone else's output made safe to print on its own line: control characters
-/// shown as escapes, and never at the start of a line where the runner reads `::commands::`.
-pub fn safe_line(line: &str) -> String {
-    let mut out = String::with_capacity(line.len() + 2);
-    out.push_str("| ");
-    for ch in line.chars().take(1000) {
-        match ch {
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push(' '),
-            c if c.is_control() => out.push_str(&format!("\\u{{{:x}}}", c as u32)),
-            c => out.push(c),
-        }
-    }
-    out
-}
-
-fn short(arn: &str) -> &str {
-    arn.rsplit('/').next().unwrap_or(arn)
-}
-
-impl fmt::Display for RunTaskReport {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let what = format!("task {} of {}", short(&self.task_arn), short(&self.task_definition_arn));
-        let secs = self.duration_ms as f64 / 1000.0;
-        match self.result {
-            RunResult::Succeeded => write!(f, "{what} succeeded in {secs:.1}s")?,
-            RunResult::Failed => write!(f, "{what} FAILED after {secs:.1}s")?,
-            RunResult::TimedOut => write!(f, "{what} timed out after {secs:.1}s and was stopped")?,
-            RunResult::Cancelled => write!(f, "{what} was cancelled and stopped")?,
-        }
-        if let Some(why) = &self.failure {
-            write!(f, "\n  why: {}", safe_line(why).trim_start_matches("| "))?;
-        }
-        for c in &self.containers {
-            let code = c.exit_code.map(|c| c.to_string()).unwrap_or_else(|| "none".into());
-            let essential = if c.essential { "" } else { " (not essential)" };
-            write!(f, "\n  container {}{essential}: exit code {code}", c.name)?;
-            if let Some(r) = &c.reason {
-                write!(f, " ({})", safe_line(r).trim_start_matches("| "))?;
-            }
-        }
-        for l in &self.logs {
-            write!(f, "\n  last log lines of {} ({} {}):", l.container, l.group, l.stream)?;
-            if let Some(e) = &l.error {
-                write!(f, " could not be read: {e}")?;
-            }
-            for line in &l.lines {
-                write!(f, "\n    {}", safe_line(line))?;
-            }
+        if let Some(t) = &self.timeout {
+            parse_duration(&t.as_flag()).map_err(|e| format!("pre-deploy.timeout {e}"))?;
         }
         Ok(())
     }
-}
-
-/// The markdown section of a one-off task for `$GITHUB_STEP_SUMMARY`.
-pub fn summary(title: &str, r: &RunTaskReport) -> String {
-    let code = |s: &str| format!("`{}`", s.replace('`', "'").replace(['\n', '\r'], " "));
-    let icon = if r.succeeded() { "✅" } else { "❌" };
-    let mut md = format!("### {title}: {icon} {}\n\n", r.result_name());
-    md.push_str(&format!(
-        "{} in {} of {}, {:.1}s\n\n",
-        code(&r.command.join(" ")),
-        code(&r.container),
-        code(short(&r.task_definition_arn)),
-        r.duration_ms as f64 / 1000.0
-    ));
-    if let Some(why) = &r.failure {
-        md.push_str(&format!("**Why:** {}\n\n", code(why)));
-    }
-    if !r.containers.is_empty() {
-        md.push_str("| container | essential | exit code | reason |\n| --- | --- | ---: | --- |\n");
-        for c in &r.containers {
-            md.push_str(&format!(
-                "| {} | {} | {} | {} |\n",
-                code(&c.name),
-                if c.essential { "yes" } else { "no" },
-                c.exit_code.map(|c| c.to_string()).unwrap_or_else(|| "—".into()),
-                c.reason.as_deref().map(code).unwrap_or_default().replace('|', "\\|")
-            ));
-        }
-        md.push('\n');
-    }
-    for l in &r.logs {
-        md.push_str(&format!("<details><summary>last log lines of {}</summary>\n\n```text\n", code(&l.container)));
-        for line in &l.lines {
-            md.push_str(&safe_line(line).replace("```", "'''"));
-            md.push('\n');
-        }
-        md.push_str("```\n\n</details>\n\n");
-    }
-    md
 }
 
 #[cfg(test)]
@@ -318,7 +204,6 @@ mod tests {
 
     fn stopped(containers: Vec<ContainerExit>) -> TaskEnd {
         TaskEnd {
-            last_status: "STOPPED".into(),
             stop_code: Some("EssentialContainerExited".into()),
             stopped_reason: Some("Essential container in task exited".into()),
             containers,
@@ -345,7 +230,6 @@ mod tests {
             (
                 "never started",
                 TaskEnd {
-                    last_status: "STOPPED".into(),
                     stop_code: Some("TaskFailedToStart".into()),
                     stopped_reason: Some("CannotPullContainerError: not found".into()),
                     containers: vec![ContainerExit {
@@ -385,18 +269,11 @@ mod tests {
 
     #[test]
     fn commands_are_json_arrays_never_shell_words() {
-        assert_eq!(parse_command("--command", r#"["bin/migrate", "--all"]"#).unwrap(), ["bin/migrate", "--all"]);
-        assert!(parse_command("--command", "bin/migrate --all").unwrap_err().contains("not a JSON array"));
-        assert!(parse_command("--command", "[]").unwrap_err().contains("empty command"));
-        assert!(parse_command("--command", "[1]").is_err());
-    }
-
-    #[test]
-    fn foreign_lines_cannot_start_a_workflow_command() {
-        assert_eq!(safe_line("::set-output name=x::y"), "| ::set-output name=x::y");
-        assert_eq!(safe_line("a\r\n::error::x\u{1b}[31m"), "| a\\r\\n::error::x\\u{1b}[31m");
-        let long = "x".repeat(5000);
-        assert_eq!(safe_line(&long).len(), 1002);
+        let parse = |s: &str| s.parse::<TaskCommand>();
+        assert_eq!(parse(r#"["bin/migrate", "--all"]"#).unwrap().0, ["bin/migrate", "--all"]);
+        assert!(parse("bin/migrate --all").unwrap_err().contains("is not a JSON array of strings"));
+        assert!(parse("[]").unwrap_err().contains("an empty command"));
+        assert!(parse("[1]").is_err());
     }
 
     #[test]
@@ -408,9 +285,14 @@ timeout = "10m""#,
         )
         .unwrap();
         assert_eq!(c.command, ["bin/migrate"]);
-        assert_eq!(c.timeout.unwrap().duration(), Ok(Duration::from_secs(600)));
+        assert_eq!(c.timeout.as_ref().map(TimeoutSetting::as_flag).as_deref(), Some("10m"));
+        assert!(c.check().is_ok());
         let c: PreDeployConfig = toml::from_str("command = [\"m\"]\ntimeout = 30").unwrap();
-        assert_eq!(c.timeout.unwrap().duration(), Ok(Duration::from_secs(30)));
+        assert_eq!(c.timeout.unwrap().as_flag(), "30");
         assert!(toml::from_str::<PreDeployConfig>("command = [\"m\"]\ncontainr = \"x\"").is_err());
+        let bad: PreDeployConfig = toml::from_str("command = []\n").unwrap();
+        assert!(bad.check().unwrap_err().contains("pre-deploy.command is empty"));
+        let bad: PreDeployConfig = toml::from_str("command = [\"m\"]\ntimeout = \"soon\"").unwrap();
+        assert!(bad.check().unwrap_err().contains("pre-deploy.timeout \"soon\" is not a duration"));
     }
 }

@@ -27,46 +27,63 @@ pub async fn discover(config: &SdkConfig, clusters: &[String]) -> Result<Found, 
     let mut found = Found::default();
     let events = aws_sdk_eventbridge::Client::new(config);
     for cluster in clusters {
-        let mut rules = Vec::new();
+        rule_targets(&events, cluster, &mut found).await?;
+    }
+    schedules(&aws_sdk_scheduler::Client::new(config), clusters, &mut found).await?;
+    Ok(found)
+}
+
+/// The ECS targets on `cluster` of the default bus's rules (ListRuleNamesByTarget, then
+/// ListTargetsByRule of each).
+async fn rule_targets(events: &aws_sdk_eventbridge::Client, cluster: &str, found: &mut Found) -> Result<(), String> {
+    let mut rules = Vec::new();
+    let mut token = None;
+    for _ in 0..MAX_PAGES {
+        let out = events
+            .list_rule_names_by_target()
+            .target_arn(cluster)
+            .set_next_token(token)
+            .send()
+            .await
+            .map_err(|e| format!("EventBridge ListRuleNamesByTarget: {}", crate::aws::auth::sdk_message(&e)))?;
+        rules.extend(out.rule_names().iter().cloned());
+        token = out.next_token().filter(|t| !t.is_empty()).map(str::to_string);
+        if token.is_none() {
+            break;
+        }
+    }
+    for rule in rules {
         let mut token = None;
         for _ in 0..MAX_PAGES {
-            let out = events
-                .list_rule_names_by_target()
-                .target_arn(cluster)
-                .set_next_token(token)
-                .send()
-                .await
-                .map_err(|e| format!("EventBridge ListRuleNamesByTarget: {}", crate::aws::auth::sdk_message(&e)))?;
-            rules.extend(out.rule_names().iter().cloned());
+            let out =
+                events.list_targets_by_rule().rule(&rule).set_next_token(token).send().await.map_err(|e| {
+                    format!("EventBridge ListTargetsByRule {rule}: {}", crate::aws::auth::sdk_message(&e))
+                })?;
+            for t in out.targets().iter().filter(|t| t.arn() == cluster) {
+                let Some(ecs) = t.ecs_parameters() else { continue };
+                found.scheduled.push(Scheduled {
+                    source: Source::Rule { rule: rule.clone(), target_id: t.id().to_string() },
+                    cluster_arn: cluster.to_string(),
+                    task_definition_arn: ecs.task_definition_arn().to_string(),
+                });
+                found.rules.push((rule.clone(), t.clone()));
+            }
             token = out.next_token().filter(|t| !t.is_empty()).map(str::to_string);
             if token.is_none() {
                 break;
             }
         }
-        for rule in rules {
-            let mut token = None;
-            for _ in 0..MAX_PAGES {
-                let out =
-                    events.list_targets_by_rule().rule(&rule).set_next_token(token).send().await.map_err(|e| {
-                        format!("EventBridge ListTargetsByRule {rule}: {}", crate::aws::auth::sdk_message(&e))
-                    })?;
-                for t in out.targets().iter().filter(|t| t.arn() == cluster) {
-                    let Some(ecs) = t.ecs_parameters() else { continue };
-                    found.scheduled.push(Scheduled {
-                        source: Source::Rule { rule: rule.clone(), target_id: t.id().to_string() },
-                        cluster_arn: cluster.clone(),
-                        task_definition_arn: ecs.task_definition_arn().to_string(),
-                    });
-                    found.rules.push((rule.clone(), t.clone()));
-                }
-                token = out.next_token().filter(|t| !t.is_empty()).map(str::to_string);
-                if token.is_none() {
-                    break;
-                }
-            }
-        }
     }
-    let scheduler = aws_sdk_scheduler::Client::new(config);
+    Ok(())
+}
+
+/// The Scheduler schedules whose ECS target is one of `clusters` (ListSchedules, then
+/// GetSchedule of each: the list does not carry the task definition).
+async fn schedules(
+    scheduler: &aws_sdk_scheduler::Client,
+    clusters: &[String],
+    found: &mut Found,
+) -> Result<(), String> {
     let mut token = None;
     for _ in 0..MAX_PAGES {
         let out = scheduler
@@ -84,11 +101,10 @@ pub async fn discover(config: &SdkConfig, clusters: &[String]) -> Result<Found, 
                 scheduler.get_schedule().name(name).group_name(group).send().await.map_err(|e| {
                     format!("Scheduler GetSchedule {group}/{name}: {}", crate::aws::auth::sdk_message(&e))
                 })?;
-            let Some(target) = full.target() else { continue };
-            let Some(ecs) = target.ecs_parameters() else { continue };
+            let Some(ecs) = full.target().and_then(|t| t.ecs_parameters()) else { continue };
             found.scheduled.push(Scheduled {
                 source: Source::Schedule { group: group.to_string(), name: name.to_string() },
-                cluster_arn: target.arn().to_string(),
+                cluster_arn: full.target().map(|t| t.arn().to_string()).unwrap_or_default(),
                 task_definition_arn: ecs.task_definition_arn().to_string(),
             });
             found.schedules.push(full);
@@ -98,7 +114,7 @@ pub async fn discover(config: &SdkConfig, clusters: &[String]) -> Result<Found, 
             break;
         }
     }
-    Ok(found)
+    Ok(())
 }
 
 /// Rewrite each moved target; every change that failed is reported, none stops the others.

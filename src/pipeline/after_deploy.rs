@@ -1,35 +1,23 @@
-//! Housekeeping after a successful deploy, shared by `deploy` and `release` (`rollback` moves
-//! scheduled tasks back with the same code): scheduled tasks
-//! moved to the new revision (`--update-scheduled-tasks`) and old revisions deregistered
-//! (`--keep-revisions N`). Nothing here can fail a deploy that already succeeded: problems are
-//! reported and annotated, and anything uncertain keeps revisions rather than deregistering.
+//! The after-deploy stage, run only when every service deployed successfully (`deploy` and
+//! `release`): scheduled tasks moved to the new revision (`--update-scheduled-tasks`), then
+//! old revisions deregistered (`--keep-revisions N`), so the cleanup sees the schedules on the
+//! new revision. `rollback --update-scheduled-tasks` moves the schedules back with the same
+//! code. Nothing here can fail a deploy that already succeeded: problems are reported and
+//! annotated, and anything uncertain keeps revisions rather than deregistering them.
 
+use std::collections::BTreeSet;
 use std::fmt;
 
 use serde::Serialize;
 
-use crate::cli::AfterDeployArgs;
-use crate::commands::deploy::DeployResult;
-use crate::commands::taskdef::Session;
-use crate::config::Environment;
-use crate::deploy::rolling::Outcome;
-use crate::error::{Error, Result};
-use crate::output::Printer;
+use super::Session;
+use super::plan::AfterDeployPlan;
+use crate::deploy::report::{DeployRun, Outcome};
+use crate::github::runner::{Level, Runner};
 use crate::revisions::{Cleanup, Users, family_revision, scan};
 use crate::schedules::ScheduleReport;
 
-/// Flags over the environment's keys.
-pub fn merge(args: &AfterDeployArgs, env: &Environment) -> Result<AfterDeployArgs> {
-    if env.keep_revisions == Some(0) {
-        return Err(Error::Usage("deployer.toml: keep-revisions must be at least 1".into()));
-    }
-    Ok(AfterDeployArgs {
-        update_scheduled_tasks: args.update_scheduled_tasks || env.update_scheduled_tasks.unwrap_or(false),
-        keep_revisions: args.keep_revisions.or(env.keep_revisions),
-    })
-}
-
-/// What the housekeeping did.
+/// What the stage did.
 #[derive(Debug, Default, Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub struct AfterDeploy {
@@ -55,9 +43,9 @@ impl fmt::Display for AfterDeploy {
 }
 
 /// Revisions a rollback or a running service still needs, from the deploy's own reports.
-fn protected(result: &DeployResult, task_definition: &str) -> Users {
+fn protected(run: &DeployRun, task_definition: &str) -> Users {
     let mut users = Users::new();
-    for r in &result.services {
+    for r in &run.services {
         let name = format!("{}/{}", r.cluster, r.service);
         users.entry(task_definition.to_string()).or_default().push(format!("live: {name}"));
         if !r.previous_task_definition_arn.is_empty() {
@@ -67,49 +55,44 @@ fn protected(result: &DeployResult, task_definition: &str) -> Users {
     users
 }
 
-fn warn(printer: &Printer, message: &str) {
-    printer.runner.annotate(crate::github::runner::Level::Warning, message, None);
-}
-
 /// A text block of the step summary.
-fn summary_block(printer: &Printer, title: &str, text: &str) {
+fn summary_block(runner: &Runner, title: &str, text: &str) {
     let md = format!("\n### {title}\n\n```text\n{}\n```\n", text.replace("```", "'''"));
-    printer.runner.summary(&md).unwrap_or_else(|e| tracing::warn!("step summary: {e}"));
+    runner.summary(&md).unwrap_or_else(|e| tracing::warn!("step summary: {e}"));
 }
 
-/// After a deploy: nothing unless every service succeeded. Scheduled tasks move first, so the
-/// cleanup sees them on the new revision.
+/// After a deploy: nothing unless every service succeeded.
 pub async fn run(
     session: &Session,
-    args: &AfterDeployArgs,
-    result: &DeployResult,
+    plan: &AfterDeployPlan,
+    deployed: &DeployRun,
     task_definition: &str,
-    printer: &Printer,
+    runner: &Runner,
 ) -> AfterDeploy {
     let mut out = AfterDeploy::default();
-    if result.result != Outcome::Succeeded || result.services.is_empty() {
+    if deployed.result != Outcome::Succeeded || deployed.services.is_empty() {
         return out;
     }
-    if args.update_scheduled_tasks {
-        let clusters: std::collections::BTreeSet<&str> = result.services.iter().map(|r| r.cluster.as_str()).collect();
+    if plan.update_scheduled_tasks {
+        let clusters: BTreeSet<&str> = deployed.services.iter().map(|r| r.cluster.as_str()).collect();
         let mut report = ScheduleReport::default();
         for cluster in clusters {
-            let r = move_scheduled_tasks(session, cluster, task_definition, printer).await;
+            let r = move_scheduled_tasks(session, cluster, task_definition, runner).await;
             report.moved.extend(r.moved);
             report.errors.extend(r.errors);
         }
         out.scheduled_tasks = Some(report);
     }
-    if let Some(keep) = args.keep_revisions {
+    if let Some(keep) = plan.keep_revisions {
         let family = family_revision(task_definition).map(|(f, _)| f).unwrap_or_default();
-        let cleanup = clean(session, &family, keep as usize, protected(result, task_definition)).await;
+        let cleanup = clean(session, &family, keep as usize, protected(deployed, task_definition)).await;
         for e in &cleanup.errors {
-            warn(printer, &format!("revision cleanup: {e}"));
+            runner.annotate(Level::Warning, &format!("revision cleanup: {e}"), None);
         }
         if let Some(why) = &cleanup.skipped {
-            warn(printer, &format!("revision cleanup skipped: {why}"));
+            runner.annotate(Level::Warning, &format!("revision cleanup skipped: {why}"), None);
         }
-        summary_block(printer, "revisions", &cleanup.to_string());
+        summary_block(runner, "revisions", &cleanup.to_string());
         out.revisions = Some(cleanup);
     }
     out
@@ -145,7 +128,7 @@ pub fn cluster_arn(session: &Session, cluster: &str) -> String {
 
 /// Point the family's scheduled tasks on `cluster` at `to` (deploy: the new revision;
 /// rollback: the one rolled back to).
-pub async fn move_scheduled_tasks(session: &Session, cluster: &str, to: &str, printer: &Printer) -> ScheduleReport {
+pub async fn move_scheduled_tasks(session: &Session, cluster: &str, to: &str, runner: &Runner) -> ScheduleReport {
     let cluster_arn = cluster_arn(session, cluster);
     let family = family_revision(to).map(|(f, _)| f).unwrap_or_default();
     let report = match crate::schedules::aws::discover(&session.config, std::slice::from_ref(&cluster_arn)).await {
@@ -159,28 +142,8 @@ pub async fn move_scheduled_tasks(session: &Session, cluster: &str, to: &str, pr
         },
     };
     for e in &report.errors {
-        warn(printer, &format!("scheduled tasks: {e}"));
+        runner.annotate(Level::Warning, &format!("scheduled tasks: {e}"), None);
     }
-    summary_block(printer, "scheduled tasks", &report.to_string());
+    summary_block(runner, "scheduled tasks", &report.to_string());
     report
-}
-
-/// `deploy`'s printed result: the deploy's own, plus what the housekeeping did.
-#[derive(Serialize)]
-#[serde(rename_all = "kebab-case")]
-pub struct WithAfterDeploy<'a> {
-    #[serde(flatten)]
-    pub deploy: &'a DeployResult,
-    #[serde(skip_serializing_if = "AfterDeploy::is_empty")]
-    pub after_deploy: AfterDeploy,
-}
-
-impl fmt::Display for WithAfterDeploy<'_> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}", self.deploy)?;
-        if !self.after_deploy.is_empty() {
-            write!(f, "\n{}", self.after_deploy)?;
-        }
-        Ok(())
-    }
 }

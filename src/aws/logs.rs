@@ -1,17 +1,32 @@
 //! The last lines a container wrote through the awslogs driver, read from CloudWatch Logs with
-//! GetLogEvents. Where they are comes from the task definition's `logConfiguration`
-//! (group, stream prefix, region); the stream is `<prefix>/<container>/<task id>`, as the ECS
-//! agent names it. Opt-in (`--log-lines N`): reading needs `logs:GetLogEvents`, and an app's
-//! output may hold what a CI log should not show.
+//! GetLogEvents (through the signed JSON client, `EcsJson::for_service`, not another SDK crate).
+//! Where they are comes from the task definition's `logConfiguration` (group, stream prefix,
+//! region); the stream is `<prefix>/<container>/<task id>`, as the ECS agent names it. Callers
+//! make it opt-in (`--log-lines N`): reading needs `logs:GetLogEvents`, and an app's output may
+//! hold what a CI log should not show. `run-task` reads its task's lines here; the deploy gate's
+//! stopped tasks can use the same two calls (`source`, `tail`).
 
 use std::time::Duration;
 
 use aws_config::{Region, SdkConfig};
 use aws_sdk_ecs::types::{ContainerDefinition, LogDriver};
+use serde::Serialize;
 use serde_json::json;
 
-use super::ContainerLogs;
 use crate::aws::ecs_json::{EcsJson, EcsJsonError};
+
+/// Last lines of one container's awslogs stream.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct ContainerLogs {
+    pub container: String,
+    pub group: String,
+    pub stream: String,
+    pub lines: Vec<String>,
+    /// Why the lines could not be read, when they could not.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
 
 /// Where one container's awslogs lines are.
 #[derive(Debug, Clone, PartialEq, Eq)]
