@@ -151,3 +151,32 @@ async fn refresh_refuses_a_task_definition() {
     assert_eq!(out.code, Some(2), "{out}");
     assert!(out.stderr.contains("refresh rolls the revision the service runs now"), "{out}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_task_that_crashed_before_the_refresh_is_not_counted_against_it() {
+    // ECS keeps a stopped task listed for a while. Before the refresh one of the revision's
+    // tasks crashed (exit 137) and ECS replaced it; the refresh's own tasks are those its
+    // deployment started, so that old crash does not fail the gate.
+    let app = app().await;
+    let tasks = app.sim.control("tasks").await;
+    let pid = tasks["tasks"]
+        .as_array()
+        .and_then(|a| a.iter().find(|t| t["lastStatus"] == "RUNNING"))
+        .and_then(|t| t["containers"][0]["pid"].as_u64())
+        .expect("a running task's pid");
+    let status = std::process::Command::new("kill").args(["-KILL", &pid.to_string()]).status().unwrap();
+    assert!(status.success());
+    let ecs = app.ecs.clone();
+    crate::sim::harness::wait_for("the crashed task to be replaced", Duration::from_secs(30), || async {
+        let stopped =
+            ecs.list_tasks().cluster("main").service_name("web").desired_status(DesiredStatus::Stopped).send().await;
+        let stopped = stopped.ok()?.task_arns().len();
+        let steady = crate::sim::common::wait_steady(&ecs, "main", "web", Duration::from_secs(30)).await;
+        (stopped >= 1 && steady.running_count() == 2).then_some(())
+    })
+    .await;
+    let (out, json, _) = app.refresh().await;
+    assert_eq!(out.code, Some(0), "{out}");
+    assert_eq!(json["result"], "succeeded", "{json}");
+    assert!(json["services"][0]["stopped-tasks"].as_array().unwrap().is_empty(), "{json}");
+}

@@ -146,3 +146,37 @@ async fn a_release_tags_its_revision_and_its_github_deployment() {
         github.requests().into_iter().find(|(m, p, _, _)| m == "POST" && p.ends_with("/deployments")).unwrap();
     assert_eq!(created.2["payload"]["tags"], want, "{:?}", created.2);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_stage_variables_the_action_sets_reach_release() {
+    // action.yml maps `resource-tags`, `keep-revisions` and `update-scheduled-tasks` to these
+    // variables; the pre-deploy flags read theirs too.
+    use crate::release::{release, run, setup};
+    use crate::support::oidc::{Issuer, Job};
+    let s = setup().await;
+    let issuer = Issuer::start(Job { git_ref: "refs/heads/release/4.1".into(), ..Job::default() });
+    let image = crate::sim::harness::push_image(&s.family, "v2").await;
+    let mut c = release(&s, &issuer, "refs/heads/release/4.1", &image);
+    c.env("DEPLOYER_RESOURCE_TAGS", "team=payments,tier=web")
+        .env("DEPLOYER_KEEP_REVISIONS", "1")
+        .env("DEPLOYER_UPDATE_SCHEDULED_TASKS", "true")
+        .env("DEPLOYER_PRE_DEPLOY_COMMAND", r#"["bin/migrate", "say=ok"]"#)
+        .env("DEPLOYER_PRE_DEPLOY_TIMEOUT", "1m");
+    let out = run(c).await;
+    assert_eq!(out.code, Some(0), "{out}");
+    let result: Value = serde_json::from_str(out.stdout.trim()).unwrap_or_else(|e| panic!("{e}\n{out}"));
+    assert_eq!(result["pre-deploy"]["command"], json!(["bin/migrate", "say=ok"]), "{result}");
+    assert_eq!(result["after-deploy"]["revisions"]["keep"], 1, "{result}");
+    assert!(result["after-deploy"]["scheduled-tasks"]["moved"].is_array(), "{result}");
+    let ecs = crate::support::ecs_client(&s.sim.url, &s.account);
+    let td = ecs
+        .describe_task_definition()
+        .task_definition(result["task-definition-arn"].as_str().unwrap())
+        .include(aws_sdk_ecs::types::TaskDefinitionField::Tags)
+        .send()
+        .await
+        .unwrap();
+    let tags: Vec<(&str, &str)> = td.tags().iter().map(|t| (t.key().unwrap(), t.value().unwrap())).collect();
+    assert!(tags.contains(&("team", "payments")) && tags.contains(&("tier", "web")), "{tags:?}");
+    assert!(tags.contains(&("environment", "production")), "{tags:?}");
+}
