@@ -135,6 +135,10 @@ pub struct PromoteArgs {
     /// A role (assumed with the current credentials) whose ECR token reads the source registry.
     #[arg(long, env = "DEPLOYER_FROM_ROLE_ARN")]
     pub from_role_arn: Option<String>,
+    /// Where the source ECR registry's HTTP goes instead of its own host (as --registry-endpoint
+    /// does for the destination).
+    #[arg(long, env = "DEPLOYER_FROM_REGISTRY_ENDPOINT")]
+    pub from_registry_endpoint: Option<String>,
     #[arg(long, env = "DEPLOYER_REPOSITORY")]
     pub repository: String,
     #[arg(long = "tag", env = "DEPLOYER_TAGS", value_delimiter = ',')]

@@ -1,6 +1,6 @@
 //! `deployer promote`: give an image already in a registry new tags, or copy it to another
 //! repository or registry, without rebuilding (`image::promote` explains how bytes move, or
-//! do not).
+//! do not, and which registry gets which credential).
 
 use std::sync::Arc;
 
@@ -11,7 +11,7 @@ use crate::cli::{GlobalArgs, PromoteArgs};
 use crate::commands::push::{PushResult, check_tags, default_config, set_outputs, target};
 use crate::error::Result;
 use crate::exit::Exit;
-use crate::image::promote::{self, SourceRef};
+use crate::image::promote::{self, SourceInputs, SourcePlan, SourceRef};
 use crate::image::push::{DEFAULT_CONCURRENCY, Options, ProgressMode};
 use crate::image::registry::Registry;
 use crate::image::{check_repository, ecr};
@@ -56,35 +56,50 @@ pub async fn run(args: &PromoteArgs, global: &GlobalArgs, printer: &Printer) -> 
 pub async fn execute(config: &SdkConfig, args: &PromoteArgs, printer: &Printer) -> Result<PushResult> {
     check_repository("--repository", &args.repository)?;
     check_tags(&args.tags)?;
-    let mut from = SourceRef::parse(&args.from)?;
+    let from = SourceRef::parse(&args.from)?;
     let from_role = args.from_role_arn.as_deref().map(|a| auth::check_role_arn("--from-role-arn", a)).transpose()?;
-    let from_registry = args.from_registry.clone().or_else(|| from.host.take());
+    if let Some(endpoint) = &args.registry_endpoint {
+        ecr::check_endpoint("--registry-endpoint", endpoint)?;
+    }
+    // What can be refused without the network is refused before any AWS call: look-alike
+    // hosts, ECR over http, an ECR credential for a registry that is not ECR.
+    let inputs = SourceInputs {
+        from_host: from.host.as_deref(),
+        from_registry: args.from_registry.as_deref(),
+        from_registry_endpoint: args.from_registry_endpoint.as_deref(),
+        from_role: from_role.is_some(),
+        dest_host: "",
+        dest_base: args.registry_endpoint.as_deref().unwrap_or_default(),
+    };
+    promote::plan_source(&inputs)?;
     let target = target(config, &args.repository, None, args.registry_endpoint.as_deref(), printer).await?;
-    let dest_host = host_of(target.registry.base()).to_string();
     let repo_host = target.repository.uri.split('/').next().unwrap_or_default().to_string();
-    // The source is the destination registry unless another one is named.
-    let (source, same) = match from_registry.as_deref() {
-        None => (target.registry.clone(), true),
-        Some(r) if host_of(r) == dest_host || host_of(r) == repo_host => (target.registry.clone(), true),
-        Some(r) => {
-            // Another ECR registry: a token for it, from --from-role-arn's credentials when given,
-            // else from ours; another registry is read anonymously unless a role is given.
-            let account = ecr::ecr_account(host_of(r));
+    let plan =
+        promote::plan_source(&SourceInputs { dest_host: &repo_host, dest_base: target.registry.base(), ..inputs })?;
+    let (source, same) = match plan {
+        SourcePlan::Same => (target.registry.clone(), true),
+        SourcePlan::Anonymous { base } => {
+            tracing::info!("reading the source from {base} without credentials (it is not an ECR registry)");
+            (Arc::new(Registry::new(&base, None, None)?), false)
+        }
+        SourcePlan::Ecr { host, account, region, base } => {
+            // Another ECR registry: a token for its account from its region's ECR, with
+            // --from-role-arn's credentials when given, else ours; sent to `base` only.
             let client = match &from_role {
-                Some(role) => Some(source_client(config.region().map(|r| r.to_string()), role, printer).await?),
-                None => account.map(|_| target.ecr.clone()),
-            };
-            let auth = match client {
-                Some(client) => {
-                    let t = ecr::token(&client, account).await?;
-                    for s in &t.secrets {
-                        printer.runner.mask(s);
-                    }
-                    Some(t.header)
+                Some(role) => source_client(Some(region.clone()), role, printer).await?,
+                None => {
+                    let conf = aws_sdk_ecr::config::Builder::from(config)
+                        .region(aws_sdk_ecr::config::Region::new(region.clone()))
+                        .build();
+                    aws_sdk_ecr::Client::from_conf(conf)
                 }
-                None => None,
             };
-            (Arc::new(Registry::new(r, auth, None)?), false)
+            let t = ecr::token(&client, Some(&account)).await?;
+            for s in &t.secrets {
+                printer.runner.mask(s.expose());
+            }
+            tracing::info!("reading the source from {host} (account {account}, {region}) at {base}");
+            (Arc::new(Registry::new(&base, Some(t.header), None)?), false)
         }
     };
     let image = promote::resolve(&source, &from).await?;

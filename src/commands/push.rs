@@ -1,6 +1,6 @@
 //! `deployer push`: check the flags and read the source (no network yet), then find (or create)
-//! the ECR repository, get the registry credential (masked), upload, and report the image URI
-//! by digest.
+//! the ECR repository, get the registry credential (masked, and sent only where
+//! `ecr::registry_base` allows), upload, and report the image URI by digest.
 
 use std::fmt;
 use std::sync::Arc;
@@ -12,11 +12,12 @@ use crate::aws::clients::{self, BaseCredentials};
 use crate::cli::{GlobalArgs, PushArgs};
 use crate::error::{Error, Result};
 use crate::exit::Exit;
+use crate::image::cache::Cache;
 use crate::image::ecr::{self, CreateOptions};
 use crate::image::push::{self, DEFAULT_CONCURRENCY, Options, ProgressMode, Report};
 use crate::image::registry::{Refresh, Registry};
-use crate::image::source::{self, Cache, SourceSpec, human};
-use crate::image::{ImageError, check_repository, check_tag};
+use crate::image::source::{self, SourceSpec, human};
+use crate::image::{check_repository, check_tag};
 use crate::output::Printer;
 
 #[derive(Debug, Serialize)]
@@ -91,15 +92,9 @@ pub async fn target(
     let repo = ecr::repository(&client, &sts, repository, create).await?;
     let token = ecr::token(&client, None).await?;
     for secret in &token.secrets {
-        printer.runner.mask(secret);
+        printer.runner.mask(secret.expose());
     }
-    let base = registry_endpoint.map(str::to_string).unwrap_or_else(|| token.proxy_endpoint.clone());
-    if base.is_empty() {
-        return Err(ImageError::Ecr(
-            "ecr:GetAuthorizationToken returned no proxyEndpoint; pass --registry-endpoint".into(),
-        )
-        .into());
-    }
+    let base = ecr::registry_base(&token.proxy_endpoint, registry_endpoint)?;
     let refresh: Refresh = {
         let client = client.clone();
         let runner = printer.runner.clone();
@@ -110,7 +105,7 @@ pub async fn target(
                 tracing::info!("registry answered 401; refreshing the ECR authorization token");
                 let t = ecr::token(&client, None).await?;
                 for secret in &t.secrets {
-                    runner.mask(secret);
+                    runner.mask(secret.expose());
                 }
                 Ok(t.header)
             })
@@ -156,6 +151,9 @@ pub async fn execute(config: &SdkConfig, args: &PushArgs, printer: &Printer) -> 
     check_repository("--repository", &args.repository)?;
     check_tags(&args.tags)?;
     let concurrency = concurrency(args.concurrency)?;
+    if let Some(endpoint) = &args.registry_endpoint {
+        ecr::check_endpoint("--registry-endpoint", endpoint)?;
+    }
     let spec = SourceSpec::parse(&args.source)?;
     let cache = Cache::from_env();
     let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2);

@@ -43,6 +43,7 @@ pub async fn publish(
                 from: from.clone(),
                 from_registry: args.from_registry.clone(),
                 from_role_arn: None,
+                from_registry_endpoint: None,
                 repository,
                 tags: args.tags.clone(),
                 registry_endpoint: args.registry_endpoint.clone(),
