@@ -165,6 +165,10 @@ pub struct RenderArgs {
     /// Drop environment variables that no --env names.
     #[arg(long, env = "DEPLOYER_EXCLUSIVE_ENV")]
     pub exclusive_env: bool,
+    /// Let members and enum values that ECS's model (as vendored in deployer) does not know
+    /// through, as warnings; wrong types and ranges are still refused.
+    #[arg(long, env = "DEPLOYER_ALLOW_UNKNOWN_FIELDS")]
+    pub allow_unknown_fields: bool,
 }
 
 #[derive(Debug, Args)]

@@ -33,6 +33,8 @@ pub enum Error {
     #[error(transparent)]
     Verify(#[from] crate::taskdef::verify::VerifyError),
     #[error(transparent)]
+    Schema(#[from] crate::taskdef::schema::SchemaError),
+    #[error(transparent)]
     Params(#[from] crate::params::ParamsError),
     #[error(transparent)]
     Config(#[from] crate::config::ConfigError),
@@ -49,6 +51,7 @@ impl Error {
             | Error::Resolve(_)
             | Error::Ecs(_)
             | Error::Verify(_)
+            | Error::Schema(_)
             | Error::Params(_)
             | Error::Config(_) => Exit::Failed,
             Error::Image(_) => Exit::Failed,

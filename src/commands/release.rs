@@ -85,6 +85,7 @@ pub fn plan(args: &ReleaseArgs, global: &GlobalArgs, name: &str, env: &Environme
                 secrets: secret_pairs,
                 secrets_path: args.render.secrets_path.clone().or_else(|| env.secrets_path.clone()),
                 exclusive_env: args.render.exclusive_env,
+                allow_unknown_fields: args.render.allow_unknown_fields,
             },
             registry_endpoint: args.registry_endpoint.clone(),
             no_verify: false,

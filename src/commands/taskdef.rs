@@ -19,6 +19,7 @@ use crate::taskdef::ecs::{self, Registered};
 use crate::taskdef::refs::{RefSpec, parse_ref};
 use crate::taskdef::render::{RenderRequest, parse_image, parse_pair, render};
 use crate::taskdef::resolve::{Scope, resolve};
+use crate::taskdef::schema;
 use crate::taskdef::template::TaskDefinition;
 use crate::taskdef::verify::{self, Checked, Context};
 
@@ -88,6 +89,7 @@ pub async fn prepare(session: &Session, args: &TaskDefArgs) -> Result<Rendered> 
         exclusive_env: args.render.exclusive_env,
     };
     let rendered = render(&template, &request)?;
+    schema::enforce(&rendered.body, &template_label, args.render.allow_unknown_fields)?;
     // Name the container of each --image for verification messages.
     let names = rendered.container_names();
     let images = request

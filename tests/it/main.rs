@@ -10,6 +10,7 @@ mod params;
 mod push;
 mod release;
 mod secrets;
+mod schema;
 mod sim;
 mod support;
 mod taskdef;
