@@ -192,6 +192,11 @@ pub struct TaskDefArgs {
     /// `register`: skip verification.
     #[arg(long)]
     pub no_verify: bool,
+    /// `verify`, `register`: also prove the tasks can start — the execution role may read
+    /// each secret and its KMS key, pull each image and write its logs (IAM policy
+    /// simulation), each awslogs group exists, each image is built for the task's platform.
+    #[arg(long, env = "DEPLOYER_PERMISSIONS")]
+    pub permissions: bool,
     /// `diff`: exit 1 when there are differences.
     #[arg(long)]
     pub exit_code: bool,
@@ -321,6 +326,9 @@ pub struct ReleaseArgs {
     // task definition
     #[arg(long, env = "DEPLOYER_TASK_DEFINITION")]
     pub task_definition: Option<String>,
+    /// Verify the execution role's permissions, log groups and image platform before registering.
+    #[arg(long, env = "DEPLOYER_PERMISSIONS")]
+    pub permissions: bool,
     /// Without --source/--from, --image carries the image to deploy.
     #[command(flatten)]
     pub render: RenderArgs,

@@ -5,12 +5,8 @@
 //! RegisterTaskDefinition and DescribeTaskDefinition go over the wire as the JSON the user
 //! wrote and the CLI shows: nothing is lost in between. Everything else uses aws-sdk-ecs.
 
-use std::time::SystemTime;
-
 use aws_config::SdkConfig;
 use aws_credential_types::provider::ProvideCredentials;
-use aws_sigv4::http_request::{SignableBody, SignableRequest, SigningSettings, sign};
-use aws_sigv4::sign::v4;
 use serde_json::Value;
 
 use crate::retry::{Attempt, Backoff, retry};
@@ -46,14 +42,8 @@ pub struct EcsJson {
 
 /// `AWS_ENDPOINT_URL_ECS`, then `AWS_ENDPOINT_URL` (via the config), then the public endpoint.
 fn endpoint(config: &SdkConfig, region: &str) -> String {
-    if let Some(url) = std::env::var("AWS_ENDPOINT_URL_ECS").ok().filter(|v| !v.is_empty()) {
-        return url;
-    }
-    if let Some(url) = config.endpoint_url() {
-        return url.to_string();
-    }
     let suffix = if region.starts_with("cn-") { "amazonaws.com.cn" } else { "amazonaws.com" };
-    format!("https://ecs.{region}.{suffix}")
+    super::raw::endpoint(config, "ECS", format!("https://ecs.{region}.{suffix}"))
 }
 
 impl EcsJson {
@@ -82,35 +72,18 @@ impl EcsJson {
             let creds = creds.clone();
             let target = target.clone();
             async move {
-                let identity = creds.into();
-                let params = match v4::SigningParams::builder()
-                    .identity(&identity)
-                    .region(&self.region)
-                    .name("ecs")
-                    .time(SystemTime::now())
-                    .settings(SigningSettings::default())
-                    .build()
-                {
-                    Ok(p) => p.into(),
-                    Err(e) => return Attempt::Fatal(EcsJsonError::Signing(e.to_string())),
-                };
                 let headers = [("content-type", "application/x-amz-json-1.1"), ("x-amz-target", target.as_str())];
-                let signable = match SignableRequest::new(
-                    "POST",
-                    &self.endpoint,
-                    headers.iter().copied(),
-                    SignableBody::Bytes(&payload),
-                ) {
-                    Ok(s) => s,
-                    Err(e) => return Attempt::Fatal(EcsJsonError::Signing(e.to_string())),
-                };
-                let instructions = match sign(signable, &params) {
-                    Ok(out) => out.into_parts().0,
-                    Err(e) => return Attempt::Fatal(EcsJsonError::Signing(e.to_string())),
-                };
+                let signed =
+                    match super::raw::sign_headers(&creds, &self.region, "ecs", &self.endpoint, &headers, &payload) {
+                        Ok(s) => s,
+                        Err(e) => return Attempt::Fatal(EcsJsonError::Signing(e)),
+                    };
                 let mut req = self.http.post(&self.endpoint).body(payload.clone());
-                for (name, value) in headers.iter().copied().chain(instructions.headers()) {
+                for (name, value) in headers.iter().copied() {
                     req = req.header(name, value);
+                }
+                for (name, value) in &signed {
+                    req = req.header(name.as_str(), value.as_str());
                 }
                 let resp = match req.send().await {
                     Ok(r) => r,

@@ -89,6 +89,7 @@ pub fn plan(args: &ReleaseArgs, global: &GlobalArgs, name: &str, env: &Environme
             },
             registry_endpoint: args.registry_endpoint.clone(),
             no_verify: false,
+            permissions: args.permissions,
             exit_code: false,
         },
         deploy: DeployArgs {

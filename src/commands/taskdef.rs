@@ -238,6 +238,7 @@ pub async fn verify_rendered(session: &Session, args: &TaskDefArgs, rendered: &R
         region: &session.region,
         registry_endpoint: args.registry_endpoint.as_deref(),
         http: &http,
+        permissions: args.permissions,
     };
     Ok(verify::verify(&ctx, &rendered.rendered, &rendered.images).await?)
 }

@@ -2,11 +2,16 @@
 //! ([`refs`]) and expand them to ARNs ([`resolve`]), render images/env/secrets into it
 //! ([`render`]), check it against ECS's model of RegisterTaskDefinition ([`schema`]), diff it
 //! against what runs ([`diff`]), check that everything it references exists ([`verify`]), and
-//! talk to ECS ([`ecs`]). `template`, `refs`, `render`, `schema` and `diff` are pure;
-//! `resolve`, `verify` and `ecs` do I/O.
+//! talk to ECS ([`ecs`]); with `--permissions`, prove the execution role can start the tasks
+//! ([`preflight`] decides, [`permissions`] asks IAM, Logs and the registry). `template`, `refs`,
+//! `render`, `schema`, `preflight` and `diff` are pure; `resolve`, `metadata`, `verify`,
+//! `permissions` and `ecs` do I/O.
 
 pub mod diff;
 pub mod ecs;
+pub mod metadata;
+pub mod permissions;
+pub mod preflight;
 pub mod refs;
 pub mod render;
 pub mod resolve;

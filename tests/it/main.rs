@@ -7,6 +7,7 @@ mod bluegreen;
 mod deploy;
 mod injection;
 mod params;
+mod preflight;
 mod push;
 mod release;
 mod secrets;

@@ -140,7 +140,7 @@ fn sha256(b: &[u8]) -> String {
     format!("sha256:{:x}", Sha256::digest(b))
 }
 
-async fn upload_blob(http: &reqwest::Client, registry: &str, repo: &str, data: &[u8]) -> String {
+pub async fn upload_blob(http: &reqwest::Client, registry: &str, repo: &str, data: &[u8]) -> String {
     let digest = sha256(data);
     let resp = http.post(format!("{registry}/v2/{repo}/blobs/uploads/")).send().await.expect("start upload");
     assert_eq!(resp.status().as_u16(), 202, "start upload: {}", resp.status());
@@ -189,7 +189,12 @@ pub async fn push_image(repo: &str, tag: &str) -> String {
 /// One moto JSON call as `account`.
 pub async fn moto(account: &str, target: &str, body: Value) -> Value {
     let st = stack();
-    let service = if target.starts_with("AmazonSSM") { "ssm" } else { "secretsmanager" };
+    let service = match target.split('.').next().unwrap_or_default() {
+        "AmazonSSM" => "ssm",
+        "Logs_20140328" => "logs",
+        "TrentService" => "kms",
+        _ => "secretsmanager",
+    };
     let resp = reqwest::Client::new()
         .post(format!("{}/", st.moto_url))
         .header("X-Amz-Target", target)

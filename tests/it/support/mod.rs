@@ -4,6 +4,7 @@
 
 #![allow(dead_code)]
 
+pub mod iam;
 pub mod load;
 pub mod oidc;
 pub mod registry_proxy;
