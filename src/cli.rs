@@ -169,6 +169,10 @@ pub struct RenderArgs {
     /// through, as warnings; wrong types and ranges are still refused.
     #[arg(long, env = "DEPLOYER_ALLOW_UNKNOWN_FIELDS")]
     pub allow_unknown_fields: bool,
+    /// Register Secrets Manager references pinned to the secret's current version id
+    /// (`ARN:json-key::VERSION-ID`), so a later rotation does not change what this revision reads.
+    #[arg(long, env = "DEPLOYER_PIN_SECRETS")]
+    pub pin_secrets: bool,
 }
 
 #[derive(Debug, Args)]

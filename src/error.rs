@@ -35,6 +35,8 @@ pub enum Error {
     #[error(transparent)]
     Schema(#[from] crate::taskdef::schema::SchemaError),
     #[error(transparent)]
+    Pin(#[from] crate::taskdef::pins::PinError),
+    #[error(transparent)]
     Params(#[from] crate::params::ParamsError),
     #[error(transparent)]
     Config(#[from] crate::config::ConfigError),
@@ -52,6 +54,7 @@ impl Error {
             | Error::Ecs(_)
             | Error::Verify(_)
             | Error::Schema(_)
+            | Error::Pin(_)
             | Error::Params(_)
             | Error::Config(_) => Exit::Failed,
             Error::Image(_) => Exit::Failed,

@@ -300,6 +300,9 @@ pub struct RollbackResult {
     pub to: String,
     pub healthy: bool,
     pub state: Option<String>,
+    /// Parameters and secrets the revision references that changed after it was registered.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
 }
 
 impl fmt::Display for RollbackResult {
@@ -352,6 +355,7 @@ pub async fn run_rollback(args: &RollbackArgs, global: &GlobalArgs, printer: &Pr
         Some(spec) => task_definition_arn(&session, spec).await?,
         None => previous_revision(&ecs, &view.task_definition).await?,
     };
+    let warnings = crate::taskdef::pins::warn_before_rollback(&session.config, &to, printer).await;
     let http = http_client()?;
     let rollback = Rollback {
         ecs: &ecs,
@@ -372,6 +376,7 @@ pub async fn run_rollback(args: &RollbackArgs, global: &GlobalArgs, printer: &Pr
             Restored::Healthy => None,
             Restored::NotConfirmed(s) => Some(s),
         },
+        warnings,
     };
     printer.result(&result);
     Ok(if result.healthy { Exit::Ok } else { Exit::Unknown })

@@ -86,6 +86,7 @@ pub fn plan(args: &ReleaseArgs, global: &GlobalArgs, name: &str, env: &Environme
                 secrets_path: args.render.secrets_path.clone().or_else(|| env.secrets_path.clone()),
                 exclusive_env: args.render.exclusive_env,
                 allow_unknown_fields: args.render.allow_unknown_fields,
+                pin_secrets: args.render.pin_secrets,
             },
             registry_endpoint: args.registry_endpoint.clone(),
             no_verify: false,
@@ -190,6 +191,8 @@ pub struct ReleaseResult {
     pub deployment_id: String,
     pub result: &'static str,
     pub stages: Vec<StageTime>,
+    /// The version of each parameter and secret the task definition references (never a value).
+    pub configuration: Vec<crate::taskdef::pins::ConfigVersion>,
     pub deploy: DeployResult,
 }
 
@@ -272,13 +275,16 @@ pub async fn run(args: &ReleaseArgs, global: &GlobalArgs, printer: &Printer) -> 
     printer.runner.summary(&diff.markdown())?;
     lap("render", &mut stages);
     taskdef::verify_rendered(&td_session, &plan.taskdef, &rendered).await?;
+    let configuration = crate::taskdef::pins::configuration(&td_session.config, &rendered.rendered).await;
     lap("verify", &mut stages);
     let registered = ecs::register(&crate::aws::ecs_json::EcsJson::new(&td_session.config), &rendered.rendered).await?;
     printer.runner.set_output("task-definition-arn", &registered.task_definition_arn)?;
     lap("register", &mut stages);
 
     // the GitHub Deployment records the deploy from here on (best effort, never fails the release)
-    let github = github_deployment(args, &plan, published.as_ref(), &registered.task_definition_arn, printer).await;
+    let github =
+        github_deployment(args, &plan, published.as_ref(), &registered.task_definition_arn, &configuration, printer)
+            .await;
 
     // deploy
     plan.deploy.task_definition = registered.task_definition_arn.clone();
@@ -307,6 +313,7 @@ pub async fn run(args: &ReleaseArgs, global: &GlobalArgs, printer: &Printer) -> 
         deployment_id: first.and_then(|r| r.deployment_id.clone()).unwrap_or_default(),
         result: result_name(deployed.result),
         stages,
+        configuration,
         deploy: deployed,
     };
     let exit = result.deploy.exit();
@@ -341,6 +348,7 @@ async fn github_deployment<'a>(
     plan: &Plan,
     published: Option<&Published>,
     task_definition_arn: &str,
+    configuration: &[crate::taskdef::pins::ConfigVersion],
     printer: &'a Printer,
 ) -> crate::github::deployments::Recorder<'a> {
     let token =
@@ -352,6 +360,7 @@ async fn github_deployment<'a>(
         "task-definition-arn": task_definition_arn,
         "services": plan.deploy.services,
         "cluster": plan.deploy.cluster,
+        "configuration": configuration,
     });
     crate::github::deployments::Recorder::start(
         &printer.runner,

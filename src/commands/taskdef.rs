@@ -19,9 +19,9 @@ use crate::taskdef::ecs::{self, Registered};
 use crate::taskdef::refs::{RefSpec, parse_ref};
 use crate::taskdef::render::{RenderRequest, parse_image, parse_pair, render};
 use crate::taskdef::resolve::{Scope, resolve};
-use crate::taskdef::schema;
 use crate::taskdef::template::TaskDefinition;
 use crate::taskdef::verify::{self, Checked, Context};
+use crate::taskdef::{pins, schema};
 
 /// The session a task-definition command works in.
 pub struct Session {
@@ -88,8 +88,13 @@ pub async fn prepare(session: &Session, args: &TaskDefArgs) -> Result<Rendered> 
         secrets,
         exclusive_env: args.render.exclusive_env,
     };
-    let rendered = render(&template, &request)?;
+    let mut rendered = render(&template, &request)?;
     schema::enforce(&rendered.body, &template_label, args.render.allow_unknown_fields)?;
+    if args.render.pin_secrets {
+        let (pinned, n) = pins::pin_secrets(&session.config, &rendered).await?;
+        tracing::info!("pinned {n} Secrets Manager reference(s) to their current version id");
+        rendered = pinned;
+    }
     // Name the container of each --image for verification messages.
     let names = rendered.container_names();
     let images = request

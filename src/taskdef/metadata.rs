@@ -54,7 +54,7 @@ fn reference(container: &str, variable: String, value_from: String) -> Reference
 }
 
 /// A Parameter Store parameter's metadata.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub struct ParameterMeta {
     pub name: String,
@@ -64,14 +64,14 @@ pub struct ParameterMeta {
     /// RFC 3339.
     pub last_modified: Option<String>,
     #[serde(skip)]
-    pub last_modified_epoch: Option<i64>,
+    pub last_modified_epoch: Option<f64>,
     /// The KMS key of a SecureString (`alias/aws/ssm` when the default).
     #[serde(skip)]
     pub key_id: Option<String>,
 }
 
 /// A Secrets Manager secret's metadata.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub struct SecretMeta {
     pub arn: String,
@@ -83,7 +83,7 @@ pub struct SecretMeta {
     pub versions: BTreeMap<String, Vec<String>>,
     pub last_changed: Option<String>,
     #[serde(skip)]
-    pub last_changed_epoch: Option<i64>,
+    pub last_changed_epoch: Option<f64>,
     /// None: the account's default key (`aws/secretsmanager`).
     #[serde(skip)]
     pub kms_key_id: Option<String>,
@@ -100,8 +100,11 @@ pub struct Metadata {
     pub secrets: BTreeMap<String, Result<Option<SecretMeta>, String>>,
 }
 
-fn format_epoch(secs: i64) -> Option<String> {
-    aws_sdk_ssm::primitives::DateTime::from_secs(secs).fmt(aws_sdk_ssm::primitives::DateTimeFormat::DateTime).ok()
+/// Epoch seconds as RFC 3339 (whole seconds).
+pub fn format_epoch(secs: f64) -> Option<String> {
+    aws_sdk_ssm::primitives::DateTime::from_secs(secs.floor() as i64)
+        .fmt(aws_sdk_ssm::primitives::DateTimeFormat::DateTime)
+        .ok()
 }
 
 /// Look up every parameter name and secret id (metadata only).
@@ -121,7 +124,7 @@ pub async fn fetch(config: &SdkConfig, parameter_names: &[String], secret_ids: &
                     .iter()
                     .find(|(_, stages)| stages.iter().any(|s| s == "AWSCURRENT"))
                     .map(|(v, _)| v.clone());
-                let changed = out.last_changed_date().or(out.created_date()).map(|d| d.secs());
+                let changed = out.last_changed_date().or(out.created_date()).map(|d| d.as_secs_f64());
                 Ok(Some(SecretMeta {
                     arn: out.arn().unwrap_or(id).to_string(),
                     name: out.name().unwrap_or_default().to_string(),
@@ -158,7 +161,7 @@ async fn describe_parameters(config: &SdkConfig, names: &[String]) -> Result<BTr
             let page = page.map_err(|e| format!("cannot list parameters: {}", crate::aws::auth::sdk_message(&e)))?;
             for p in page.parameters() {
                 let Some(name) = p.name() else { continue };
-                let modified = p.last_modified_date().map(|d| d.secs());
+                let modified = p.last_modified_date().map(|d| d.as_secs_f64());
                 found.insert(
                     name.to_string(),
                     ParameterMeta {

@@ -11,6 +11,7 @@ pub mod diff;
 pub mod ecs;
 pub mod metadata;
 pub mod permissions;
+pub mod pins;
 pub mod preflight;
 pub mod refs;
 pub mod render;

@@ -7,6 +7,7 @@ mod bluegreen;
 mod deploy;
 mod injection;
 mod params;
+mod pins;
 mod preflight;
 mod push;
 mod release;
