@@ -8,3 +8,4 @@ pub mod clients;
 pub mod ecs_json;
 pub mod iam;
 pub mod raw;
+pub mod refresh;

@@ -285,6 +285,10 @@ pub fn publish(printer: &Printer, result: &DeployResult) -> Result<()> {
 
 pub async fn run(args: &DeployArgs, global: &GlobalArgs, printer: &Printer) -> Result<Exit> {
     let session = Session::from_default_chain(global).await?;
+    let timeout = Duration::from_secs(args.timeout);
+    crate::aws::refresh::Reach::from_env(|k| std::env::var(k).ok())
+        .check(std::time::SystemTime::now(), crate::aws::refresh::deploy_budget(timeout), timeout)
+        .map_err(Error::Input)?;
     let arn = task_definition_arn(&session, &args.task_definition).await?;
     let result = deploy_services(&session, args, &arn, printer).await?;
     publish(printer, &result)?;

@@ -254,6 +254,11 @@ pub async fn run(args: &ReleaseArgs, global: &GlobalArgs, printer: &Printer) -> 
     printer.runner.set_output("aws-account-id", &session.account_id)?;
     let td_session =
         Session { config: session.config.clone(), account: session.account_id.clone(), region: session.region() };
+    let timeout = std::time::Duration::from_secs(plan.deploy.timeout);
+    session
+        .reach
+        .check(std::time::SystemTime::now(), crate::aws::refresh::deploy_budget(timeout), timeout)
+        .map_err(Error::Input)?;
     lap("auth", &mut stages);
 
     // push or promote

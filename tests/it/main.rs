@@ -4,6 +4,7 @@
 mod action;
 mod auth;
 mod bluegreen;
+mod credentials;
 mod deploy;
 mod injection;
 mod params;

@@ -9,6 +9,7 @@ pub mod load;
 pub mod oidc;
 pub mod registry_proxy;
 pub mod stack;
+pub mod sts_proxy;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
