@@ -232,3 +232,36 @@ async fn a_task_that_can_start_passes_the_preflight_and_registers() {
     assert_eq!(out.code, Some(0), "{out}");
     assert_eq!(tokio::task::block_in_place(|| registered(&s)), 1);
 }
+
+/// `release --permissions`: the same preflight stops a release before its task definition is
+/// registered or the service touched.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_release_with_permissions_stops_before_registering_when_a_secret_cannot_be_read() {
+    let s = crate::release::setup().await;
+    let iam = IamDouble::start();
+    // The release's execution role may pull and log, but not read the parameter the release injects.
+    create_role(
+        &s.account,
+        "ecsTaskExecutionRole",
+        json!([{"Effect": "Allow", "Action": ["ecr:*", "logs:*"], "Resource": "*"}]),
+    )
+    .await;
+    let issuer = crate::support::oidc::Issuer::start(crate::support::oidc::Job {
+        git_ref: "refs/heads/release/1.4".into(),
+        ..Default::default()
+    });
+    let image = push_image(&s.family, "v2").await;
+    let mut c = crate::release::release(&s, &issuer, "refs/heads/release/1.4", &image);
+    c.env("AWS_ENDPOINT_URL_IAM", &iam.url).arg("--permissions");
+    let out = crate::release::run(c).await;
+    assert_eq!(out.code, Some(1), "{out}");
+    assert!(
+        out.stderr.contains("container app, DB_PASSWORD: the execution role ecsTaskExecutionRole may not ssm:GetParameters on parameter /production/shop/db_password"),
+        "{out}"
+    );
+    let ecs = ecs_client(&s.sim.url, &s.account);
+    let listed = ecs.list_task_definitions().family_prefix(&s.family).send().await.unwrap();
+    assert_eq!(listed.task_definition_arns(), std::slice::from_ref(&s.v1), "nothing registered");
+    let svc = crate::sim::common::describe(&ecs, "prod", "web").await;
+    assert_eq!(svc.task_definition(), Some(s.v1.as_str()));
+}
