@@ -21,6 +21,11 @@ fn main() {
     std::fs::write(&out, code).unwrap_or_else(|e| panic!("{}: {e}", out.display()));
 }
 
+/// A JSON list of strings as Rust string literals.
+fn quoted(list: &Value) -> Vec<String> {
+    list.as_array().into_iter().flatten().filter_map(|v| v.as_str()).map(|v| format!("{v:?}")).collect()
+}
+
 fn generate(model: &Value) -> Result<String, String> {
     let shapes = model["shapes"].as_object().ok_or("no shapes")?;
     // Sorted names; a shape's index is its position.
@@ -50,13 +55,10 @@ fn generate(model: &Value) -> Result<String, String> {
     let root = idx(&model["root"])?;
     writeln!(code, "/// The RegisterTaskDefinition input shape.\npub const ROOT: usize = {root};")
         .map_err(|e| e.to_string())?;
-    let read_only: Vec<String> = model["readOnly"]
-        .as_array()
-        .ok_or("no readOnly")?
-        .iter()
-        .filter_map(|v| v.as_str())
-        .map(|s| format!("{s:?}"))
-        .collect();
+    let read_only = quoted(&model["readOnly"]);
+    if read_only.is_empty() {
+        return Err("no readOnly members".into());
+    }
     writeln!(
         code,
         "/// Members DescribeTaskDefinition returns that RegisterTaskDefinition does not take.\npub static READ_ONLY: &[&str] = &[{}];",
@@ -79,13 +81,7 @@ fn generate(model: &Value) -> Result<String, String> {
                         idx(&r["shape"])?
                     ));
                 }
-                let required: Vec<String> = s["required"]
-                    .as_array()
-                    .into_iter()
-                    .flatten()
-                    .filter_map(|v| v.as_str())
-                    .map(|v| format!("{v:?}"))
-                    .collect();
+                let required = quoted(&s["required"]);
                 format!(
                     "Kind::Structure {{ members: &[{}], required: &[{}], union: {} }}",
                     ms.join(", "),
@@ -101,13 +97,7 @@ fn generate(model: &Value) -> Result<String, String> {
             ),
             "map" => format!("Kind::Map {{ key: {}, value: {} }}", idx(&s["key"])?, idx(&s["value"])?),
             "string" => {
-                let enums: Vec<String> = s["enum"]
-                    .as_array()
-                    .into_iter()
-                    .flatten()
-                    .filter_map(|v| v.as_str())
-                    .map(|v| format!("{v:?}"))
-                    .collect();
+                let enums = quoted(&s["enum"]);
                 format!(
                     "Kind::String {{ enums: &[{}], min: {}, max: {} }}",
                     enums.join(", "),

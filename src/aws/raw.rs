@@ -1,6 +1,6 @@
-//! Raw SigV4-signed AWS calls for the few operations deployer makes without an SDK crate: the
-//! JSON 1.1 protocol (CloudWatch Logs DescribeLogGroups, KMS DescribeKey) and the Query
-//! protocol (IAM SimulatePrincipalPolicy). An SDK crate per service would cost more build time
+//! Raw SigV4-signed AWS calls: the JSON 1.1 protocol (ECS task definitions as written,
+//! CloudWatch Logs DescribeLogGroups, KMS DescribeKey) and the Query protocol (IAM
+//! SimulatePrincipalPolicy). An SDK crate per service would cost more build time
 //! than these three calls are worth (aws-sdk-iam alone is one of the largest). Endpoints follow
 //! the standard environment (`AWS_ENDPOINT_URL_<SERVICE>`, then `AWS_ENDPOINT_URL`).
 
@@ -37,7 +37,7 @@ impl RawError {
 }
 
 /// The SigV4 headers (authorization, x-amz-date, x-amz-security-token) for one request.
-pub fn sign_headers(
+fn sign_headers(
     creds: &Credentials,
     region: &str,
     service: &str,
@@ -62,7 +62,7 @@ pub fn sign_headers(
 }
 
 /// `AWS_ENDPOINT_URL_<ENV_NAME>`, then `AWS_ENDPOINT_URL` (via the config), then `default`.
-pub fn endpoint(config: &SdkConfig, env_name: &str, default: String) -> String {
+fn endpoint(config: &SdkConfig, env_name: &str, default: String) -> String {
     if let Some(url) = std::env::var(format!("AWS_ENDPOINT_URL_{env_name}")).ok().filter(|v| !v.is_empty()) {
         return url;
     }
@@ -93,7 +93,7 @@ impl RawClient {
         let default = format!("https://{signing_name}.{region}.{}", dns_suffix(&region));
         RawClient {
             http: reqwest::Client::builder()
-                .timeout(std::time::Duration::from_secs(30))
+                .timeout(std::time::Duration::from_secs(60))
                 .build()
                 .unwrap_or_else(|_| reqwest::Client::new()),
             endpoint: endpoint(config, env_name, default),
@@ -102,6 +102,11 @@ impl RawClient {
             signing_name,
             region,
         }
+    }
+
+    /// ECS (JSON 1.1, `AmazonEC2ContainerServiceV20141113.<Op>`), for task definitions as written.
+    pub fn ecs(config: &SdkConfig) -> Self {
+        Self::new(config, "ECS", "ecs", "ECS")
     }
 
     /// CloudWatch Logs (JSON 1.1, `Logs_20140328.<Op>`).

@@ -6,51 +6,22 @@
 
 use serde_json::{Value, json};
 
-use crate::sim::harness::{Sim, moto, push_image, unique, upload_blob};
+use crate::sim::harness::{Sim, moto, push_image, push_image_for, put_manifest, unique};
 use crate::support::iam::{IamDouble, create_role};
 use crate::support::{Captured, capture, deployer, ecs_client, stack, unique_account};
 
 /// Pushes an image whose index holds only a linux/arm64 manifest; returns its tag reference.
 async fn push_arm64_only(repo: &str, tag: &str) -> String {
-    let st = stack();
-    let http = reqwest::Client::new();
-    let config =
-        json!({"architecture": "arm64", "os": "linux", "config": {}, "rootfs": {"type": "layers", "diff_ids": []}})
-            .to_string();
-    let layer = format!("arm64 layer of {repo}:{tag}").into_bytes();
-    let config_digest = upload_blob(&http, &st.registry_url, repo, config.as_bytes()).await;
-    let layer_digest = upload_blob(&http, &st.registry_url, repo, &layer).await;
-    let manifest = json!({
-        "schemaVersion": 2,
-        "mediaType": "application/vnd.oci.image.manifest.v1+json",
-        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": config_digest, "size": config.len()},
-        "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip", "digest": layer_digest, "size": layer.len()}],
-    })
-    .to_string();
-    let manifest_digest = format!("sha256:{}", deployer::image::sha256_hex(manifest.as_bytes()));
-    let put = |reference: String, media: &'static str, body: String| {
-        let http = http.clone();
-        async move {
-            let resp = http
-                .put(format!("{}/v2/{repo}/manifests/{reference}", st.registry_url))
-                .header("content-type", media)
-                .body(body)
-                .send()
-                .await
-                .expect("put manifest");
-            assert_eq!(resp.status().as_u16(), 201, "{}", resp.text().await.unwrap_or_default());
-        }
-    };
-    put(manifest_digest.clone(), "application/vnd.oci.image.manifest.v1+json", manifest.clone()).await;
+    let (digest, size) = push_image_for(repo, &format!("{tag}-arm64"), "arm64").await;
     let index = json!({
         "schemaVersion": 2,
         "mediaType": "application/vnd.oci.image.index.v1+json",
-        "manifests": [{"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": manifest_digest,
-                       "size": manifest.len(), "platform": {"architecture": "arm64", "os": "linux"}}],
+        "manifests": [{"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": digest,
+                       "size": size, "platform": {"architecture": "arm64", "os": "linux"}}],
     })
     .to_string();
-    put(tag.to_string(), "application/vnd.oci.image.index.v1+json", index).await;
-    format!("{}/{repo}:{tag}", st.registry_host)
+    put_manifest(repo, tag, "application/vnd.oci.image.index.v1+json", &index).await;
+    format!("{}/{repo}:{tag}", stack().registry_host)
 }
 
 /// The same image reference as ECR names it (the bytes stay in the local registry).
