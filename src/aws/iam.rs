@@ -14,6 +14,8 @@ pub struct Evaluation {
     pub resource: String,
     /// `allowed`, `explicitDeny` or `implicitDeny`.
     pub decision: String,
+    /// Context keys the policies' conditions use that the request did not supply.
+    pub missing_context: Vec<String>,
 }
 
 impl Evaluation {
@@ -22,12 +24,14 @@ impl Evaluation {
     }
 }
 
-/// Simulate `actions` on `resource` (`None`: `*`) for the role `role_arn`.
+/// Simulate `actions` on `resource` (`None`: `*`) for the role `role_arn`, with string
+/// context entries (`kms:ViaService` → `ssm.us-east-1.amazonaws.com`).
 pub async fn simulate(
     iam: &RawClient,
     role_arn: &str,
     actions: &[&str],
     resource: Option<&str>,
+    context: &[(&str, &str)],
 ) -> Result<Vec<Evaluation>, RawError> {
     let mut params = vec![("PolicySourceArn".to_string(), role_arn.to_string())];
     for (i, a) in actions.iter().enumerate() {
@@ -35,6 +39,12 @@ pub async fn simulate(
     }
     if let Some(r) = resource {
         params.push(("ResourceArns.member.1".into(), r.to_string()));
+    }
+    for (i, (key, value)) in context.iter().enumerate() {
+        let entry = format!("ContextEntries.member.{}", i + 1);
+        params.push((format!("{entry}.ContextKeyName"), key.to_string()));
+        params.push((format!("{entry}.ContextKeyValues.member.1"), value.to_string()));
+        params.push((format!("{entry}.ContextKeyType"), "string".into()));
     }
     let mut out = Vec::new();
     let mut marker: Option<String> = None;
@@ -95,7 +105,12 @@ pub fn parse(xml: &str) -> Result<Page, String> {
 }
 
 fn evaluation(member: &mut ScopedDecoder) -> Result<Evaluation, String> {
-    let mut e = Evaluation { action: String::new(), resource: "*".into(), decision: String::new() };
+    let mut e = Evaluation {
+        action: String::new(),
+        resource: "*".into(),
+        decision: String::new(),
+        missing_context: Vec::new(),
+    };
     while let Some(mut field) = member.next_tag() {
         let name = field.start_el().local().to_string();
         let text = |field: &mut ScopedDecoder| try_data(field).map(|s| s.into_owned()).map_err(|e| e.to_string());
@@ -103,6 +118,11 @@ fn evaluation(member: &mut ScopedDecoder) -> Result<Evaluation, String> {
             "EvalActionName" => e.action = text(&mut field)?,
             "EvalResourceName" => e.resource = text(&mut field)?,
             "EvalDecision" => e.decision = text(&mut field)?,
+            "MissingContextValues" => {
+                while let Some(mut key) = field.next_tag() {
+                    e.missing_context.push(text(&mut key)?);
+                }
+            }
             _ => {}
         }
     }
@@ -133,6 +153,7 @@ mod tests {
       <member>
         <EvalActionName>kms:Decrypt</EvalActionName>
         <EvalDecision>implicitDeny</EvalDecision>
+        <MissingContextValues><member>aws:SourceVpce</member></MissingContextValues>
       </member>
     </EvaluationResults>
   </SimulatePrincipalPolicyResult>
@@ -147,9 +168,15 @@ mod tests {
                 Evaluation {
                     action: "ssm:GetParameters".into(),
                     resource: "arn:aws:ssm:us-east-1:111111111111:parameter/a&b".into(),
-                    decision: "allowed".into()
+                    decision: "allowed".into(),
+                    missing_context: vec![],
                 },
-                Evaluation { action: "kms:Decrypt".into(), resource: "*".into(), decision: "implicitDeny".into() },
+                Evaluation {
+                    action: "kms:Decrypt".into(),
+                    resource: "*".into(),
+                    decision: "implicitDeny".into(),
+                    missing_context: vec!["aws:SourceVpce".into()],
+                },
             ]
         );
         assert!(page.results[0].allowed() && !page.results[1].allowed());

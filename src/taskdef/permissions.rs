@@ -10,7 +10,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use serde_json::{Value, json};
 
 use super::metadata::{Metadata, Reference};
-use super::preflight::{self, KeyInfo, Platform};
+use super::preflight::{self, KeyInfo, Platform, Verdict};
 use super::template::TaskDefinition;
 use super::verify::{Context, Problem};
 use crate::aws::raw::RawClient;
@@ -71,15 +71,17 @@ pub async fn check(
         None => {}
         Some(role) => {
             let iam = RawClient::iam(ctx.config);
-            let mut decisions = BTreeMap::new();
+            let mut verdicts = preflight::Verdicts::new();
             let mut failed = false;
-            for (resource, actions) in preflight::simulations(&needs) {
-                match crate::aws::iam::simulate(&iam, &role, &actions, resource.as_deref()).await {
+            for sim in preflight::simulations(&needs) {
+                let context: Vec<(&str, &str)> = sim.via.iter().map(|v| ("kms:ViaService", v.as_str())).collect();
+                match crate::aws::iam::simulate(&iam, &role, &sim.actions, sim.resource.as_deref(), &context).await {
                     Ok(evaluations) => {
                         for e in evaluations {
-                            decisions.insert((e.action, e.resource), e.decision);
+                            let verdict = Verdict { decision: e.decision, missing_context: e.missing_context };
+                            verdicts.insert((e.action, e.resource, sim.via.clone()), verdict);
                         }
-                        done.actions += actions.len();
+                        done.actions += sim.actions.len();
                     }
                     Err(e) => {
                         problems.push(task_problem(format!(
@@ -91,7 +93,11 @@ pub async fn check(
                 }
             }
             if !failed {
-                problems.extend(preflight::denied(&needs, &decisions, &role));
+                let (denied, warnings) = preflight::denied(&needs, &verdicts, &role);
+                problems.extend(denied);
+                for w in warnings {
+                    tracing::warn!("{w}");
+                }
             }
         }
     }

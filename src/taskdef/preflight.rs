@@ -25,6 +25,9 @@ pub struct Need {
     pub resource: Option<String>,
     /// The resource as a person names it, e.g. `parameter /prod/db_password`.
     pub what: String,
+    /// `kms:Decrypt` happens through a service (`ssm.REGION.amazonaws.com`): the
+    /// `kms:ViaService` context key execution-role policies commonly condition on.
+    pub via: Option<String>,
 }
 
 /// A KMS key as DescribeKey described it.
@@ -144,13 +147,14 @@ pub fn execution_needs(
             actions,
             resource: Some(resource),
             what,
+            via: None,
         };
-        let (subject, region_of, account_of) = match &r.target {
+        let (subject, region_of, account_of, service) = match &r.target {
             Ok(Target::Parameter { name, region: pr, account: pa }) => {
                 let pr = pr.as_deref().unwrap_or(region);
                 let pa = pa.as_deref().unwrap_or(account);
                 needs.push(base(vec!["ssm:GetParameters"], ssm_arn(pr, pa, name), format!("parameter {name}")));
-                (format!("parameter {name}"), pr.to_string(), pa.to_string())
+                (format!("parameter {name}"), pr.to_string(), pa.to_string(), "ssm")
             }
             Ok(Target::Secret { id, region: sr, account: sa, .. }) => {
                 let arn = match meta.secrets.get(id) {
@@ -159,7 +163,7 @@ pub fn execution_needs(
                 };
                 let name = arn.rsplit(":secret:").next().unwrap_or(&arn).to_string();
                 needs.push(base(vec!["secretsmanager:GetSecretValue"], arn, format!("secret {name}")));
-                (format!("secret {name}"), sr.clone(), sa.clone())
+                (format!("secret {name}"), sr.clone(), sa.clone(), "secretsmanager")
             }
             Err(_) => continue,
         };
@@ -169,7 +173,9 @@ pub fn execution_needs(
                 continue;
             }
             let arn = info.map(|k| k.arn.clone()).unwrap_or_else(|| key_arn_guess(key, &account_of, &region_of));
-            needs.push(base(vec!["kms:Decrypt"], arn.clone(), format!("KMS key {arn} (it encrypts {subject})")));
+            let mut need = base(vec!["kms:Decrypt"], arn.clone(), format!("KMS key {arn} (it encrypts {subject})"));
+            need.via = Some(format!("{service}.{region_of}.{}", dns_suffix(&region_of)));
+            needs.push(need);
         }
     }
     let mut authorized = false;
@@ -184,6 +190,7 @@ pub fn execution_needs(
                 actions: vec!["ecr:GetAuthorizationToken"],
                 resource: None,
                 what: "ECR (to log in to the registry)".into(),
+                via: None,
             });
             authorized = true;
         }
@@ -197,6 +204,7 @@ pub fn execution_needs(
                 image_ref.repository
             )),
             what: format!("repository {}", image_ref.repository),
+            via: None,
         });
     }
     for g in log_groups(td, region) {
@@ -215,35 +223,72 @@ pub fn execution_needs(
                 g.group
             )),
             what: format!("log group {}", g.group),
+            via: None,
         });
     }
     needs
 }
 
-/// The simulations to run: each distinct resource with the union of its actions.
-pub fn simulations(needs: &[Need]) -> Vec<(Option<String>, Vec<&'static str>)> {
-    let mut by_resource: BTreeMap<Option<String>, Vec<&'static str>> = BTreeMap::new();
+fn dns_suffix(region: &str) -> &'static str {
+    if region.starts_with("cn-") { "amazonaws.com.cn" } else { "amazonaws.com" }
+}
+
+/// One SimulatePrincipalPolicy call: a resource (`None`: `*`), the `kms:ViaService` context,
+/// and the union of the actions needed on it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Simulation {
+    pub resource: Option<String>,
+    pub via: Option<String>,
+    pub actions: Vec<&'static str>,
+}
+
+/// The simulations to run: each distinct resource (and context) with the union of its actions.
+pub fn simulations(needs: &[Need]) -> Vec<Simulation> {
+    let mut by_key: BTreeMap<(Option<String>, Option<String>), Vec<&'static str>> = BTreeMap::new();
     for n in needs {
-        let actions = by_resource.entry(n.resource.clone()).or_default();
+        let actions = by_key.entry((n.resource.clone(), n.via.clone())).or_default();
         for a in &n.actions {
             if !actions.contains(a) {
                 actions.push(a);
             }
         }
     }
-    by_resource.into_iter().collect()
+    by_key.into_iter().map(|((resource, via), actions)| Simulation { resource, via, actions }).collect()
 }
 
-/// One problem per need and action the simulation did not allow. `decisions` maps
-/// (action, resource or `*`) to IAM's decision.
-pub fn denied(needs: &[Need], decisions: &BTreeMap<(String, String), String>, role: &str) -> Vec<Problem> {
+/// IAM's answer for one action on one resource in one context.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Verdict {
+    /// `allowed`, `explicitDeny` or `implicitDeny`.
+    pub decision: String,
+    /// Context keys the role's conditions use that the simulation did not have.
+    pub missing_context: Vec<String>,
+}
+
+/// (action, resource or `*`, `kms:ViaService`) → IAM's verdict.
+pub type Verdicts = BTreeMap<(String, String, Option<String>), Verdict>;
+
+/// One problem per need and action the simulation did not allow, and a warning (not a
+/// problem) where the only thing missing was a condition's context deployer cannot know.
+pub fn denied(needs: &[Need], verdicts: &Verdicts, role: &str) -> (Vec<Problem>, Vec<String>) {
     let role_name = role.rsplit('/').next().unwrap_or(role);
-    let mut out = Vec::new();
+    let mut problems = Vec::new();
+    let mut warnings = Vec::new();
     for n in needs {
         let resource = n.resource.clone().unwrap_or_else(|| "*".into());
         for action in &n.actions {
-            let decision = decisions.get(&(action.to_string(), resource.clone())).map(String::as_str);
+            let verdict = verdicts.get(&(action.to_string(), resource.clone(), n.via.clone()));
+            let decision = verdict.map(|v| v.decision.as_str());
             if decision == Some("allowed") {
+                continue;
+            }
+            if let Some(v) = verdict.filter(|v| v.decision == "implicitDeny" && !v.missing_context.is_empty()) {
+                warnings.push(format!(
+                    "container {}: cannot tell whether the execution role {role_name} may {action} on {}: its policy's conditions use {}, which a preflight cannot know",
+                    n.container,
+                    n.what,
+                    v.missing_context.join(", ")
+                ));
                 continue;
             }
             let why = match decision {
@@ -256,7 +301,7 @@ pub fn denied(needs: &[Need], decisions: &BTreeMap<(String, String), String>, ro
                 Some("logs") => "ResourceInitializationError: failed to validate logger args",
                 _ => "ResourceInitializationError: unable to pull secrets",
             };
-            out.push(Problem {
+            problems.push(Problem {
                 container: n.container.clone(),
                 variable: n.variable.clone(),
                 message: format!(
@@ -266,7 +311,7 @@ pub fn denied(needs: &[Need], decisions: &BTreeMap<(String, String), String>, ro
             });
         }
     }
-    out
+    (problems, warnings)
 }
 
 /// An image platform, in OCI's words (`linux`, `amd64`).
@@ -463,33 +508,52 @@ mod tests {
             == Some("arn:aws:kms:us-east-1:111111111111:key/1234abcd-12ab-34cd-56ef-1234567890ab")));
         assert!(needs.iter().any(|n| n.resource.as_deref() == Some("arn:aws:kms:us-east-1:111111111111:alias/shop")));
         assert_eq!(simulations(&needs).len(), needs.len(), "one simulation per distinct resource");
+        let kms = needs.iter().find(|n| n.actions == ["kms:Decrypt"]).unwrap();
+        assert_eq!(kms.via.as_deref(), Some("ssm.us-east-1.amazonaws.com"), "kms:Decrypt happens through SSM");
     }
 
     #[test]
-    fn denials_name_container_variable_and_action() {
+    fn denials_name_container_variable_and_action_and_unknowable_conditions_only_warn() {
+        let need = |variable: Option<&str>, action: &'static str, resource: Option<&str>, via: Option<&str>| Need {
+            container: "web".into(),
+            variable: variable.map(str::to_string),
+            actions: vec![action],
+            resource: resource.map(str::to_string),
+            what: "it".into(),
+            via: via.map(str::to_string),
+        };
         let needs = vec![
-            Need {
-                container: "web".into(),
-                variable: Some("DB_PASSWORD".into()),
-                actions: vec!["ssm:GetParameters"],
-                resource: Some("arn:p".into()),
-                what: "parameter /prod/db".into(),
-            },
-            Need {
-                container: "web".into(),
-                variable: None,
-                actions: vec!["ecr:GetAuthorizationToken"],
-                resource: None,
-                what: "ECR".into(),
-            },
+            need(Some("DB_PASSWORD"), "ssm:GetParameters", Some("arn:p"), None),
+            need(None, "ecr:GetAuthorizationToken", None, None),
+            need(Some("DB_PASSWORD"), "kms:Decrypt", Some("arn:k"), Some("ssm.us-east-1.amazonaws.com")),
         ];
-        let mut decisions = BTreeMap::new();
-        decisions.insert(("ssm:GetParameters".to_string(), "arn:p".to_string()), "implicitDeny".to_string());
-        decisions.insert(("ecr:GetAuthorizationToken".to_string(), "*".to_string()), "allowed".to_string());
-        let problems = denied(&needs, &decisions, "arn:aws:iam::1:role/path/exec");
+        let verdict = |d: &str, missing: &[&str]| Verdict {
+            decision: d.into(),
+            missing_context: missing.iter().map(|m| m.to_string()).collect(),
+        };
+        let mut verdicts = Verdicts::new();
+        verdicts.insert(("ssm:GetParameters".into(), "arn:p".into(), None), verdict("implicitDeny", &[]));
+        verdicts.insert(("ecr:GetAuthorizationToken".into(), "*".into(), None), verdict("allowed", &[]));
+        verdicts.insert(
+            ("kms:Decrypt".into(), "arn:k".into(), Some("ssm.us-east-1.amazonaws.com".into())),
+            verdict("implicitDeny", &["aws:SourceVpce"]),
+        );
+        let (problems, warnings) = denied(&needs, &verdicts, "arn:aws:iam::1:role/path/exec");
         assert_eq!(problems.len(), 1);
         assert_eq!(problems[0].variable.as_deref(), Some("DB_PASSWORD"));
-        assert!(problems[0].to_string().starts_with("container web, DB_PASSWORD: the execution role exec may not ssm:GetParameters on parameter /prod/db (no policy allows it)"), "{}", problems[0]);
+        assert!(
+            problems[0].to_string().starts_with(
+                "container web, DB_PASSWORD: the execution role exec may not ssm:GetParameters on it (no policy allows it)"
+            ),
+            "{}",
+            problems[0]
+        );
+        assert_eq!(warnings.len(), 1);
+        assert!(
+            warnings[0].contains("cannot tell whether the execution role exec may kms:Decrypt")
+                && warnings[0].contains("aws:SourceVpce"),
+            "{warnings:?}"
+        );
     }
 
     #[test]

@@ -181,7 +181,9 @@ async fn a_task_that_can_start_passes_the_preflight_and_registers() {
             json!([
                 {"Effect": "Allow", "Action": "ssm:GetParameters",
                  "Resource": format!("arn:aws:ssm:us-east-1:{account}:parameter/prod/shop/*")},
-                {"Effect": "Allow", "Action": "kms:Decrypt", "Resource": key},
+                // As execution-role policies usually grant it: only through Parameter Store.
+                {"Effect": "Allow", "Action": "kms:Decrypt", "Resource": key,
+                 "Condition": {"StringEquals": {"kms:ViaService": "ssm.us-east-1.amazonaws.com"}}},
                 {"Effect": "Allow", "Action": ["ecr:GetAuthorizationToken", "ecr:BatchGetImage", "ecr:GetDownloadUrlForLayer"], "Resource": "*"},
                 {"Effect": "Allow", "Action": ["logs:CreateLogStream", "logs:PutLogEvents"],
                  "Resource": format!("arn:aws:logs:us-east-1:{account}:log-group:/ecs/*")}
@@ -194,6 +196,9 @@ async fn a_task_that_can_start_passes_the_preflight_and_registers() {
     let images = [format!("web={web}"), format!("worker={web}")];
     let out = tokio::task::block_in_place(|| run(&s, "verify", &["--permissions"], &images));
     assert_eq!(out.code, Some(0), "{out}");
+    // The kms:Decrypt grant holds only via Parameter Store: simulated with that context, it is
+    // a plain allow, not a "cannot tell".
+    assert!(!out.stderr.contains("cannot tell"), "{out}");
     let result: Value = serde_json::from_str(out.stdout.trim()).expect("json");
     let p = &result["checked"]["permissions"];
     // ssm×2, kms, ecr token, ecr pull×2, logs×2 per group ×2

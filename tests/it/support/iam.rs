@@ -2,8 +2,11 @@
 //! not a table of canned answers: it reads the role's inline policies from moto (ListRolePolicies,
 //! GetRolePolicy, in the role's account) and evaluates them the way IAM does for identity
 //! policies — an explicit Deny wins, then any Allow, else an implicit deny — with `*`/`?`
-//! wildcards in `Action` and `Resource` (strings or lists). Not modelled: managed policies,
-//! `NotAction`/`NotResource`, conditions, permission boundaries, resource policies.
+//! wildcards in `Action` and `Resource` (strings or lists), and `StringEquals`/`StringLike`
+//! conditions on the request's `ContextEntries` (a key the request lacks makes the statement
+//! not apply and is reported in `MissingContextValues`, as IAM does). Not modelled: managed
+//! policies, `NotAction`/`NotResource`, other condition operators, permission boundaries,
+//! resource policies.
 //! Every other IAM action answers 400, so a test sees any call it did not expect.
 
 use std::sync::Arc;
@@ -97,6 +100,12 @@ async fn handle(State(calls): State<Arc<AtomicUsize>>, body: Bytes) -> Response 
         Err(e) => return error("NoSuchEntity", &e),
     };
     let actions = list("ActionNames.member.");
+    let mut context = std::collections::BTreeMap::new();
+    for i in 1..=20 {
+        let entry = format!("ContextEntries.member.{i}");
+        let Some(key) = get(&format!("{entry}.ContextKeyName")) else { break };
+        context.insert(key.to_lowercase(), list(&format!("{entry}.ContextKeyValues.member.")));
+    }
     let mut resources = list("ResourceArns.member.");
     if resources.is_empty() {
         resources.push("*".into());
@@ -104,9 +113,10 @@ async fn handle(State(calls): State<Arc<AtomicUsize>>, body: Bytes) -> Response 
     let mut members = String::new();
     for action in &actions {
         for resource in &resources {
-            let decision = decide(&statements, action, resource);
+            let (decision, missing) = decide(&statements, action, resource, &context);
+            let missing: String = missing.iter().map(|k| format!("<member>{}</member>", xml_escape(k))).collect();
             members.push_str(&format!(
-                "<member><EvalActionName>{}</EvalActionName><EvalResourceName>{}</EvalResourceName><EvalDecision>{decision}</EvalDecision><MatchedStatements/><MissingContextValues/></member>",
+                "<member><EvalActionName>{}</EvalActionName><EvalResourceName>{}</EvalResourceName><EvalDecision>{decision}</EvalDecision><MatchedStatements/><MissingContextValues>{missing}</MissingContextValues></member>",
                 xml_escape(action),
                 xml_escape(resource)
             ));
@@ -118,23 +128,57 @@ async fn handle(State(calls): State<Arc<AtomicUsize>>, body: Bytes) -> Response 
     (StatusCode::OK, [("content-type", "text/xml")], body).into_response()
 }
 
-/// `allowed`, `explicitDeny` or `implicitDeny` for one action on one resource.
-pub fn decide(statements: &[Value], action: &str, resource: &str) -> &'static str {
-    let matches = |s: &Value| {
+/// `allowed`, `explicitDeny` or `implicitDeny` for one action on one resource in a context
+/// (lower-cased key → values), and the context keys conditions needed but did not get.
+pub fn decide(
+    statements: &[Value],
+    action: &str,
+    resource: &str,
+    context: &std::collections::BTreeMap<String, Vec<String>>,
+) -> (&'static str, Vec<String>) {
+    let mut missing = Vec::new();
+    let mut applies = |s: &Value| {
         let any = |field: &str, value: &str, case_insensitive: bool| match &s[field] {
             Value::String(p) => glob(p, value, case_insensitive),
             Value::Array(ps) => ps.iter().filter_map(Value::as_str).any(|p| glob(p, value, case_insensitive)),
             _ => false,
         };
-        any("Action", action, true) && any("Resource", resource, false)
+        if !(any("Action", action, true) && any("Resource", resource, false)) {
+            return false;
+        }
+        let Some(conditions) = s["Condition"].as_object() else { return true };
+        conditions.iter().all(|(operator, keys)| {
+            let like = match operator.as_str() {
+                "StringEquals" => false,
+                "StringLike" => true,
+                _ => return false,
+            };
+            keys.as_object().into_iter().flatten().all(|(key, wanted)| {
+                let Some(have) = context.get(&key.to_lowercase()) else {
+                    if !missing.contains(key) {
+                        missing.push(key.clone());
+                    }
+                    return false;
+                };
+                let wanted: Vec<&str> = match wanted {
+                    Value::String(w) => vec![w.as_str()],
+                    Value::Array(ws) => ws.iter().filter_map(Value::as_str).collect(),
+                    _ => vec![],
+                };
+                have.iter().any(|h| wanted.iter().any(|w| if like { glob(w, h, false) } else { w == h }))
+            })
+        })
     };
-    if statements.iter().any(|s| s["Effect"] == "Deny" && matches(s)) {
+    let denied = statements.iter().filter(|s| s["Effect"] == "Deny").any(&mut applies);
+    let allowed = statements.iter().filter(|s| s["Effect"] == "Allow").any(&mut applies);
+    let decision = if denied {
         "explicitDeny"
-    } else if statements.iter().any(|s| s["Effect"] == "Allow" && matches(s)) {
+    } else if allowed {
         "allowed"
     } else {
         "implicitDeny"
-    }
+    };
+    (decision, if decision == "implicitDeny" { missing } else { Vec::new() })
 }
 
 /// IAM's wildcards: `*` any run of characters, `?` one character.
@@ -248,12 +292,17 @@ mod tests {
             json!({"Effect": "Allow", "Action": ["ssm:GetParameter*"], "Resource": "arn:aws:ssm:*:*:parameter/prod/*"}),
             json!({"Effect": "Deny", "Action": "ssm:*", "Resource": "arn:aws:ssm:*:*:parameter/prod/secret"}),
         ];
-        assert_eq!(decide(&statements, "SSM:GetParameters", "arn:aws:ssm:us-east-1:1:parameter/prod/db"), "allowed");
-        assert_eq!(
-            decide(&statements, "ssm:GetParameters", "arn:aws:ssm:us-east-1:1:parameter/prod/secret"),
-            "explicitDeny"
-        );
-        assert_eq!(decide(&statements, "kms:Decrypt", "arn:aws:kms:us-east-1:1:key/k"), "implicitDeny");
+        let none = Default::default();
+        let decision = |action: &str, resource: &str| decide(&statements, action, resource, &none).0;
+        assert_eq!(decision("SSM:GetParameters", "arn:aws:ssm:us-east-1:1:parameter/prod/db"), "allowed");
+        assert_eq!(decision("ssm:GetParameters", "arn:aws:ssm:us-east-1:1:parameter/prod/secret"), "explicitDeny");
+        assert_eq!(decision("kms:Decrypt", "arn:aws:kms:us-east-1:1:key/k"), "implicitDeny");
+        let via = vec![json!({"Effect": "Allow", "Action": "kms:Decrypt", "Resource": "*",
+                              "Condition": {"StringEquals": {"kms:ViaService": "ssm.us-east-1.amazonaws.com"}}})];
+        assert_eq!(decide(&via, "kms:Decrypt", "k", &none), ("implicitDeny", vec!["kms:ViaService".to_string()]));
+        let mut ctx = std::collections::BTreeMap::new();
+        ctx.insert("kms:viaservice".to_string(), vec!["ssm.us-east-1.amazonaws.com".to_string()]);
+        assert_eq!(decide(&via, "kms:Decrypt", "k", &ctx), ("allowed", vec![]));
         assert!(glob("a*c?e", "abbbcde", false) && !glob("a*c?e", "abbbce", false));
     }
 }
