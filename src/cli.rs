@@ -6,6 +6,8 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+pub use crate::deploy::plan::Strategy;
+
 /// Take a container image from a workflow to a healthy Amazon ECS service.
 #[derive(Debug, Parser)]
 #[command(name = "deployer", version, about, propagate_version = true)]
@@ -38,7 +40,7 @@ pub enum OutputFormat {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Trade the job's GitHub OIDC token (or the default credential chain) for AWS credentials.
-    Auth(AuthArgs),
+    Auth(AuthCommandArgs),
     /// Push an image (OCI layout, docker archive, docker daemon) to ECR.
     Push(PushArgs),
     /// Copy an existing image to another repository or registry without rebuilding it.
@@ -74,6 +76,7 @@ pub enum ExportMode {
     None,
 }
 
+/// How to get AWS credentials: `auth` and `release`.
 #[derive(Debug, Clone, Args)]
 pub struct AuthArgs {
     /// IAM role to assume with the OIDC token (or with the default chain outside Actions).
@@ -94,9 +97,54 @@ pub struct AuthArgs {
     /// Comma-separated account ids the final credentials must belong to.
     #[arg(long, value_delimiter = ',', env = "DEPLOYER_ALLOWED_ACCOUNT_IDS")]
     pub allowed_account_ids: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct AuthCommandArgs {
+    #[command(flatten)]
+    pub auth: AuthArgs,
     /// Where the credentials go (default: github-env inside Actions, none outside).
     #[arg(long, value_enum, env = "DEPLOYER_EXPORT")]
     pub export: Option<ExportMode>,
+}
+
+/// Where an image goes: `push`, `promote` and `release`.
+#[derive(Debug, Clone, Default, Args)]
+pub struct ImageTargetArgs {
+    /// A tag for the image in the repository (repeatable, or comma-separated).
+    #[arg(long = "tag", env = "DEPLOYER_TAGS", value_delimiter = ',')]
+    pub tags: Vec<String>,
+    /// Where blob and manifest HTTP goes instead of the registry ECR reports (also where
+    /// `--image` digests are checked).
+    #[arg(long, env = "DEPLOYER_REGISTRY_ENDPOINT")]
+    pub registry_endpoint: Option<String>,
+}
+
+/// How a push uploads, and the repository it creates when asked: `push` and `release`.
+#[derive(Debug, Clone, Default, Args)]
+pub struct UploadArgs {
+    #[arg(long, env = "DEPLOYER_CREATE_REPOSITORY")]
+    pub create_repository: bool,
+    /// With --create-repository: make the new repository's tags immutable.
+    #[arg(long, env = "DEPLOYER_IMMUTABLE_TAGS")]
+    pub immutable_tags: bool,
+    /// With --create-repository: turn on scan-on-push for the new repository.
+    #[arg(long, env = "DEPLOYER_SCAN_ON_PUSH")]
+    pub scan_on_push: bool,
+    /// Parallel blob uploads (default 4, measured with bench/push.sh).
+    #[arg(long, env = "DEPLOYER_CONCURRENCY")]
+    pub concurrency: Option<usize>,
+}
+
+/// Where a promoted image is read from: `promote` and `release`.
+#[derive(Debug, Clone, Default, Args)]
+pub struct PromoteSourceArgs {
+    /// The source registry when it is not the destination's (a host or URL).
+    #[arg(long, env = "DEPLOYER_FROM_REGISTRY")]
+    pub from_registry: Option<String>,
+    /// A role (assumed with the current credentials) whose ECR token reads the source registry.
+    #[arg(long, env = "DEPLOYER_FROM_ROLE_ARN")]
+    pub from_role_arn: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -106,22 +154,10 @@ pub struct PushArgs {
     pub source: String,
     #[arg(long, env = "DEPLOYER_REPOSITORY")]
     pub repository: String,
-    #[arg(long = "tag", env = "DEPLOYER_TAGS", value_delimiter = ',')]
-    pub tags: Vec<String>,
-    #[arg(long, env = "DEPLOYER_CREATE_REPOSITORY")]
-    pub create_repository: bool,
-    /// Where blob and manifest HTTP goes instead of the registry ECR reports.
-    #[arg(long, env = "DEPLOYER_REGISTRY_ENDPOINT")]
-    pub registry_endpoint: Option<String>,
-    /// Parallel blob uploads (default 4, measured with bench/push.sh).
-    #[arg(long, env = "DEPLOYER_CONCURRENCY")]
-    pub concurrency: Option<usize>,
-    /// With --create-repository: make the new repository's tags immutable.
-    #[arg(long, env = "DEPLOYER_IMMUTABLE_TAGS")]
-    pub immutable_tags: bool,
-    /// With --create-repository: turn on scan-on-push for the new repository.
-    #[arg(long, env = "DEPLOYER_SCAN_ON_PUSH")]
-    pub scan_on_push: bool,
+    #[command(flatten)]
+    pub target: ImageTargetArgs,
+    #[command(flatten)]
+    pub upload: UploadArgs,
 }
 
 #[derive(Debug, Args)]
@@ -129,18 +165,12 @@ pub struct PromoteArgs {
     /// REPO:TAG or REPO@DIGEST
     #[arg(long, env = "DEPLOYER_FROM")]
     pub from: String,
-    /// The source registry when it is not the destination's (a host or URL).
-    #[arg(long, env = "DEPLOYER_FROM_REGISTRY")]
-    pub from_registry: Option<String>,
-    /// A role (assumed with the current credentials) whose ECR token reads the source registry.
-    #[arg(long, env = "DEPLOYER_FROM_ROLE_ARN")]
-    pub from_role_arn: Option<String>,
+    #[command(flatten)]
+    pub source: PromoteSourceArgs,
     #[arg(long, env = "DEPLOYER_REPOSITORY")]
     pub repository: String,
-    #[arg(long = "tag", env = "DEPLOYER_TAGS", value_delimiter = ',')]
-    pub tags: Vec<String>,
-    #[arg(long, env = "DEPLOYER_REGISTRY_ENDPOINT")]
-    pub registry_endpoint: Option<String>,
+    #[command(flatten)]
+    pub target: ImageTargetArgs,
 }
 
 /// What `render` puts into a template; shared by the task-definition commands and `release`.
@@ -206,12 +236,37 @@ pub struct TaskDefArgs {
     pub exit_code: bool,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum Strategy {
-    Rolling,
-    BlueGreen,
-    Canary,
-    Linear,
+/// How a deploy is gated and settled: `deploy` and `release`. Those also in deployer.toml
+/// (strategy, health-url, test-url, bake, timeout) have no default here, so the file applies
+/// when the flag is absent.
+#[derive(Debug, Clone, Default, Args)]
+pub struct GateArgs {
+    /// rolling (default) | blue-green | canary | linear
+    #[arg(long, value_enum, env = "DEPLOYER_STRATEGY")]
+    pub strategy: Option<Strategy>,
+    /// A URL that must answer 2xx (JSON `status` ok/healthy) before the deploy counts as healthy.
+    #[arg(long = "health-url", env = "DEPLOYER_HEALTH_URL", value_delimiter = ',')]
+    pub health_urls: Vec<String>,
+    /// Seconds the new revision must stay healthy after ECS completes, before success.
+    #[arg(long, env = "DEPLOYER_BAKE")]
+    pub bake: Option<u64>,
+    /// Seconds before the deploy counts as failed (and is rolled back); default 1800.
+    #[arg(long, env = "DEPLOYER_TIMEOUT")]
+    pub timeout: Option<u64>,
+    /// On failure leave the service as it is (exit 4) instead of rolling back.
+    #[arg(long, env = "DEPLOYER_NO_ROLLBACK")]
+    pub no_rollback: bool,
+    /// With several --service: when one fails, roll back all of them.
+    #[arg(long, env = "DEPLOYER_ALL_OR_NOTHING")]
+    pub all_or_nothing: bool,
+    /// Consecutive good probe answers the gate needs per URL.
+    #[arg(long, default_value_t = 3, env = "DEPLOYER_PROBE_SUCCESSES")]
+    pub probe_successes: u32,
+    /// Consecutive bad probe answers (one URL) that fail the gate.
+    #[arg(long, default_value_t = 3, env = "DEPLOYER_PROBE_FAILURES")]
+    pub probe_failures: u32,
+    #[command(flatten)]
+    pub traffic: TrafficArgs,
 }
 
 #[derive(Debug, Args)]
@@ -221,34 +276,12 @@ pub struct DeployArgs {
     /// The service to roll forward; repeat (or comma-separate) to deploy several in parallel.
     #[arg(long = "service", required = true, env = "DEPLOYER_SERVICE", value_delimiter = ',')]
     pub services: Vec<String>,
-    /// A task definition ARN or family:revision, or a JSON FILE to register first.
+    /// A task definition ARN or family:revision, or a JSON FILE to register first (after
+    /// every service passed its checks).
     #[arg(long, env = "DEPLOYER_TASK_DEFINITION")]
     pub task_definition: String,
-    #[arg(long, value_enum, default_value_t = Strategy::Rolling, env = "DEPLOYER_STRATEGY")]
-    pub strategy: Strategy,
-    /// A URL that must answer 2xx (JSON `status` ok/healthy) before the deploy counts as healthy.
-    #[arg(long = "health-url", env = "DEPLOYER_HEALTH_URL", value_delimiter = ',')]
-    pub health_urls: Vec<String>,
-    /// Seconds the new revision must stay healthy after ECS completes, before success.
-    #[arg(long, env = "DEPLOYER_BAKE")]
-    pub bake: Option<u64>,
-    /// Seconds before the deploy counts as failed (and is rolled back).
-    #[arg(long, default_value_t = 1800, env = "DEPLOYER_TIMEOUT")]
-    pub timeout: u64,
-    /// On failure leave the service as it is (exit 4) instead of rolling back.
-    #[arg(long, env = "DEPLOYER_NO_ROLLBACK")]
-    pub no_rollback: bool,
-    /// With several --service: when one fails, roll back all of them.
-    #[arg(long, env = "DEPLOYER_ALL_OR_NOTHING")]
-    pub all_or_nothing: bool,
-    /// Consecutive good probe answers the gate needs per --health-url.
-    #[arg(long, default_value_t = 3, env = "DEPLOYER_PROBE_SUCCESSES")]
-    pub probe_successes: u32,
-    /// Consecutive bad probe answers (one URL) that fail the gate.
-    #[arg(long, default_value_t = 3, env = "DEPLOYER_PROBE_FAILURES")]
-    pub probe_failures: u32,
     #[command(flatten)]
-    pub traffic: TrafficArgs,
+    pub gate: GateArgs,
 }
 
 /// Blue/green, canary and linear settings (ignored by --strategy rolling).
@@ -282,9 +315,10 @@ pub struct RollbackArgs {
     pub to: Option<String>,
 }
 
-/// `release`: every stage in one call. Each flag overrides the environment's entry in
-/// deployer.toml; the values of the other commands' flags of the same name apply.
-#[derive(Debug, Args)]
+/// `release`: every stage in one call, built from the same flag groups as the single
+/// commands, so every `DEPLOYER_*` works here too. Each flag overrides the environment's
+/// entry in deployer.toml.
+#[derive(Debug, Clone, Args)]
 pub struct ReleaseArgs {
     /// The environment (deployer.toml); inside Actions the event and the file's policy decide
     /// whether this run may deploy there.
@@ -293,19 +327,8 @@ pub struct ReleaseArgs {
     #[arg(long, default_value = "deployer.toml", env = "DEPLOYER_CONFIG")]
     pub config: PathBuf,
 
-    // auth
-    #[arg(long, env = "DEPLOYER_ROLE_ARN")]
-    pub role_arn: Option<String>,
-    #[arg(long, env = "DEPLOYER_CHAIN_ROLE_ARN")]
-    pub chain_role_arn: Option<String>,
-    #[arg(long, default_value = "sts.amazonaws.com", env = "DEPLOYER_AUDIENCE")]
-    pub audience: String,
-    #[arg(long, env = "DEPLOYER_SESSION_NAME")]
-    pub session_name: Option<String>,
-    #[arg(long, default_value_t = 3600, env = "DEPLOYER_DURATION")]
-    pub duration: u32,
-    #[arg(long, value_delimiter = ',', env = "DEPLOYER_ALLOWED_ACCOUNT_IDS")]
-    pub allowed_account_ids: Vec<String>,
+    #[command(flatten)]
+    pub auth: AuthArgs,
 
     // image: push a built image (--source), promote an existing one (--from), or use --image as is
     /// Push this image: oci:DIR[:ref] | docker-archive:FILE | docker:IMAGE
@@ -314,18 +337,14 @@ pub struct ReleaseArgs {
     /// Promote this existing image (REPO:TAG or REPO@DIGEST) without rebuilding.
     #[arg(long, env = "DEPLOYER_FROM")]
     pub from: Option<String>,
-    #[arg(long, env = "DEPLOYER_FROM_REGISTRY")]
-    pub from_registry: Option<String>,
+    #[command(flatten)]
+    pub promote: PromoteSourceArgs,
     #[arg(long, env = "DEPLOYER_REPOSITORY")]
     pub repository: Option<String>,
-    #[arg(long = "tag", env = "DEPLOYER_TAGS", value_delimiter = ',')]
-    pub tags: Vec<String>,
-    #[arg(long, env = "DEPLOYER_CREATE_REPOSITORY")]
-    pub create_repository: bool,
-    #[arg(long, env = "DEPLOYER_REGISTRY_ENDPOINT")]
-    pub registry_endpoint: Option<String>,
-    #[arg(long, env = "DEPLOYER_CONCURRENCY")]
-    pub concurrency: Option<usize>,
+    #[command(flatten)]
+    pub target: ImageTargetArgs,
+    #[command(flatten)]
+    pub upload: UploadArgs,
 
     // task definition
     #[arg(long, env = "DEPLOYER_TASK_DEFINITION")]
@@ -342,20 +361,8 @@ pub struct ReleaseArgs {
     pub cluster: Option<String>,
     #[arg(long = "service", env = "DEPLOYER_SERVICE", value_delimiter = ',')]
     pub services: Vec<String>,
-    #[arg(long, value_enum, env = "DEPLOYER_STRATEGY")]
-    pub strategy: Option<Strategy>,
-    #[arg(long = "health-url", env = "DEPLOYER_HEALTH_URL", value_delimiter = ',')]
-    pub health_urls: Vec<String>,
-    #[arg(long, env = "DEPLOYER_BAKE")]
-    pub bake: Option<u64>,
-    #[arg(long, env = "DEPLOYER_TIMEOUT")]
-    pub timeout: Option<u64>,
-    #[arg(long, env = "DEPLOYER_NO_ROLLBACK")]
-    pub no_rollback: bool,
-    #[arg(long, env = "DEPLOYER_ALL_OR_NOTHING")]
-    pub all_or_nothing: bool,
     #[command(flatten)]
-    pub traffic: TrafficArgs,
+    pub gate: GateArgs,
 
     // GitHub Deployments
     /// Token for GitHub Deployments (falls back to GITHUB_TOKEN); without one they are skipped.

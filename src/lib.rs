@@ -16,6 +16,7 @@ pub mod image;
 pub mod image_ref;
 pub mod output;
 pub mod params;
+pub mod pipeline;
 pub mod report;
 pub mod resolve;
 pub mod retry;

@@ -24,6 +24,7 @@ pub fn router(sim: Arc<Sim>) -> axum::Router {
         .route("/_sim/reset", post(reset))
         .route("/_sim/faults", post(add_fault).get(list_faults).delete(clear_faults))
         .route("/_sim/credentials", post(add_credentials).get(list_credentials))
+        .route("/_sim/calls", get(calls))
         .with_state(sim)
 }
 
@@ -80,6 +81,8 @@ struct FaultIn {
     #[serde(default = "one")]
     count: u64,
     message: Option<String>,
+    /// Instead of an error: `circuit-breaker` (see `model::Fault::effect`).
+    effect: Option<String>,
 }
 
 fn throttling() -> String {
@@ -98,15 +101,28 @@ async fn add_fault(AxState(sim): AxState<Arc<Sim>>, body: axum::body::Bytes) -> 
     let message = f.message.unwrap_or_else(|| {
         if f.error == "ThrottlingException" { "Rate exceeded".into() } else { format!("injected {}", f.error) }
     });
-    sim.lock().faults.push(Fault { operation: f.operation, error: f.error, message, count: f.count });
+    if let Some(effect) = f.effect.as_deref().filter(|e| *e != "circuit-breaker") {
+        let e = format!("unknown effect {effect:?}: the one effect is circuit-breaker");
+        return (StatusCode::BAD_REQUEST, Json(json!({"error": e}))).into_response();
+    }
+    let fault = Fault { operation: f.operation, error: f.error, message, count: f.count, effect: f.effect };
+    sim.lock().faults.push(fault);
     Json(json!({"ok": true})).into_response()
 }
 
 async fn list_faults(AxState(sim): AxState<Arc<Sim>>) -> Json<Value> {
     let st = sim.lock();
-    let v: Vec<Value> =
-        st.faults.iter().map(|f| json!({"operation": f.operation, "error": f.error, "count": f.count})).collect();
+    let v: Vec<Value> = st
+        .faults
+        .iter()
+        .map(|f| json!({"operation": f.operation, "error": f.error, "count": f.count, "effect": f.effect}))
+        .collect();
     Json(json!({"faults": v}))
+}
+
+/// ECS API requests received so far, per operation: `{"calls":{"UpdateService":2,...}}`.
+async fn calls(AxState(sim): AxState<Arc<Sim>>) -> Json<Value> {
+    Json(json!({"calls": sim.lock().calls}))
 }
 
 async fn clear_faults(AxState(sim): AxState<Arc<Sim>>) -> Json<Value> {

@@ -1,113 +1,18 @@
-//! `deployer promote`: give an image already in a registry new tags, or copy it to another
-//! repository or registry, without rebuilding (`image::promote` explains how bytes move, or
-//! do not).
+//! `deployer promote`: the flags as a promote request, the image stage
+//! (`pipeline::image::promote`: retag, mount or copy without rebuilding), the outputs and the
+//! result.
 
-use std::sync::Arc;
-
-use aws_config::SdkConfig;
-
-use crate::aws::auth::{self, AuthRequest, Source};
+use super::plan;
 use crate::cli::{GlobalArgs, PromoteArgs};
-use crate::commands::push::{PushResult, check_tags, default_config, set_outputs, target};
 use crate::error::Result;
 use crate::exit::Exit;
-use crate::image::promote::{self, SourceRef};
-use crate::image::push::{DEFAULT_CONCURRENCY, Options, ProgressMode};
-use crate::image::registry::Registry;
-use crate::image::{check_repository, ecr};
 use crate::output::Printer;
 
-/// An ECR client with the credentials of `role`, assumed with the current ones.
-async fn source_client(region: Option<String>, role: &auth::RoleArn, printer: &Printer) -> Result<aws_sdk_ecr::Client> {
-    let req = AuthRequest {
-        role: Some(role.clone()),
-        chain_role: None,
-        session_name: auth::default_session_name(
-            std::env::var("GITHUB_REPOSITORY").ok().as_deref(),
-            std::env::var("GITHUB_RUN_ID").ok().as_deref(),
-        ),
-        duration_seconds: 900,
-        audience: String::new(),
-        allowed_account_ids: Vec::new(),
-        region,
-    };
-    let http = reqwest::Client::new();
-    let session = auth::authenticate(&req, Source::DefaultChain, &http).await?;
-    printer.runner.mask(session.credentials.secret_access_key());
-    if let Some(token) = session.credentials.session_token() {
-        printer.runner.mask(token);
-    }
-    tracing::info!("reading the source as {}", session.caller_arn);
-    Ok(aws_sdk_ecr::Client::new(&session.config))
-}
-
-fn host_of(base: &str) -> &str {
-    let rest = base.split_once("://").map_or(base, |(_, r)| r);
-    rest.trim_end_matches('/')
-}
-
 pub async fn run(args: &PromoteArgs, global: &GlobalArgs, printer: &Printer) -> Result<Exit> {
-    let result = execute(&default_config(global).await?, args, printer).await?;
+    let req = plan::promote_request(&args.from, &args.source, &args.repository, &args.target);
+    let config = plan::default_config(global.region.as_deref()).await?;
+    let result = crate::pipeline::image::promote(&config, &req, &printer.runner).await?;
+    result.set_outputs(&printer.runner)?;
     printer.result(&result);
     Ok(Exit::Ok)
-}
-
-/// Promote with `config`'s credentials and set the step outputs; `release` calls this too.
-pub async fn execute(config: &SdkConfig, args: &PromoteArgs, printer: &Printer) -> Result<PushResult> {
-    check_repository("--repository", &args.repository)?;
-    check_tags(&args.tags)?;
-    let mut from = SourceRef::parse(&args.from)?;
-    let from_role = args.from_role_arn.as_deref().map(|a| auth::check_role_arn("--from-role-arn", a)).transpose()?;
-    let from_registry = args.from_registry.clone().or_else(|| from.host.take());
-    let target = target(config, &args.repository, None, args.registry_endpoint.as_deref(), printer).await?;
-    let dest_host = host_of(target.registry.base()).to_string();
-    let repo_host = target.repository.uri.split('/').next().unwrap_or_default().to_string();
-    // The source is the destination registry unless another one is named.
-    let (source, same) = match from_registry.as_deref() {
-        None => (target.registry.clone(), true),
-        Some(r) if host_of(r) == dest_host || host_of(r) == repo_host => (target.registry.clone(), true),
-        Some(r) => {
-            // Another ECR registry: a token for it, from --from-role-arn's credentials when given,
-            // else from ours; another registry is read anonymously unless a role is given.
-            let account = ecr::ecr_account(host_of(r));
-            let client = match &from_role {
-                Some(role) => Some(source_client(config.region().map(|r| r.to_string()), role, printer).await?),
-                None => account.map(|_| target.ecr.clone()),
-            };
-            let auth = match client {
-                Some(client) => {
-                    let t = ecr::token(&client, account).await?;
-                    for s in &t.secrets {
-                        printer.runner.mask(s);
-                    }
-                    Some(t.header)
-                }
-                None => None,
-            };
-            (Arc::new(Registry::new(r, auth, None)?), false)
-        }
-    };
-    let image = promote::resolve(&source, &from).await?;
-    tracing::info!(
-        "promoting {}/{}:{} ({}) to {}{}",
-        host_of(source.base()),
-        from.repo,
-        from.reference,
-        image.top.digest,
-        target.repository.uri,
-        if same { " (same registry: no blob moves)" } else { "" }
-    );
-    let opts = Options {
-        concurrency: DEFAULT_CONCURRENCY,
-        immutable: target.repository.immutable,
-        progress: ProgressMode::detect(printer.runner.in_actions()),
-        mount_from: None,
-    };
-    printer.runner.group(&format!("promote {} to {}", image.origin, target.repository.uri));
-    let report = promote::promote(&target.registry, same, &from, &image, &args.repository, &args.tags, opts).await;
-    printer.runner.end_group();
-    let report = report?;
-    let result = PushResult::new(&target.repository.uri, &args.repository, &args.tags, image.origin.clone(), &report);
-    set_outputs(printer, &result)?;
-    Ok(result)
 }

@@ -288,15 +288,15 @@ pub async fn rollback_warnings(
     warnings
 }
 
-/// Before `deployer rollback` to `to`: describe it and warn (annotations, also returned)
+/// After `deployer rollback` to `to`: describe it and warn (annotations, also returned)
 /// about every referenced parameter or secret that changed after it was registered.
-pub async fn warn_before_rollback(config: &SdkConfig, to: &str, printer: &crate::output::Printer) -> Vec<String> {
+pub async fn warn_after_rollback(config: &SdkConfig, to: &str, runner: &crate::github::runner::Runner) -> Vec<String> {
     let ecs = crate::aws::ecs_json::EcsJson::new(config);
     let (td, registered) = match super::ecs::describe(&ecs, to).await {
         Ok(found) => found,
         Err(e) => {
             let w = format!("cannot tell whether {to}'s parameters and secrets changed since it was registered: {e}");
-            printer.runner.annotate(crate::github::runner::Level::Warning, &w, None);
+            runner.annotate(crate::github::runner::Level::Warning, &w, None);
             return vec![w];
         }
     };
@@ -304,7 +304,7 @@ pub async fn warn_before_rollback(config: &SdkConfig, to: &str, printer: &crate:
     let revision = format!("{}:{}", registered.family, registered.revision);
     let warnings = rollback_warnings(config, &td, at, &revision).await;
     for w in &warnings {
-        printer.runner.annotate(crate::github::runner::Level::Warning, w, None);
+        runner.annotate(crate::github::runner::Level::Warning, w, None);
     }
     warnings
 }

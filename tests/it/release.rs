@@ -91,6 +91,13 @@ task-definition = "taskdef.json"
 }
 
 pub(crate) fn release(s: &Setup, issuer: &Issuer, git_ref: &str, image: &str) -> assert_cmd::Command {
+    let mut c = release_without_image(s, issuer, git_ref);
+    c.args(["--image", image]);
+    c
+}
+
+/// `deployer --output json release` as a push to `git_ref` runs it, without an image.
+fn release_without_image(s: &Setup, issuer: &Issuer, git_ref: &str) -> assert_cmd::Command {
     let mut c = deployer(&s.account);
     c.current_dir(s.dir.path())
         .envs(issuer.env())
@@ -103,7 +110,7 @@ pub(crate) fn release(s: &Setup, issuer: &Issuer, git_ref: &str, image: &str) ->
         .env("GITHUB_STEP_SUMMARY", s.dir.path().join("summary.md"))
         .env("AWS_ENDPOINT_URL_ECS", &s.sim.url)
         .env("DEPLOYER_POLL_MS", "150")
-        .args(["--output", "json", "release", "--image", image, "--registry-endpoint", &stack().registry_url]);
+        .args(["--output", "json", "release", "--registry-endpoint", &stack().registry_url]);
     c
 }
 
@@ -165,6 +172,82 @@ async fn a_feature_branch_may_not_deploy_and_nothing_changes() {
     assert_eq!(issuer.requests(), 0, "refused before asking for a token");
     let ecs = ecs_client(&s.sim.url, &s.account);
     assert_eq!(describe(&ecs, "prod", "web").await.task_definition(), Some(s.v1.as_str()));
+}
+
+/// The family's latest ACTIVE revision.
+async fn latest_revision(s: &Setup) -> String {
+    let ecs = ecs_client(&s.sim.url, &s.account);
+    let td = ecs.describe_task_definition().task_definition(&s.family).send().await.unwrap();
+    td.task_definition().and_then(|t| t.task_definition_arn()).unwrap().to_string()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn every_deployer_variable_reaches_release_push_and_gate_settings_included() {
+    let s = setup().await;
+    let issuer = Issuer::start(Job { git_ref: "refs/heads/release/1.5".into(), ..Job::default() });
+    let oci = tempfile::tempdir().unwrap();
+    let digest = crate::push::fixtures::oci_layout(oci.path(), &crate::push::fixtures::layers(1, 1024));
+    let repo = unique("released");
+    let mut c = release_without_image(&s, &issuer, "refs/heads/release/1.5");
+    c.env("DEPLOYER_SOURCE", format!("oci:{}", oci.path().display()))
+        .env("DEPLOYER_REPOSITORY", &repo)
+        .env("DEPLOYER_TAGS", "v2")
+        .env("DEPLOYER_CREATE_REPOSITORY", "true")
+        .env("DEPLOYER_IMMUTABLE_TAGS", "true")
+        .env("DEPLOYER_SCAN_ON_PUSH", "true")
+        .env("DEPLOYER_PROBE_SUCCESSES", "15");
+    let out = run(c).await;
+    assert_eq!(out.code, Some(0), "{out}");
+    let result: serde_json::Value = serde_json::from_str(out.stdout.trim()).unwrap_or_else(|e| panic!("{e}\n{out}"));
+    assert_eq!(result["image-digest"], digest.as_str());
+    let stages: Vec<&str> = result["stages"].as_array().unwrap().iter().map(|s| s["stage"].as_str().unwrap()).collect();
+    assert_eq!(stages, ["resolve", "auth", "push", "render", "verify", "register", "deploy"]);
+    let timeline = result["deploy"]["services"][0]["timeline"].to_string();
+    // The default is 3, which the probes (counted from the start) reach before ECS completes.
+    assert!(timeline.contains("to answer well 15 times in a row"), "DEPLOYER_PROBE_SUCCESSES ignored: {timeline}");
+    let repos = moto(
+        &s.account,
+        "AmazonEC2ContainerRegistry_V20150921.DescribeRepositories",
+        json!({"repositoryNames": [repo]}),
+    )
+    .await;
+    let r = &repos["repositories"][0];
+    assert_eq!(r["imageTagMutability"], "IMMUTABLE", "DEPLOYER_IMMUTABLE_TAGS ignored: {r}");
+    assert_eq!(r["imageScanningConfiguration"]["scanOnPush"], true, "DEPLOYER_SCAN_ON_PUSH ignored: {r}");
+
+    // The promote source's role and the probe failure threshold are read too: a bad value of
+    // each is refused, naming its flag.
+    let mut c = release_without_image(&s, &issuer, "refs/heads/release/1.5");
+    c.env("DEPLOYER_FROM", format!("{repo}:v2"))
+        .env("DEPLOYER_REPOSITORY", &repo)
+        .env("DEPLOYER_FROM_ROLE_ARN", "admin");
+    let out = run(c).await;
+    assert_eq!(out.code, Some(2), "a bad local input: {out}");
+    assert!(out.stderr.contains("--from-role-arn"), "DEPLOYER_FROM_ROLE_ARN ignored: {out}");
+    let mut c = release(&s, &issuer, "refs/heads/release/1.5", "x");
+    c.env("DEPLOYER_PROBE_FAILURES", "many");
+    let out = run(c).await;
+    assert_eq!(out.code, Some(2), "{out}");
+    assert!(out.stderr.contains("--probe-failures"), "DEPLOYER_PROBE_FAILURES ignored: {out}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_release_the_service_cannot_take_registers_nothing() {
+    let s = setup().await;
+    let issuer = Issuer::start(Job { git_ref: "refs/heads/release/1.4".into(), ..Job::default() });
+    let image = push_image(&s.family, "v2").await;
+    let mut c = release(&s, &issuer, "refs/heads/release/1.4", &image);
+    // The service has a plain load balancer: blue/green is refused before any change.
+    c.env("DEPLOYER_STRATEGY", "blue-green");
+    let out = run(c).await;
+    assert_eq!(out.code, Some(1), "{out}");
+    assert!(
+        out.stderr.contains("web: loadBalancers[0]") && out.stderr.contains("has no advancedConfiguration"),
+        "{out}"
+    );
+    assert_eq!(latest_revision(&s).await, s.v1, "the release registered a revision before refusing");
+    let o = outputs(&s);
+    assert!(!o.contains_key("task-definition-arn"), "{o:?}");
 }
 
 // ---------------------------------------------------------------------------------------------

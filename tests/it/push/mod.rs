@@ -2,7 +2,7 @@
 //! round trips checked with skopeo, faults injected by a proxy, bad input, and retags that
 //! must move no bytes.
 
-mod fixtures;
+pub mod fixtures;
 
 use std::path::Path;
 use std::process::Command;

@@ -203,6 +203,7 @@ pub async fn moto(account: &str, target: &str, body: Value) -> Value {
     let st = stack();
     let service = match target.split('.').next().unwrap_or_default() {
         "AmazonSSM" => "ssm",
+        "AmazonEC2ContainerRegistry_V20150921" => "ecr",
         "Logs_20140328" => "logs",
         "TrentService" => "kms",
         _ => "secretsmanager",
