@@ -6,6 +6,8 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+pub use crate::deploy::plan::Strategy;
+
 /// Take a container image from a workflow to a healthy Amazon ECS service.
 #[derive(Debug, Parser)]
 #[command(name = "deployer", version, about, propagate_version = true)]
@@ -38,7 +40,7 @@ pub enum OutputFormat {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Trade the job's GitHub OIDC token (or the default credential chain) for AWS credentials.
-    Auth(AuthArgs),
+    Auth(AuthCommandArgs),
     /// Push an image (OCI layout, docker archive, docker daemon) to ECR.
     Push(PushArgs),
     /// Copy an existing image to another repository or registry without rebuilding it.
@@ -74,6 +76,7 @@ pub enum ExportMode {
     None,
 }
 
+/// How to get AWS credentials: `auth` and `release`.
 #[derive(Debug, Clone, Args)]
 pub struct AuthArgs {
     /// IAM role to assume with the OIDC token (or with the default chain outside Actions).
@@ -94,41 +97,48 @@ pub struct AuthArgs {
     /// Comma-separated account ids the final credentials must belong to.
     #[arg(long, value_delimiter = ',', env = "DEPLOYER_ALLOWED_ACCOUNT_IDS")]
     pub allowed_account_ids: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct AuthCommandArgs {
+    #[command(flatten)]
+    pub auth: AuthArgs,
     /// Where the credentials go (default: github-env inside Actions, none outside).
     #[arg(long, value_enum, env = "DEPLOYER_EXPORT")]
     pub export: Option<ExportMode>,
 }
 
-#[derive(Debug, Args)]
-pub struct PushArgs {
-    /// oci:DIR[:ref] | docker-archive:FILE | docker:IMAGE
-    #[arg(long, env = "DEPLOYER_SOURCE")]
-    pub source: String,
-    #[arg(long, env = "DEPLOYER_REPOSITORY")]
-    pub repository: String,
+/// Where an image goes: `push`, `promote` and `release`.
+#[derive(Debug, Clone, Default, Args)]
+pub struct ImageTargetArgs {
+    /// A tag for the image in the repository (repeatable, or comma-separated).
     #[arg(long = "tag", env = "DEPLOYER_TAGS", value_delimiter = ',')]
     pub tags: Vec<String>,
-    #[arg(long, env = "DEPLOYER_CREATE_REPOSITORY")]
-    pub create_repository: bool,
-    /// Where blob and manifest HTTP goes instead of the registry ECR reports.
+    /// Where blob and manifest HTTP goes instead of the registry ECR reports (also where
+    /// `--image` digests are checked).
     #[arg(long, env = "DEPLOYER_REGISTRY_ENDPOINT")]
     pub registry_endpoint: Option<String>,
-    /// Parallel blob uploads (default 4, measured with bench/push.sh).
-    #[arg(long, env = "DEPLOYER_CONCURRENCY")]
-    pub concurrency: Option<usize>,
+}
+
+/// How a push uploads, and the repository it creates when asked: `push` and `release`.
+#[derive(Debug, Clone, Default, Args)]
+pub struct UploadArgs {
+    #[arg(long, env = "DEPLOYER_CREATE_REPOSITORY")]
+    pub create_repository: bool,
     /// With --create-repository: make the new repository's tags immutable.
     #[arg(long, env = "DEPLOYER_IMMUTABLE_TAGS")]
     pub immutable_tags: bool,
     /// With --create-repository: turn on scan-on-push for the new repository.
     #[arg(long, env = "DEPLOYER_SCAN_ON_PUSH")]
     pub scan_on_push: bool,
+    /// Parallel blob uploads (default 4, measured with bench/push.sh).
+    #[arg(long, env = "DEPLOYER_CONCURRENCY")]
+    pub concurrency: Option<usize>,
 }
 
-#[derive(Debug, Args)]
-pub struct PromoteArgs {
-    /// REPO:TAG or REPO@DIGEST
-    #[arg(long, env = "DEPLOYER_FROM")]
-    pub from: String,
+/// Where a promoted image is read from: `promote` and `release`.
+#[derive(Debug, Clone, Default, Args)]
+pub struct PromoteSourceArgs {
     /// The source registry when it is not the destination's (a host or URL).
     #[arg(long, env = "DEPLOYER_FROM_REGISTRY")]
     pub from_registry: Option<String>,
@@ -139,12 +149,32 @@ pub struct PromoteArgs {
     /// does for the destination).
     #[arg(long, env = "DEPLOYER_FROM_REGISTRY_ENDPOINT")]
     pub from_registry_endpoint: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct PushArgs {
+    /// oci:DIR[:ref] | docker-archive:FILE | docker:IMAGE
+    #[arg(long, env = "DEPLOYER_SOURCE")]
+    pub source: String,
     #[arg(long, env = "DEPLOYER_REPOSITORY")]
     pub repository: String,
-    #[arg(long = "tag", env = "DEPLOYER_TAGS", value_delimiter = ',')]
-    pub tags: Vec<String>,
-    #[arg(long, env = "DEPLOYER_REGISTRY_ENDPOINT")]
-    pub registry_endpoint: Option<String>,
+    #[command(flatten)]
+    pub target: ImageTargetArgs,
+    #[command(flatten)]
+    pub upload: UploadArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct PromoteArgs {
+    /// REPO:TAG or REPO@DIGEST
+    #[arg(long, env = "DEPLOYER_FROM")]
+    pub from: String,
+    #[command(flatten)]
+    pub source: PromoteSourceArgs,
+    #[arg(long, env = "DEPLOYER_REPOSITORY")]
+    pub repository: String,
+    #[command(flatten)]
+    pub target: ImageTargetArgs,
 }
 
 /// What `render` puts into a template; shared by the task-definition commands and `release`.
@@ -169,6 +199,14 @@ pub struct RenderArgs {
     /// Drop environment variables that no --env names.
     #[arg(long, env = "DEPLOYER_EXCLUSIVE_ENV")]
     pub exclusive_env: bool,
+    /// Let members and enum values that ECS's model (as vendored in deployer) does not know
+    /// through, as warnings; wrong types and ranges are still refused.
+    #[arg(long, env = "DEPLOYER_ALLOW_UNKNOWN_FIELDS")]
+    pub allow_unknown_fields: bool,
+    /// Register Secrets Manager references pinned to the secret's current version id
+    /// (`ARN:json-key::VERSION-ID`), so a later rotation does not change what this revision reads.
+    #[arg(long, env = "DEPLOYER_PIN_SECRETS")]
+    pub pin_secrets: bool,
 }
 
 #[derive(Debug, Args)]
@@ -192,17 +230,47 @@ pub struct TaskDefArgs {
     /// `register`: skip verification.
     #[arg(long)]
     pub no_verify: bool,
+    /// `verify`, `register`: also prove the tasks can start — the execution role may read
+    /// each secret and its KMS key, pull each image and write its logs (IAM policy
+    /// simulation), each awslogs group exists, each image is built for the task's platform.
+    #[arg(long, env = "DEPLOYER_PERMISSIONS")]
+    pub permissions: bool,
     /// `diff`: exit 1 when there are differences.
     #[arg(long)]
     pub exit_code: bool,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum Strategy {
-    Rolling,
-    BlueGreen,
-    Canary,
-    Linear,
+/// How a deploy is gated and settled: `deploy` and `release`. Those also in deployer.toml
+/// (strategy, health-url, test-url, bake, timeout) have no default here, so the file applies
+/// when the flag is absent.
+#[derive(Debug, Clone, Default, Args)]
+pub struct GateArgs {
+    /// rolling (default) | blue-green | canary | linear
+    #[arg(long, value_enum, env = "DEPLOYER_STRATEGY")]
+    pub strategy: Option<Strategy>,
+    /// A URL that must answer 2xx (JSON `status` ok/healthy) before the deploy counts as healthy.
+    #[arg(long = "health-url", env = "DEPLOYER_HEALTH_URL", value_delimiter = ',')]
+    pub health_urls: Vec<String>,
+    /// Seconds the new revision must stay healthy after ECS completes, before success.
+    #[arg(long, env = "DEPLOYER_BAKE")]
+    pub bake: Option<u64>,
+    /// Seconds before the deploy counts as failed (and is rolled back); default 1800.
+    #[arg(long, env = "DEPLOYER_TIMEOUT")]
+    pub timeout: Option<u64>,
+    /// On failure leave the service as it is (exit 4) instead of rolling back.
+    #[arg(long, env = "DEPLOYER_NO_ROLLBACK")]
+    pub no_rollback: bool,
+    /// With several --service: when one fails, roll back all of them.
+    #[arg(long, env = "DEPLOYER_ALL_OR_NOTHING")]
+    pub all_or_nothing: bool,
+    /// Consecutive good probe answers the gate needs per URL.
+    #[arg(long, default_value_t = 3, env = "DEPLOYER_PROBE_SUCCESSES")]
+    pub probe_successes: u32,
+    /// Consecutive bad probe answers (one URL) that fail the gate.
+    #[arg(long, default_value_t = 3, env = "DEPLOYER_PROBE_FAILURES")]
+    pub probe_failures: u32,
+    #[command(flatten)]
+    pub traffic: TrafficArgs,
 }
 
 #[derive(Debug, Args)]
@@ -212,34 +280,12 @@ pub struct DeployArgs {
     /// The service to roll forward; repeat (or comma-separate) to deploy several in parallel.
     #[arg(long = "service", required = true, env = "DEPLOYER_SERVICE", value_delimiter = ',')]
     pub services: Vec<String>,
-    /// A task definition ARN or family:revision, or a JSON FILE to register first.
+    /// A task definition ARN or family:revision, or a JSON FILE to register first (after
+    /// every service passed its checks).
     #[arg(long, env = "DEPLOYER_TASK_DEFINITION")]
     pub task_definition: String,
-    #[arg(long, value_enum, default_value_t = Strategy::Rolling, env = "DEPLOYER_STRATEGY")]
-    pub strategy: Strategy,
-    /// A URL that must answer 2xx (JSON `status` ok/healthy) before the deploy counts as healthy.
-    #[arg(long = "health-url", env = "DEPLOYER_HEALTH_URL", value_delimiter = ',')]
-    pub health_urls: Vec<String>,
-    /// Seconds the new revision must stay healthy after ECS completes, before success.
-    #[arg(long, env = "DEPLOYER_BAKE")]
-    pub bake: Option<u64>,
-    /// Seconds before the deploy counts as failed (and is rolled back).
-    #[arg(long, default_value_t = 1800, env = "DEPLOYER_TIMEOUT")]
-    pub timeout: u64,
-    /// On failure leave the service as it is (exit 4) instead of rolling back.
-    #[arg(long, env = "DEPLOYER_NO_ROLLBACK")]
-    pub no_rollback: bool,
-    /// With several --service: when one fails, roll back all of them.
-    #[arg(long, env = "DEPLOYER_ALL_OR_NOTHING")]
-    pub all_or_nothing: bool,
-    /// Consecutive good probe answers the gate needs per --health-url.
-    #[arg(long, default_value_t = 3, env = "DEPLOYER_PROBE_SUCCESSES")]
-    pub probe_successes: u32,
-    /// Consecutive bad probe answers (one URL) that fail the gate.
-    #[arg(long, default_value_t = 3, env = "DEPLOYER_PROBE_FAILURES")]
-    pub probe_failures: u32,
     #[command(flatten)]
-    pub traffic: TrafficArgs,
+    pub gate: GateArgs,
 }
 
 /// Blue/green, canary and linear settings (ignored by --strategy rolling).
@@ -273,9 +319,10 @@ pub struct RollbackArgs {
     pub to: Option<String>,
 }
 
-/// `release`: every stage in one call. Each flag overrides the environment's entry in
-/// deployer.toml; the values of the other commands' flags of the same name apply.
-#[derive(Debug, Args)]
+/// `release`: every stage in one call, built from the same flag groups as the single
+/// commands, so every `DEPLOYER_*` works here too. Each flag overrides the environment's
+/// entry in deployer.toml.
+#[derive(Debug, Clone, Args)]
 pub struct ReleaseArgs {
     /// The environment (deployer.toml); inside Actions the event and the file's policy decide
     /// whether this run may deploy there.
@@ -284,19 +331,8 @@ pub struct ReleaseArgs {
     #[arg(long, default_value = "deployer.toml", env = "DEPLOYER_CONFIG")]
     pub config: PathBuf,
 
-    // auth
-    #[arg(long, env = "DEPLOYER_ROLE_ARN")]
-    pub role_arn: Option<String>,
-    #[arg(long, env = "DEPLOYER_CHAIN_ROLE_ARN")]
-    pub chain_role_arn: Option<String>,
-    #[arg(long, default_value = "sts.amazonaws.com", env = "DEPLOYER_AUDIENCE")]
-    pub audience: String,
-    #[arg(long, env = "DEPLOYER_SESSION_NAME")]
-    pub session_name: Option<String>,
-    #[arg(long, default_value_t = 3600, env = "DEPLOYER_DURATION")]
-    pub duration: u32,
-    #[arg(long, value_delimiter = ',', env = "DEPLOYER_ALLOWED_ACCOUNT_IDS")]
-    pub allowed_account_ids: Vec<String>,
+    #[command(flatten)]
+    pub auth: AuthArgs,
 
     // image: push a built image (--source), promote an existing one (--from), or use --image as is
     /// Push this image: oci:DIR[:ref] | docker-archive:FILE | docker:IMAGE
@@ -305,22 +341,21 @@ pub struct ReleaseArgs {
     /// Promote this existing image (REPO:TAG or REPO@DIGEST) without rebuilding.
     #[arg(long, env = "DEPLOYER_FROM")]
     pub from: Option<String>,
-    #[arg(long, env = "DEPLOYER_FROM_REGISTRY")]
-    pub from_registry: Option<String>,
+    #[command(flatten)]
+    pub promote: PromoteSourceArgs,
     #[arg(long, env = "DEPLOYER_REPOSITORY")]
     pub repository: Option<String>,
-    #[arg(long = "tag", env = "DEPLOYER_TAGS", value_delimiter = ',')]
-    pub tags: Vec<String>,
-    #[arg(long, env = "DEPLOYER_CREATE_REPOSITORY")]
-    pub create_repository: bool,
-    #[arg(long, env = "DEPLOYER_REGISTRY_ENDPOINT")]
-    pub registry_endpoint: Option<String>,
-    #[arg(long, env = "DEPLOYER_CONCURRENCY")]
-    pub concurrency: Option<usize>,
+    #[command(flatten)]
+    pub target: ImageTargetArgs,
+    #[command(flatten)]
+    pub upload: UploadArgs,
 
     // task definition
     #[arg(long, env = "DEPLOYER_TASK_DEFINITION")]
     pub task_definition: Option<String>,
+    /// Verify the execution role's permissions, log groups and image platform before registering.
+    #[arg(long, env = "DEPLOYER_PERMISSIONS")]
+    pub permissions: bool,
     /// Without --source/--from, --image carries the image to deploy.
     #[command(flatten)]
     pub render: RenderArgs,
@@ -330,25 +365,13 @@ pub struct ReleaseArgs {
     pub cluster: Option<String>,
     #[arg(long = "service", env = "DEPLOYER_SERVICE", value_delimiter = ',')]
     pub services: Vec<String>,
-    #[arg(long, value_enum, env = "DEPLOYER_STRATEGY")]
-    pub strategy: Option<Strategy>,
-    #[arg(long = "health-url", env = "DEPLOYER_HEALTH_URL", value_delimiter = ',')]
-    pub health_urls: Vec<String>,
-    #[arg(long, env = "DEPLOYER_BAKE")]
-    pub bake: Option<u64>,
-    #[arg(long, env = "DEPLOYER_TIMEOUT")]
-    pub timeout: Option<u64>,
-    #[arg(long, env = "DEPLOYER_NO_ROLLBACK")]
-    pub no_rollback: bool,
-    #[arg(long, env = "DEPLOYER_ALL_OR_NOTHING")]
-    pub all_or_nothing: bool,
     #[command(flatten)]
-    pub traffic: TrafficArgs,
+    pub gate: GateArgs,
 
     // GitHub Deployments
     /// Token for GitHub Deployments (falls back to GITHUB_TOKEN); without one they are skipped.
     #[arg(long, env = "DEPLOYER_GITHUB_TOKEN", hide_env_values = true)]
-    pub github_token: Option<String>,
+    pub github_token: Option<crate::secret::Secret>,
     /// The REST API base (falls back to GITHUB_API_URL, then https://api.github.com).
     #[arg(long, env = "DEPLOYER_GITHUB_API_URL")]
     pub github_api_url: Option<String>,
@@ -359,26 +382,52 @@ pub struct ReleaseArgs {
 
 #[derive(Debug, Subcommand)]
 pub enum ParamsCommand {
-    /// Load a .env file into Parameter Store (idempotent).
+    /// Load a .env file into Parameter Store: values taken literally, SecureString unless named plain.
+    ///
+    /// Each KEY=VALUE becomes the parameter PATH + key in lower case (DB_PASSWORD →
+    /// /production/shop/db_password), a SecureString unless --plain or deployer.toml's
+    /// `[params] plain` names it. An existing SecureString is never turned into a String, keys
+    /// that differ only in case are refused, and every check runs before the first write, so a
+    /// refusal writes nothing. Idempotent: unchanged parameters are left alone; changed ones
+    /// are replaced only with --overwrite. Values are never printed.
+    ///
+    /// The file follows Docker Compose's .env syntax, without substitution: `KEY=VALUE` per
+    /// line, optional `export `, `#` comment lines; unquoted values are trimmed and a ` #`
+    /// starts a comment; 'single quotes' are literal (\' is a quote); "double quotes" know the
+    /// escapes \n \r \t \" \\ \$; quoted values may span lines. `$VAR`, `${VAR}`, `$$` and
+    /// `$(...)` are NEVER expanded: the value is stored as written, and each key whose unquoted
+    /// or double-quoted value holds one is listed as a warning. A KEY without `=` is an error
+    /// (nothing is read from the environment). A key set twice keeps its last value (with a
+    /// warning). At most 1 MiB and 10,000 lines; values of 1 to 4096 bytes (Parameter Store's
+    /// standard tier).
+    #[command(verbatim_doc_comment)]
     Import(ParamsImportArgs),
 }
 
 #[derive(Debug, Args)]
 pub struct ParamsImportArgs {
-    /// The .env file (dotenv syntax: quotes, comments, `export`, multi-line values).
+    /// The .env file (a pipe such as <(sops -d .env) works too).
     pub file: PathBuf,
     /// Parameter Store hierarchy, e.g. /production/shop/ (DB_PASSWORD → /production/shop/db_password).
     #[arg(long, env = "DEPLOYER_PARAMS_PATH")]
     pub path: String,
-    /// Replace parameters whose value differs (otherwise they are reported and kept).
+    /// Store keys matching this name or wildcard as String instead of SecureString (the whole key,
+    /// case-insensitive, `*` any run, `?` one character: LOG_LEVEL, FEATURE_*); repeatable.
+    #[arg(long = "plain", value_name = "KEY|GLOB", env = "DEPLOYER_PLAIN", value_delimiter = ',')]
+    pub plain: Vec<String>,
+    /// KMS key (id, ARN or alias/NAME) that encrypts the SecureString parameters; default: the
+    /// account's aws/ssm key.
+    #[arg(long, env = "DEPLOYER_KMS_KEY_ID")]
+    pub kms_key_id: Option<String>,
+    /// Replace parameters whose value or type differs (otherwise they are reported and kept).
     #[arg(long)]
     pub overwrite: bool,
-    /// Keys matching this regex become SecureString, the rest String.
-    #[arg(long, default_value = crate::params::DEFAULT_SECURE)]
-    pub secure: String,
     /// Print the plan (never a value) and change nothing.
     #[arg(long)]
     pub dry_run: bool,
+    /// deployer.toml, read for `[params] plain`; a missing default file is fine.
+    #[arg(long, default_value = "deployer.toml", env = "DEPLOYER_CONFIG")]
+    pub config: PathBuf,
 }
 
 #[cfg(test)]
@@ -389,5 +438,17 @@ mod tests {
     #[test]
     fn definitions_are_consistent() {
         Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn the_github_token_stays_out_of_debug_output() {
+        let cli = Cli::try_parse_from(["deployer", "release", "--github-token", "ghp_canary_token"]).unwrap();
+        let Command::Release(args) = &cli.command else { panic!("{cli:?}") };
+        assert_eq!(args.github_token.as_ref().map(|t| t.expose()), Some("ghp_canary_token"));
+        let shown = format!("{cli:?} {cli:#?}");
+        assert!(
+            !shown.contains("ghp_canary_token") && shown.contains("github_token: Some(Secret(<redacted>))"),
+            "{shown}"
+        );
     }
 }

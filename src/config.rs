@@ -1,18 +1,30 @@
 //! `deployer.toml`: per-environment settings (role, cluster, services, which refs may deploy
 //! where), read strictly — an unknown key is an error naming its line, not a silent typo.
-//! Flags override the file; `release` merges both into one plan.
+//! Flags override the file: `merge_release` fills every release flag left empty from the
+//! environment's entry, so the rest of `release` sees one set of flags.
 
 use std::collections::BTreeMap;
 use std::path::Path;
 
 use serde::Deserialize;
 
+use crate::cli::ReleaseArgs;
+use crate::deploy::plan::Strategy;
+
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    #[error("{file}: cannot read it: {reason}")]
-    Read { file: String, reason: String },
-    #[error("{file}: {message}")]
-    Parse { file: String, message: String },
+    #[error("{file}: cannot read it: {source}")]
+    Read {
+        file: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{file}: {}", source.to_string().trim_end())]
+    Parse {
+        file: String,
+        #[source]
+        source: toml::de::Error,
+    },
     #[error("{file}: environment {env:?}: {reason}")]
     Invalid { file: String, env: String, reason: String },
 }
@@ -48,16 +60,24 @@ pub struct Environment {
     pub cluster: Option<String>,
     #[serde(default, alias = "services")]
     pub service: OneOrMany,
-    /// Branch globs (`main`, `release/*`) whose pushes may deploy here.
+    /// Branch patterns (GitHub's filter syntax: `main`, `release/**`, `!release/old`) whose
+    /// pushes may deploy here.
     #[serde(default)]
     pub branches: Vec<String>,
-    /// Tag globs (`v*`) whose pushes or releases may deploy here.
+    /// Tag patterns (`v*`) whose pushes or releases may deploy here.
     #[serde(default)]
     pub tags: Vec<String>,
-    /// `workflow_dispatch` may target this environment.
+    /// `workflow_dispatch` may target this environment (from `manual-branches`, else
+    /// `branches`, or from `tags`).
     #[serde(default)]
     pub manual: bool,
-    pub strategy: Option<String>,
+    /// The branches a `workflow_dispatch` may come from, instead of `branches`.
+    pub manual_branches: Option<Vec<String>>,
+    /// Events besides push, workflow_dispatch and release that may deploy here (e.g.
+    /// `schedule`); pull_request events never can.
+    #[serde(default)]
+    pub events: Vec<String>,
+    pub strategy: Option<Strategy>,
     #[serde(default)]
     pub health_url: OneOrMany,
     /// Test-listener URLs probed before production traffic shifts (blue-green, canary, linear).
@@ -82,24 +102,26 @@ pub struct Config {
     pub region: Option<String>,
     #[serde(default)]
     pub environments: BTreeMap<String, Environment>,
+    #[serde(default)]
+    pub params: Params,
+}
+
+/// `[params]`: settings of `params import`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct Params {
+    /// Keys (or wildcards such as `FEATURE_*`) stored as String instead of SecureString.
+    #[serde(default)]
+    pub plain: Vec<String>,
 }
 
 impl Config {
     pub fn parse(text: &str, file: &str) -> Result<Config, ConfigError> {
-        let config: Config = toml::from_str(text).map_err(|e| ConfigError::Parse {
-            file: file.to_string(),
-            message: e.to_string().trim_end().to_string(),
-        })?;
+        let config: Config =
+            toml::from_str(text).map_err(|source| ConfigError::Parse { file: file.to_string(), source })?;
         for (name, env) in &config.environments {
             let invalid = |reason: String| ConfigError::Invalid { file: file.to_string(), env: name.clone(), reason };
-            for pattern in env.branches.iter().chain(&env.tags) {
-                crate::resolve::glob(pattern).map_err(|e| invalid(format!("pattern {pattern:?}: {e}")))?;
-            }
-            if let Some(s) = &env.strategy
-                && !["rolling", "blue-green", "canary", "linear"].contains(&s.as_str())
-            {
-                return Err(invalid(format!("strategy {s:?} is not one of rolling, blue-green, canary, linear")));
-            }
+            check_policy(env).map_err(invalid)?;
         }
         Ok(config)
     }
@@ -111,9 +133,71 @@ impl Config {
         match std::fs::read_to_string(path) {
             Ok(text) => Config::parse(&text, &file),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound && !required => Ok(Config::default()),
-            Err(e) => Err(ConfigError::Read { file, reason: e.to_string() }),
+            Err(source) => Err(ConfigError::Read { file, source }),
         }
     }
+}
+
+/// The release flags with every one left empty taken from `env` (the flag wins when both are
+/// given; `env` and `secrets` pairs are the file's first, then the flags', so a flag's pair
+/// overrides a file's of the same name). Returns the merged flags and the region: the
+/// global flag, else the environment's, else the file's.
+pub fn merge_release(
+    args: &ReleaseArgs,
+    region: Option<&str>,
+    env: &Environment,
+    config: &Config,
+) -> (ReleaseArgs, Option<String>) {
+    let or_vec = |flag: &Vec<String>, file: Vec<String>| if flag.is_empty() { file } else { flag.clone() };
+    let pairs = |file: &BTreeMap<String, String>, flags: &[String]| {
+        file.iter().map(|(k, v)| format!("{k}={v}")).chain(flags.iter().cloned()).collect::<Vec<_>>()
+    };
+    let mut m = args.clone();
+    m.auth.role_arn = args.auth.role_arn.clone().or_else(|| env.role_arn.clone());
+    m.auth.chain_role_arn = args.auth.chain_role_arn.clone().or_else(|| env.chain_role_arn.clone());
+    m.auth.allowed_account_ids = or_vec(&args.auth.allowed_account_ids, env.allowed_account_ids.clone());
+    m.repository = args.repository.clone().or_else(|| env.repository.clone());
+    m.task_definition = args.task_definition.clone().or_else(|| env.task_definition.clone());
+    m.render.container = args.render.container.clone().or_else(|| env.container.clone());
+    m.render.secrets_path = args.render.secrets_path.clone().or_else(|| env.secrets_path.clone());
+    m.render.env = pairs(&env.env, &args.render.env);
+    m.render.secrets = pairs(&env.secrets, &args.render.secrets);
+    m.cluster = args.cluster.clone().or_else(|| env.cluster.clone());
+    m.services = or_vec(&args.services, env.service.to_vec());
+    m.gate.strategy = args.gate.strategy.or(env.strategy);
+    m.gate.health_urls = or_vec(&args.gate.health_urls, env.health_url.to_vec());
+    m.gate.traffic.test_urls = or_vec(&args.gate.traffic.test_urls, env.test_url.to_vec());
+    m.gate.bake = args.gate.bake.or(env.bake);
+    m.gate.timeout = args.gate.timeout.or(env.timeout);
+    let region = region.map(str::to_string).or_else(|| env.region.clone()).or_else(|| config.region.clone());
+    (m, region)
+}
+
+/// The policy keys of one environment: patterns that compile, events that can deploy.
+fn check_policy(env: &Environment) -> Result<(), String> {
+    for (key, patterns) in [
+        ("branches", Some(&env.branches)),
+        ("tags", Some(&env.tags)),
+        ("manual-branches", env.manual_branches.as_ref()),
+    ] {
+        if let Some(patterns) = patterns {
+            crate::resolve::check_patterns(patterns).map_err(|e| format!("{key}: {e}"))?;
+        }
+    }
+    if env.manual_branches.is_some() && !env.manual {
+        return Err("manual-branches only applies with `manual = true`".into());
+    }
+    for event in &env.events {
+        if crate::resolve::is_pull_request_event(event) {
+            return Err(format!(
+                "events: {event:?} can never deploy (pull requests run code that is not merged, a fork's included)"
+            ));
+        }
+        if event.is_empty() || !event.bytes().all(|b| b.is_ascii_lowercase() || b == b'_') {
+            return Err(format!("events: {event:?} is not a GitHub event name (e.g. schedule, workflow_run)"));
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -159,13 +243,66 @@ health-url = ["https://shop.example.com/health"]
         assert!(err.contains("unknown field `clustr`"), "{err}");
         let bad = "[environments.prod]\nstrategy = \"yolo\"\n";
         let err = Config::parse(bad, "d.toml").unwrap_err().to_string();
-        assert_eq!(
-            err,
-            "d.toml: environment \"prod\": strategy \"yolo\" is not one of rolling, blue-green, canary, linear"
+        assert!(err.starts_with("d.toml: TOML parse error at line 2, column 12"), "{err}");
+        assert!(
+            err.contains("unknown variant `yolo`, expected one of `rolling`, `blue-green`, `canary`, `linear`"),
+            "{err}"
         );
+        let good = Config::parse("[environments.prod]\nstrategy = \"blue-green\"\n", "d.toml").unwrap();
+        assert_eq!(good.environments["prod"].strategy, Some(Strategy::BlueGreen));
         let glob = "[environments.prod]\nbranches = [\"release/[\"]\n";
-        assert!(Config::parse(glob, "d.toml").unwrap_err().to_string().contains("pattern \"release/[\""));
+        assert!(Config::parse(glob, "d.toml").unwrap_err().to_string().contains("branches: pattern \"release/[\""));
         assert!(Config::load(Path::new("/nonexistent/deployer.toml"), false).unwrap().environments.is_empty());
         assert!(Config::load(Path::new("/nonexistent/deployer.toml"), true).is_err());
+    }
+
+    #[test]
+    fn the_policy_keys_are_checked() {
+        let ok = "[environments.qa]\nbranches = [\"qa\"]\nmanual = true\nmanual-branches = [\"main\"]\nevents = [\"schedule\"]\n";
+        let c = Config::parse(ok, "d.toml").unwrap();
+        assert_eq!(c.environments["qa"].manual_branches.as_deref(), Some(&["main".to_string()][..]));
+        assert_eq!(c.environments["qa"].events, ["schedule"]);
+        for (text, want) in [
+            ("events = [\"pull_request\"]", "events: \"pull_request\" can never deploy"),
+            ("events = [\"pull_request_target\"]", "events: \"pull_request_target\" can never deploy"),
+            ("events = [\"Push now\"]", "is not a GitHub event name"),
+            ("manual-branches = [\"main\"]", "manual-branches only applies with `manual = true`"),
+            ("branches = [\"!main\"]", "branches: pattern \"!main\": a list with `!` patterns needs"),
+            ("tags = [\"v[\"]", "tags: pattern \"v[\""),
+            ("manual = true\nmanual-branches = [\"[]\"]", "manual-branches: pattern \"[]\""),
+        ] {
+            let err = Config::parse(&format!("[environments.prod]\n{text}\n"), "d.toml").unwrap_err().to_string();
+            assert!(err.starts_with("d.toml: environment \"prod\": "), "{err}");
+            assert!(err.contains(want), "{text}: {err}");
+        }
+    }
+
+    #[test]
+    fn flags_win_and_the_file_fills_what_they_leave_empty() {
+        use clap::Parser;
+        let c = Config::parse(EXAMPLE, "deployer.toml").unwrap();
+        let prod = &c.environments["production"];
+        let cli = crate::cli::Cli::parse_from([
+            "deployer",
+            "release",
+            "--cluster",
+            "other",
+            "--env",
+            "A=flag",
+            "--probe-failures",
+            "7",
+        ]);
+        let crate::cli::Command::Release(args) = cli.command else { panic!("release") };
+        let (m, region) = merge_release(&args, None, prod, &c);
+        assert_eq!(m.cluster.as_deref(), Some("other"), "the flag wins");
+        assert_eq!(m.services, ["web", "worker"], "the file fills");
+        assert_eq!(m.gate.strategy, Some(Strategy::BlueGreen));
+        assert_eq!(m.gate.health_urls, ["https://shop.example.com/health"]);
+        assert_eq!(m.gate.probe_failures, 7, "flags the file does not know pass through");
+        assert_eq!(m.render.env, ["A=flag"]);
+        assert_eq!(m.auth.role_arn.as_deref(), Some("arn:aws:iam::222222222222:role/deploy-prod"));
+        assert_eq!(region.as_deref(), Some("eu-west-1"), "the file's top level");
+        let (_, region) = merge_release(&args, Some("us-east-2"), prod, &c);
+        assert_eq!(region.as_deref(), Some("us-east-2"), "the global flag first");
     }
 }

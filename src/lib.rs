@@ -16,14 +16,18 @@ pub mod image;
 pub mod image_ref;
 pub mod output;
 pub mod params;
+pub mod pipeline;
 pub mod report;
 pub mod resolve;
 pub mod retry;
+pub mod secret;
 pub mod taskdef;
 
-/// Logs go to stderr; `-v` raises deployer's own level, `DEPLOYER_LOG` (an EnvFilter
-/// directive) overrides everything.
+/// Logs go to stderr through the one writer (`output`), which keeps any line of theirs from
+/// being read as a workflow command; panics go the same way. `-v` raises deployer's own level,
+/// `DEPLOYER_LOG` (an EnvFilter directive) overrides everything.
 pub fn init_logging(verbose: u8) {
+    output::install_panic_hook();
     let default = match verbose {
         0 => "deployer=info,warn",
         1 => "deployer=debug,info",
@@ -31,12 +35,11 @@ pub fn init_logging(verbose: u8) {
     };
     let filter = tracing_subscriber::EnvFilter::try_from_env("DEPLOYER_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    use std::io::IsTerminal;
-    let color = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none();
+    let color = output::stderr_is_terminal() && std::env::var_os("NO_COLOR").is_none();
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(color)
-        .with_writer(std::io::stderr)
+        .with_writer(output::stderr_writer as fn() -> output::SafeWriter)
         .with_target(false)
         .without_time()
         .try_init();

@@ -1,10 +1,34 @@
-//! The step summary and timeline of a deploy: a markdown table per service, the failure
-//! diagnostics (stopped tasks, ECS events, the failing probe) and the timeline of stages.
+//! The report stage: a deploy's outputs, step summary (a markdown table per service, the
+//! failure diagnostics — stopped tasks, ECS events, the failing probe — and the timeline of
+//! stages) and annotations; the release's headline and mermaid timeline.
 
-use crate::deploy::rolling::{DeployReport, Outcome};
+use crate::deploy::report::{DeployReport, DeployRun, Outcome};
+use crate::github::runner::{Level, Runner, RunnerError};
 
 fn short(arn: &str) -> &str {
     arn.rsplit('/').next().unwrap_or(arn)
+}
+
+/// Outputs (DESIGN.md section 3's names, `result` included), the summary, and in Actions an
+/// error annotation per service that did not succeed.
+pub fn publish(runner: &Runner, run: &DeployRun) -> Result<(), RunnerError> {
+    if let Some(first) = run.services.first() {
+        runner.set_output("task-definition-arn", &first.task_definition_arn)?;
+        runner.set_output("previous-task-definition-arn", &first.previous_task_definition_arn)?;
+        runner.set_output("deployment-id", first.deployment_id.as_deref().unwrap_or_default())?;
+    }
+    runner.set_output("result", run.result.as_str())?;
+    runner.summary(&summary(&run.services))?;
+    if runner.in_actions() {
+        for r in run.services.iter().filter(|r| r.result != Outcome::Succeeded) {
+            runner.annotate(
+                Level::Error,
+                &format!("{}: {}", r.service, r.failure.as_deref().unwrap_or("failed")),
+                None,
+            );
+        }
+    }
+    Ok(())
 }
 
 /// Markdown for `$GITHUB_STEP_SUMMARY`. Values are ours or ECS's; backticks are neutralised.
@@ -18,6 +42,7 @@ pub fn summary(reports: &[DeployReport]) -> String {
             Outcome::Succeeded => "✅ succeeded",
             Outcome::RolledBack if r.cancelled => "⏹ cancelled, rolled back",
             Outcome::RolledBack => "↩️ rolled back",
+            Outcome::Failed if !r.changed => "❌ failed — not deployed, unchanged",
             Outcome::Failed => "❌ failed — needs a human",
         };
         md.push_str(&format!(
@@ -139,7 +164,7 @@ fn lifecycle_markdown(r: &DeployReport) -> String {
     if !r.lifecycle.is_empty() {
         md.push_str(&format!(
             "\n**Lifecycle ({}):**\n\n| stage | started | duration |\n| --- | ---: | ---: |\n",
-            r.strategy.as_deref().unwrap_or("traffic shift")
+            r.strategy.ecs().as_str()
         ));
         for s in &r.lifecycle {
             md.push_str(&format!("| {} | {} | {} |\n", s.stage, secs(s.started_ms), secs(s.duration_ms)));

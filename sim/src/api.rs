@@ -40,11 +40,18 @@ impl IntoResponse for ApiError {
 pub async fn handle(AxState(sim): AxState<Arc<Sim>>, headers: HeaderMap, body: Bytes) -> Response {
     let target = headers.get("x-amz-target").and_then(|v| v.to_str().ok()).unwrap_or("");
     let op = target.rsplit('.').next().unwrap_or("").to_string();
-    let ctx = sim.request_ctx(headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok())).await;
-    tracing::debug!(op, account = ctx.account, region = ctx.region, "request");
-    if let Some(e) = take_fault(&sim, &op) {
-        return e.into_response();
+    let authorization = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
+    if !sim.credentials_valid(authorization, &op) {
+        return err("ExpiredTokenException", "The security token included in the request is expired").into_response();
     }
+    let ctx = sim.request_ctx(authorization).await;
+    tracing::debug!(op, account = ctx.account, region = ctx.region, "request");
+    *sim.lock().calls.entry(op.clone()).or_default() += 1;
+    let effect = match take_fault(&sim, &op) {
+        Some(Injected::Error(e)) => return e.into_response(),
+        Some(Injected::Effect(effect)) => Some(effect),
+        None => None,
+    };
     let input: Value = if body.is_empty() {
         json!({})
     } else {
@@ -53,6 +60,9 @@ pub async fn handle(AxState(sim): AxState<Arc<Sim>>, headers: HeaderMap, body: B
             Err(e) => return err("SerializationException", e.to_string()).into_response(),
         }
     };
+    if let Some(effect) = effect {
+        apply_effect(&sim, &effect, &input);
+    }
     match dispatch(&sim, &ctx, &op, &input).await {
         Ok(v) => {
             (StatusCode::OK, [(header::CONTENT_TYPE, "application/x-amz-json-1.1")], v.to_string()).into_response()
@@ -64,13 +74,40 @@ pub async fn handle(AxState(sim): AxState<Arc<Sim>>, headers: HeaderMap, body: B
     }
 }
 
-fn take_fault(sim: &Sim, op: &str) -> Option<ApiError> {
+/// What an injected fault does to one call.
+enum Injected {
+    /// The call fails with this error.
+    Error(ApiError),
+    /// Something ECS does first; the call then runs normally.
+    Effect(String),
+}
+
+fn take_fault(sim: &Sim, op: &str) -> Option<Injected> {
     let mut st = sim.lock();
     let f = st.faults.iter_mut().find(|f| (f.operation == op || f.operation == "*") && f.count > 0)?;
     f.count -= 1;
-    let e = err(&f.error, f.message.clone());
+    let hit = match &f.effect {
+        Some(effect) => Injected::Effect(effect.clone()),
+        None => Injected::Error(err(&f.error, f.message.clone())),
+    };
     st.faults.retain(|f| f.count > 0);
-    Some(e)
+    Some(hit)
+}
+
+/// `circuit-breaker`: the breaker of the service deployment the call names trips now, before
+/// the call is handled (ECS rolling back by itself while deployer decides to stop it).
+fn apply_effect(sim: &Sim, effect: &str, input: &Value) {
+    if effect != "circuit-breaker" {
+        tracing::warn!(effect, "unknown fault effect ignored");
+        return;
+    }
+    let mut st = sim.lock();
+    let Some(sd) = s(input, "serviceDeploymentArn").and_then(|a| st.service_deployments.get(a)) else { return };
+    if sd.is_done() {
+        return;
+    }
+    let svc_arn = sd.service_arn.clone();
+    engine::begin_rollback(&mut st, &svc_arn, "ECS deployment circuit breaker: tasks failed to start.", true);
 }
 
 async fn dispatch(sim: &Arc<Sim>, ctx: &Ctx, op: &str, input: &Value) -> R {

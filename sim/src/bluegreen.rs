@@ -53,6 +53,15 @@ pub fn hook_holds(hook: &Value) -> bool {
         .unwrap_or(false)
 }
 
+/// A hook's `timeoutConfiguration`: minutes (ECS's default 1440, range 1 to 20160) and the
+/// action taken when nobody answered by then (ECS's default ROLLBACK).
+pub fn hook_timeout(hook: &Value) -> (f64, String) {
+    let t = hook.get("timeoutConfiguration");
+    let minutes = t.and_then(|t| t.get("timeoutInMinutes")).and_then(Value::as_f64).unwrap_or(1440.0);
+    let action = t.and_then(|t| t.get("action")).and_then(Value::as_str).unwrap_or("ROLLBACK");
+    (minutes.clamp(1.0, 20160.0), action.to_string())
+}
+
 /// Production traffic percentages to green, one per step; each step but the last is followed by
 /// the strategy's step bake time (minutes) returned alongside.
 pub fn production_steps(strategy: &str, cfg: &Value) -> (Vec<f64>, f64) {
@@ -120,6 +129,14 @@ mod tests {
         assert!(hook_holds(&json!({"targetType":"PAUSE"})));
         assert!(hook_holds(&json!({"hookTargetArn":"arn:aws:lambda:us-east-1:1:function:pause-here"})));
         assert!(!hook_holds(&json!({"hookTargetArn":"arn:aws:lambda:us-east-1:1:function:smoke"})));
+    }
+
+    #[test]
+    fn hook_timeouts_default_to_a_day_and_roll_back() {
+        assert_eq!(hook_timeout(&json!({"targetType":"PAUSE"})), (1440.0, "ROLLBACK".to_string()));
+        let h = json!({"timeoutConfiguration":{"timeoutInMinutes":3,"action":"CONTINUE"}});
+        assert_eq!(hook_timeout(&h), (3.0, "CONTINUE".to_string()));
+        assert_eq!(hook_timeout(&json!({"timeoutConfiguration":{"timeoutInMinutes":99999}})).0, 20160.0);
     }
 
     #[test]

@@ -368,7 +368,7 @@ fn tick_service(sim: &Sim, st: &mut State, svc_arn: &str, actions: &mut Vec<Acti
 
 /// Turns the primary deployment back to the last good one (circuit breaker, StopServiceDeployment
 /// ROLLBACK, a hook's ROLLBACK). For traffic-shifting services production returns to it at once.
-fn begin_rollback(st: &mut State, svc_arn: &str, reason: &str, breaker: bool) {
+pub fn begin_rollback(st: &mut State, svc_arn: &str, reason: &str, breaker: bool) {
     let now = now_epoch();
     let Some(svc) = st.services.get_mut(svc_arn) else { return };
     let sd_arn = svc.deployments[0].sd_arn.clone();
@@ -592,6 +592,22 @@ fn bg_tick(sim: &Sim, st: &mut State, svc_arn: &str, sd_arn: &str, actions: &mut
         begin_rollback(st, svc_arn, "ECS deployment circuit breaker: tasks failed to start.", true);
         return;
     }
+    // A hook nobody answered within its timeout: TIMED_OUT, then its timeout action.
+    let sd = st.service_deployments.get_mut(sd_arn).unwrap();
+    let mut timed_out_rollback = None;
+    for h in sd.hooks.iter_mut().filter(|h| h.status == "AWAITING_ACTION") {
+        if now - h.started_at >= sim.scale.minutes(h.timeout_minutes).as_secs_f64() {
+            h.status = "TIMED_OUT".into();
+            if h.timeout_action != "CONTINUE" {
+                timed_out_rollback = Some(h.hook_id.clone());
+            }
+        }
+    }
+    if let Some(hook) = timed_out_rollback {
+        let reason = format!("Service deployment rolled back because lifecycle hook {hook} timed out.");
+        begin_rollback(st, svc_arn, &reason, false);
+        return;
+    }
     // Bounded: at most one pass per stage per tick.
     for _ in 0..bluegreen::STAGES.len() {
         let sd = st.service_deployments.get_mut(sd_arn).unwrap();
@@ -607,12 +623,16 @@ fn bg_tick(sim: &Sim, st: &mut State, svc_arn: &str, sd_arn: &str, actions: &mut
                     .unwrap_or_default();
                 if stages.iter().any(|s| hook_stages.contains(s)) {
                     let holds = bluegreen::hook_holds(h);
+                    let (timeout_minutes, timeout_action) = bluegreen::hook_timeout(h);
                     sd.hooks.push(HookDetail {
                         hook_id: hex_id(),
                         stage: stage.clone(),
                         target_type: h.get("targetType").and_then(Value::as_str).unwrap_or("AWS_LAMBDA").to_string(),
                         target_arn: h.get("hookTargetArn").and_then(Value::as_str).unwrap_or("").to_string(),
                         status: if holds { "AWAITING_ACTION".into() } else { "SUCCEEDED".into() },
+                        started_at: now,
+                        timeout_minutes,
+                        timeout_action,
                     });
                 }
             }

@@ -16,6 +16,8 @@ pub struct State {
     pub tasks: BTreeMap<String, Task>,
     pub service_deployments: BTreeMap<String, SvcDeployment>,
     pub faults: Vec<Fault>,
+    /// ECS API requests received, per operation (faulted ones included), for `GET /_sim/calls`.
+    pub calls: BTreeMap<String, u64>,
 }
 
 pub struct Cluster {
@@ -36,6 +38,10 @@ pub struct Fault {
     pub error: String,
     pub message: String,
     pub count: u64,
+    /// Instead of an error, something ECS does just before the call is handled (the call then
+    /// runs normally): `circuit-breaker` trips the breaker of the service deployment a
+    /// StopServiceDeployment names, so the stop meets ECS's own rollback, as in a real race.
+    pub effect: Option<String>,
 }
 
 #[derive(Clone)]
@@ -316,6 +322,12 @@ pub struct HookDetail {
     pub target_type: String,
     pub target_arn: String,
     pub status: String,
+    /// When the hook began (epoch seconds), for its timeout.
+    pub started_at: f64,
+    /// `timeoutConfiguration.timeoutInMinutes` (ECS's default 1440).
+    pub timeout_minutes: f64,
+    /// `timeoutConfiguration.action`: ROLLBACK (ECS's default) or CONTINUE.
+    pub timeout_action: String,
 }
 
 /// (test, production) traffic weight of a deployment id, when the service shifts traffic.

@@ -6,11 +6,10 @@ use std::fmt;
 
 use serde::Serialize;
 
-use crate::aws::auth::{self, AuthRequest, Session, Source};
-use crate::cli::{AuthArgs, ExportMode, GlobalArgs};
-use crate::error::{Error, Result};
+use super::plan;
+use crate::cli::{AuthCommandArgs, ExportMode, GlobalArgs};
+use crate::error::Result;
 use crate::exit::Exit;
-use crate::github::oidc::{OidcError, TokenEndpoint};
 use crate::output::Printer;
 
 /// The `auth` result. Credentials appear only with `--export json`.
@@ -56,70 +55,11 @@ impl fmt::Display for AuthResult {
     }
 }
 
-/// Turn the flags into a validated request; no network call happens here.
-pub fn request(args: &AuthArgs, global: &GlobalArgs) -> Result<AuthRequest> {
-    let role = args.role_arn.as_deref().map(|arn| auth::check_role_arn("--role-arn", arn)).transpose()?;
-    let chain_role =
-        args.chain_role_arn.as_deref().map(|arn| auth::check_role_arn("--chain-role-arn", arn)).transpose()?;
-    let session_name = match &args.session_name {
-        Some(name) => {
-            auth::check_session_name(name)?;
-            name.clone()
-        }
-        None => auth::default_session_name(
-            std::env::var("GITHUB_REPOSITORY").ok().as_deref(),
-            std::env::var("GITHUB_RUN_ID").ok().as_deref(),
-        ),
-    };
-    auth::check_duration(args.duration)?;
-    for id in &args.allowed_account_ids {
-        if id.len() != 12 || !id.bytes().all(|b| b.is_ascii_digit()) {
-            return Err(Error::Usage(format!("--allowed-account-ids: {id:?} is not a 12-digit account id")));
-        }
-    }
-    Ok(AuthRequest {
-        role,
-        chain_role,
-        session_name,
-        duration_seconds: args.duration,
-        audience: args.audience.clone(),
-        allowed_account_ids: args.allowed_account_ids.clone(),
-        region: global.region.clone(),
-    })
-}
-
-/// Inside Actions an OIDC endpoint is expected when a role is given; outside, the default
-/// chain serves (and assumes `--role-arn` with sts:AssumeRole when given).
-pub fn source(in_actions: bool, role_given: bool) -> Result<Source> {
-    match TokenEndpoint::from_env()? {
-        Some(endpoint) => Ok(Source::GithubOidc(endpoint)),
-        None if in_actions && role_given => Err(OidcError::NotAvailable.into()),
-        None => Ok(Source::DefaultChain),
-    }
-}
-
-/// Authenticate as `auth` and `release` do.
-pub async fn session(args: &AuthArgs, global: &GlobalArgs, printer: &Printer) -> Result<Session> {
-    let req = request(args, global)?;
-    let source = source(printer.runner.in_actions(), req.role.is_some())?;
-    let http = reqwest::Client::builder()
-        .timeout(std::time::Duration::from_secs(20))
-        .build()
-        .map_err(|e| Error::Input(format!("cannot build an HTTP client: {e}")))?;
-    let session = auth::authenticate(&req, source, &http).await?;
-    // Mask before anything else can print them.
+pub async fn run(args: &AuthCommandArgs, global: &GlobalArgs, printer: &Printer) -> Result<Exit> {
+    let req = plan::auth_request(&args.auth, global.region.clone())?;
     let runner = &printer.runner;
-    runner.mask(session.credentials.access_key_id());
-    runner.mask(session.credentials.secret_access_key());
-    if let Some(token) = session.credentials.session_token() {
-        runner.mask(token);
-    }
-    Ok(session)
-}
-
-pub async fn run(args: &AuthArgs, global: &GlobalArgs, printer: &Printer) -> Result<Exit> {
-    let session = session(args, global, printer).await?;
-    let runner = &printer.runner;
+    let source = plan::auth_source(runner.in_actions(), req.role.is_some())?;
+    let session = crate::pipeline::auth::session(&req, source).await?;
     let mode = args.export.unwrap_or(if runner.has_env_file() { ExportMode::GithubEnv } else { ExportMode::None });
     let creds = &session.credentials;
     let region = session.region();
@@ -129,6 +69,10 @@ pub async fn run(args: &AuthArgs, global: &GlobalArgs, printer: &Printer) -> Res
     ];
     if let Some(token) = creds.session_token() {
         vars.push(("AWS_SESSION_TOKEN", token.to_string()));
+    }
+    // When they end, so a later step can tell whether its work fits (deployer checks it).
+    if let Some(expiration) = session.expiration() {
+        vars.push(("AWS_CREDENTIAL_EXPIRATION", expiration));
     }
     vars.push(("AWS_REGION", region.clone()));
     vars.push(("AWS_DEFAULT_REGION", region.clone()));
@@ -141,7 +85,10 @@ pub async fn run(args: &AuthArgs, global: &GlobalArgs, printer: &Printer) -> Res
         }
         ExportMode::Shell => {
             for (name, value) in &vars {
-                println!("export {name}={}", shell_quote(value));
+                crate::output::write_text(
+                    crate::output::Stream::Stdout,
+                    &format!("export {name}={}", shell_quote(value)),
+                );
             }
             "shell"
         }

@@ -1,13 +1,14 @@
-//! One module per command: each turns its parsed flags into a request for the stage modules,
-//! runs it, and returns a result that is both `Display` (text) and `Serialize` (`--output json`).
+//! One module per command: each turns its parsed flags into a typed request (`plan` builds
+//! them from the shared flag groups), calls the stage modules (`pipeline`, `deploy`), and
+//! prints a result that is both `Display` (text) and `Serialize` (`--output json`).
 
 pub mod auth;
 pub mod deploy;
 pub mod params;
+pub mod plan;
 pub mod promote;
 pub mod push;
 pub mod release;
-pub mod release_image;
 pub mod taskdef;
 
 use crate::cli::{Cli, Command, ParamsCommand};

@@ -1,116 +1,24 @@
-//! The health gate: a pure state machine fed with observations of a deployment (ECS's view,
-//! the new revision's tasks, probe results, elapsed time) that answers `Wait`, `Healthy` or
-//! `Failed` with the reason. No I/O, no clock: every failure timeline is a table test.
+//! The health gates: pure state machines fed with observations of a deployment (ECS's view,
+//! the new revision's tasks, probe results, elapsed time) that answer `Wait`, `Continue`,
+//! `Healthy` or `Failed` with the reason. No I/O, no clock: every timeline is a table test.
 //!
-//! Healthy: ECS reports the deployment completed, every task of the new revision runs (and is
-//! HEALTHY where a health check exists), each probe URL has answered well N times in a row,
-//! and then the bake time passes with no failure signal (any doubt restarts the bake).
-//! Failed: rollout FAILED or ECS rolling back (circuit breaker), a new-revision task stopping
-//! with an error, the service's primary deployment no longer ours, K probe failures in a row
-//! on one URL, or the timeout — checked in that order, the most telling reason first.
+//! `ecs_verdict` is ECS's own word on a deployment and every gate asks it first: ECS gave up
+//! (rollout FAILED, the service deployment rolling back or stopped — and whether ECS rolls
+//! back by itself), a new-revision task stopping with an error, or the primary deployment no
+//! longer ours. Then each strategy's gate adds its own: the rolling gate (here) needs the
+//! rollout COMPLETED, every new task running (HEALTHY where checked), each probe URL well N
+//! times in a row, then the bake time with no doubt (any doubt restarts it); the
+//! traffic-shift gate is in `lifecycle`. K probe failures in a row on one URL, or the
+//! timeout, fail either.
 
 use std::collections::BTreeMap;
 use std::fmt;
 use std::time::Duration;
 
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct GateConfig {
-    pub bake: Duration,
-    pub timeout: Duration,
-    /// Consecutive good answers each probe URL needs.
-    pub probe_successes: u32,
-    /// Consecutive bad answers from one URL that fail the gate.
-    pub probe_failures: u32,
-    pub probe_urls: Vec<String>,
-}
+use aws_sdk_ecs::types::{DeploymentRolloutState, HealthStatus, ServiceDeploymentStatus};
 
-impl Default for GateConfig {
-    fn default() -> Self {
-        GateConfig {
-            bake: Duration::ZERO,
-            timeout: Duration::from_secs(1800),
-            probe_successes: 3,
-            probe_failures: 3,
-            probe_urls: Vec::new(),
-        }
-    }
-}
-
-/// ECS's view of our deployment (DescribeServices `deployments[]`).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct DeploymentState {
-    /// IN_PROGRESS | COMPLETED | FAILED
-    pub rollout_state: String,
-    pub rollout_reason: Option<String>,
-    pub desired: i32,
-    pub running: i32,
-    pub pending: i32,
-    pub failed_tasks: i32,
-}
-
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct ContainerState {
-    pub name: String,
-    pub exit_code: Option<i32>,
-    pub reason: Option<String>,
-}
-
-/// A task of the new revision (DescribeTasks).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct TaskState {
-    pub arn: String,
-    /// PROVISIONING | PENDING | RUNNING | STOPPED …
-    pub last_status: String,
-    /// HEALTHY | UNHEALTHY | UNKNOWN
-    pub health: String,
-    pub stop_code: Option<String>,
-    pub stopped_reason: Option<String>,
-    pub containers: Vec<ContainerState>,
-    /// When ECS began stopping it (epoch ms), for detection-latency figures.
-    pub stopping_at_ms: Option<u64>,
-}
-
-impl TaskState {
-    /// Stopped because something went wrong (not scaled in, not stopped by a user).
-    pub fn failed(&self) -> bool {
-        if !matches!(self.last_status.as_str(), "DEACTIVATING" | "STOPPING" | "DEPROVISIONING" | "STOPPED") {
-            return false;
-        }
-        let reason = self.stopped_reason.as_deref().unwrap_or_default();
-        matches!(self.stop_code.as_deref(), Some("TaskFailedToStart" | "EssentialContainerExited"))
-            || reason.contains("health check")
-            || reason.contains("Error")
-            || self.containers.iter().any(|c| c.exit_code.is_some_and(|code| code != 0))
-    }
-}
-
-impl fmt::Display for TaskState {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let id = self.arn.rsplit('/').next().unwrap_or(&self.arn);
-        write!(f, "task {id}")?;
-        if let Some(code) = &self.stop_code {
-            write!(f, " [{code}]")?;
-        }
-        if let Some(reason) = &self.stopped_reason {
-            write!(f, ": {reason}")?;
-        }
-        for c in &self.containers {
-            match (c.exit_code, &c.reason) {
-                (None, None) => {}
-                (code, reason) => {
-                    write!(f, "; container {}", c.name)?;
-                    if let Some(code) = code {
-                        write!(f, " exit code {code}")?;
-                    }
-                    if let Some(reason) = reason {
-                        write!(f, " ({reason})")?;
-                    }
-                }
-            }
-        }
-        Ok(())
-    }
-}
+use super::plan::GateConfig;
+use super::view::{DeploymentView, ServiceDeploymentView, TaskView};
 
 /// One probe of one URL.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -123,18 +31,43 @@ pub struct Probe {
     pub detail: String,
 }
 
-/// Everything observed at one instant.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+impl fmt::Display for Probe {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.status {
+            Some(s) => write!(f, "{} → HTTP {s}: {}", self.url, self.detail),
+            None => write!(f, "{} → {}", self.url, self.detail),
+        }
+    }
+}
+
+/// Everything observed of one deployment at one instant.
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct Observation {
     pub elapsed: Duration,
-    /// Our deployment; `None` once ECS has dropped it.
-    pub deployment: Option<DeploymentState>,
+    /// Our deployment (the one running the new task definition); `None` once ECS dropped it.
+    pub deployment: Option<DeploymentView>,
     /// The service's PRIMARY deployment still runs our task definition.
     pub primary_is_ours: bool,
-    /// ServiceDeployment status (SUCCESSFUL, ROLLBACK_IN_PROGRESS, …) when known.
-    pub service_deployment_status: Option<String>,
-    pub tasks: Vec<TaskState>,
+    /// The service deployment our UpdateService created, once found.
+    pub service_deployment: Option<ServiceDeploymentView>,
+    pub tasks: Vec<TaskView>,
     pub probes: Vec<Probe>,
+}
+
+impl Observation {
+    fn sd_status_is(&self, status: ServiceDeploymentStatus) -> bool {
+        self.service_deployment.as_ref().is_some_and(|s| s.status_is(status))
+    }
+
+    /// Deployer's hook holds the deployment: the hook id.
+    pub fn held_by_us(&self) -> Option<&str> {
+        self.service_deployment.as_ref().and_then(ServiceDeploymentView::held_by_us)
+    }
+
+    /// Poll at the base interval: a failure streak is building, or green waits on deployer.
+    pub fn urgent(&self) -> bool {
+        self.held_by_us().is_some() || self.probes.iter().any(|p| !p.ok)
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -194,11 +127,70 @@ impl fmt::Display for Failure {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Verdict {
+/// What a gate decides from one observation.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Decision {
     Wait(String),
+    /// The test gate passed (or there is none): ContinueServiceDeployment(CONTINUE, hook).
+    Continue {
+        hook_id: String,
+        note: String,
+    },
     Healthy,
     Failed(Failure),
+}
+
+/// A gate the driver feeds, one per deployment of one service.
+pub trait DeployGate: Send {
+    fn observe(&mut self, obs: &Observation) -> Decision;
+    /// The URLs the next poll probes, given the last observation.
+    fn probe_urls(&self, last: Option<&Observation>) -> Vec<String>;
+    /// The driver acted on `Decision::Continue`.
+    fn continued(&mut self) {}
+    /// Where the gate stands, for a failure line (" before production traffic shifted").
+    fn phase_note(&self) -> &'static str {
+        ""
+    }
+    /// A remark for the timeline, once (e.g. ECS walked past the hold).
+    fn take_note(&mut self) -> Option<String> {
+        None
+    }
+    /// The most recent bad probe answer (for the report).
+    fn last_bad_probe(&self) -> Option<&Probe>;
+}
+
+/// ECS's own verdict, shared by every gate and checked first, the most telling reason first:
+/// ECS gave up (and whether it rolls back by itself), a task of the new revision stopped with
+/// an error, the primary deployment replaced. `None`: ECS sees nothing wrong.
+pub fn ecs_verdict(obs: &Observation) -> Option<Failure> {
+    let sd = obs.service_deployment.as_ref();
+    let failed_rollout =
+        obs.deployment.as_ref().filter(|d| d.rollout.as_ref() == Some(&DeploymentRolloutState::Failed));
+    let gave_up = sd.filter(|s| s.given_up());
+    if gave_up.is_some() || failed_rollout.is_some() {
+        let mut reason = failed_rollout
+            .and_then(|d| d.rollout_reason.clone())
+            .or_else(|| gave_up.and_then(|s| s.status_reason.clone()))
+            .unwrap_or_else(|| match gave_up {
+                Some(s) => format!("service deployment {}", s.status_name()),
+                None => "rolloutState FAILED".into(),
+            });
+        // The reason is generic ("tasks failed to start"); name a task that did.
+        if let Some(task) = obs.tasks.iter().find(|t| t.failed()) {
+            reason.push_str(&format!("; e.g. {task}"));
+        }
+        let ecs_rolls_back = gave_up.is_some_and(|s| s.rolling_back())
+            || reason.contains("rolling back")
+            || reason.contains("rolled back");
+        return Some(Failure::EcsFailed { reason, ecs_rolls_back });
+    }
+    if let Some(task) = obs.tasks.iter().find(|t| t.failed()) {
+        return Some(Failure::TaskStopped { task: task.to_string() });
+    }
+    if !obs.primary_is_ours && !obs.sd_status_is(ServiceDeploymentStatus::Successful) {
+        return Some(Failure::Replaced);
+    }
+    None
 }
 
 /// Consecutive good and bad answers per probe URL, shared by every gate.
@@ -206,7 +198,7 @@ pub enum Verdict {
 pub struct ProbeStreaks {
     ok: BTreeMap<String, u32>,
     bad: BTreeMap<String, u32>,
-    last_bad: BTreeMap<String, Probe>,
+    last_bad: Option<Probe>,
 }
 
 impl ProbeStreaks {
@@ -221,7 +213,7 @@ impl ProbeStreaks {
             self.ok.insert(probe.url.clone(), 0);
             let n = self.bad.entry(probe.url.clone()).or_default();
             *n += 1;
-            self.last_bad.insert(probe.url.clone(), probe.clone());
+            self.last_bad = Some(probe.clone());
             if *n >= failures {
                 return Some(Failure::Probe {
                     url: probe.url.clone(),
@@ -239,77 +231,28 @@ impl ProbeStreaks {
         self.ok.get(url).copied().unwrap_or(0)
     }
 
-    /// The last bad answer of each URL (for diagnostics).
-    pub fn last_bad(&self) -> impl Iterator<Item = &Probe> {
-        self.last_bad.values()
+    /// The first of `urls` without `needed` good answers in a row, with its count.
+    pub fn unsatisfied<'u>(&self, urls: &'u [String], needed: u32) -> Option<(&'u str, u32)> {
+        urls.iter().map(|u| (u.as_str(), self.ok(u))).find(|(_, n)| *n < needed)
+    }
+
+    /// The most recent bad answer.
+    pub fn last_bad(&self) -> Option<&Probe> {
+        self.last_bad.as_ref()
     }
 }
 
-/// The gate's memory between observations: probe streaks and when steadiness began.
+/// The rolling gate's memory between observations: probe streaks and when steadiness began.
 #[derive(Debug, Clone)]
-pub struct Gate {
+pub struct RollingGate {
     config: GateConfig,
     probes: ProbeStreaks,
     steady_since: Option<Duration>,
 }
 
-impl Gate {
-    pub fn new(config: GateConfig) -> Gate {
-        Gate { config, probes: ProbeStreaks::default(), steady_since: None }
-    }
-
-    pub fn config(&self) -> &GateConfig {
-        &self.config
-    }
-
-    pub fn observe(&mut self, obs: &Observation) -> Verdict {
-        // ECS's own verdict first: it decides whether ECS rolls back by itself.
-        let failed_rollout = obs.deployment.as_ref().filter(|d| d.rollout_state == "FAILED");
-        let rolling_back = obs.service_deployment_status.as_deref().filter(|s| s.starts_with("ROLLBACK"));
-        if failed_rollout.is_some() || rolling_back.is_some() {
-            let mut reason = match (failed_rollout.and_then(|d| d.rollout_reason.clone()), rolling_back) {
-                (Some(r), _) => r,
-                (None, Some(status)) => format!("service deployment {status}"),
-                (None, None) => "rolloutState FAILED".into(),
-            };
-            // The rollout reason is generic ("tasks failed to start"); name a task that did.
-            if let Some(task) = obs.tasks.iter().find(|t| t.failed()) {
-                reason.push_str(&format!("; e.g. {task}"));
-            }
-            let ecs_rolls_back =
-                rolling_back.is_some() || reason.contains("rolling back") || reason.contains("rolled back");
-            return Verdict::Failed(Failure::EcsFailed { reason, ecs_rolls_back });
-        }
-        if let Some(task) = obs.tasks.iter().find(|t| t.failed()) {
-            return Verdict::Failed(Failure::TaskStopped { task: task.to_string() });
-        }
-        if !obs.primary_is_ours {
-            return Verdict::Failed(Failure::Replaced);
-        }
-        if let Some(failure) = self.probes.record(&obs.probes, self.config.probe_failures) {
-            return Verdict::Failed(failure);
-        }
-        let waiting_for = self.waiting_for(obs);
-        match waiting_for {
-            Some(what) => {
-                self.steady_since = None;
-                if obs.elapsed >= self.config.timeout {
-                    return Verdict::Failed(Failure::Timeout { waiting_for: what });
-                }
-                Verdict::Wait(what)
-            }
-            None => {
-                let since = *self.steady_since.get_or_insert(obs.elapsed);
-                let baked = obs.elapsed.saturating_sub(since);
-                if baked >= self.config.bake {
-                    return Verdict::Healthy;
-                }
-                if obs.elapsed >= self.config.timeout {
-                    return Verdict::Failed(Failure::Timeout { waiting_for: "the bake time to pass".into() });
-                }
-                Verdict::Wait(format!("baking: {}s of {}s", baked.as_secs(), self.config.bake.as_secs()))
-            }
-        }
+impl RollingGate {
+    pub fn new(config: GateConfig) -> RollingGate {
+        RollingGate { config, probes: ProbeStreaks::default(), steady_since: None }
     }
 
     /// What keeps the deployment from being steady, or `None` when it is.
@@ -317,7 +260,8 @@ impl Gate {
         let Some(d) = &obs.deployment else {
             return Some("ECS to show the deployment".into());
         };
-        let done = d.rollout_state == "COMPLETED" || obs.service_deployment_status.as_deref() == Some("SUCCESSFUL");
+        let done = d.rollout.as_ref() == Some(&DeploymentRolloutState::Completed)
+            || obs.sd_status_is(ServiceDeploymentStatus::Successful);
         if !done {
             return Some(format!(
                 "ECS to complete the rollout ({} of {} tasks running, {} pending)",
@@ -327,34 +271,67 @@ impl Gate {
         if d.running < d.desired {
             return Some(format!("{} of {} tasks running", d.running, d.desired));
         }
-        let running: Vec<&TaskState> = obs.tasks.iter().filter(|t| t.last_status == "RUNNING").collect();
-        if let Some(t) = running.iter().find(|t| t.health == "UNHEALTHY") {
+        let running: Vec<&TaskView> = obs.tasks.iter().filter(|t| t.running()).collect();
+        if let Some(t) = running.iter().find(|t| t.health == Some(HealthStatus::Unhealthy)) {
             return Some(format!("{t} to become healthy"));
         }
-        if running.iter().any(|t| t.health != "HEALTHY" && t.health != "UNKNOWN" && !t.health.is_empty()) {
+        let known = |h: &HealthStatus| {
+            matches!(h, HealthStatus::Healthy | HealthStatus::Unhealthy | HealthStatus::UnknownValue)
+        };
+        if running.iter().any(|t| t.health.as_ref().is_some_and(|h| !known(h))) {
             return Some("container health checks".into());
         }
-        for url in &self.config.probe_urls {
-            let n = self.probes.ok(url);
-            if n < self.config.probe_successes {
-                return Some(format!(
-                    "{url} to answer well {} times in a row ({n} so far)",
-                    self.config.probe_successes
-                ));
+        let (urls, needed) = (&self.config.health_urls, self.config.probe_successes);
+        self.probes
+            .unsatisfied(urls, needed)
+            .map(|(url, n)| format!("{url} to answer well {needed} times in a row ({n} so far)"))
+    }
+}
+
+impl DeployGate for RollingGate {
+    fn observe(&mut self, obs: &Observation) -> Decision {
+        if let Some(failure) = ecs_verdict(obs) {
+            return Decision::Failed(failure);
+        }
+        if let Some(failure) = self.probes.record(&obs.probes, self.config.probe_failures) {
+            return Decision::Failed(failure);
+        }
+        match self.waiting_for(obs) {
+            Some(what) => {
+                self.steady_since = None;
+                if obs.elapsed >= self.config.timeout {
+                    return Decision::Failed(Failure::Timeout { waiting_for: what });
+                }
+                Decision::Wait(what)
+            }
+            None => {
+                let since = *self.steady_since.get_or_insert(obs.elapsed);
+                let baked = obs.elapsed.saturating_sub(since);
+                if baked >= self.config.bake {
+                    return Decision::Healthy;
+                }
+                if obs.elapsed >= self.config.timeout {
+                    return Decision::Failed(Failure::Timeout { waiting_for: "the bake time to pass".into() });
+                }
+                Decision::Wait(format!("baking: {}s of {}s", baked.as_secs(), self.config.bake.as_secs()))
             }
         }
-        None
     }
 
-    /// The last bad answer of each URL (for diagnostics).
-    pub fn last_bad_probes(&self) -> impl Iterator<Item = &Probe> {
+    fn probe_urls(&self, _last: Option<&Observation>) -> Vec<String> {
+        self.config.health_urls.clone()
+    }
+
+    fn last_bad_probe(&self) -> Option<&Probe> {
         self.probes.last_bad()
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use super::super::view::{ContainerView, TaskStatus};
     use super::*;
+    use aws_sdk_ecs::types::TaskStopCode;
 
     const URL: &str = "http://127.0.0.1:9/health";
 
@@ -362,17 +339,24 @@ mod tests {
         Duration::from_secs(s)
     }
 
-    fn deployment(state: &str, running: i32) -> DeploymentState {
-        DeploymentState { rollout_state: state.into(), desired: 2, running, ..Default::default() }
+    fn deployment(state: DeploymentRolloutState, running: i32) -> DeploymentView {
+        DeploymentView { rollout: Some(state), desired: 2, running, primary: true, ..Default::default() }
     }
 
-    fn task(status: &str, health: &str) -> TaskState {
-        TaskState {
-            arn: "arn:aws:ecs:r:1:task/c/abc123".into(),
-            last_status: status.into(),
-            health: health.into(),
-            ..Default::default()
-        }
+    fn completed(running: i32) -> Option<DeploymentView> {
+        Some(deployment(DeploymentRolloutState::Completed, running))
+    }
+
+    fn in_progress(running: i32) -> Option<DeploymentView> {
+        Some(deployment(DeploymentRolloutState::InProgress, running))
+    }
+
+    fn task(status: TaskStatus, health: HealthStatus) -> TaskView {
+        TaskView { arn: "arn:aws:ecs:r:1:task/c/abc123".into(), status, health: Some(health), ..Default::default() }
+    }
+
+    fn healthy_task() -> TaskView {
+        task(TaskStatus::Running, HealthStatus::Healthy)
     }
 
     fn probe(ok: bool) -> Probe {
@@ -384,45 +368,47 @@ mod tests {
         }
     }
 
-    fn obs(t: u64, d: Option<DeploymentState>, tasks: Vec<TaskState>, probes: Vec<Probe>) -> Observation {
-        Observation {
-            elapsed: secs(t),
-            deployment: d,
-            primary_is_ours: true,
-            service_deployment_status: None,
-            tasks,
-            probes,
-        }
+    fn sd(status: ServiceDeploymentStatus, reason: Option<&str>) -> Option<ServiceDeploymentView> {
+        Some(ServiceDeploymentView {
+            status: Some(status),
+            status_reason: reason.map(str::to_string),
+            ..Default::default()
+        })
+    }
+
+    fn obs(t: u64, d: Option<DeploymentView>, tasks: Vec<TaskView>, probes: Vec<Probe>) -> Observation {
+        Observation { elapsed: secs(t), deployment: d, primary_is_ours: true, service_deployment: None, tasks, probes }
     }
 
     fn config(bake: u64) -> GateConfig {
-        GateConfig { bake: secs(bake), timeout: secs(100), probe_urls: vec![URL.into()], ..Default::default() }
+        GateConfig { bake: secs(bake), timeout: secs(100), health_urls: vec![URL.into()], ..Default::default() }
     }
 
-    /// Feed a timeline; return each verdict's short form.
+    /// Feed a timeline; return each decision's short form.
     fn run(config: GateConfig, timeline: Vec<Observation>) -> Vec<String> {
-        let mut gate = Gate::new(config);
+        let mut gate = RollingGate::new(config);
         timeline
             .iter()
             .map(|o| match gate.observe(o) {
-                Verdict::Wait(w) => format!("wait: {w}"),
-                Verdict::Healthy => "healthy".into(),
-                Verdict::Failed(f) => format!("failed: {f}"),
+                Decision::Wait(w) => format!("wait: {w}"),
+                Decision::Healthy => "healthy".into(),
+                Decision::Failed(f) => format!("failed: {f}"),
+                Decision::Continue { hook_id, .. } => format!("continue {hook_id}"),
             })
             .collect()
     }
 
     #[test]
     fn a_good_rollout_bakes_then_passes() {
-        let healthy = || vec![task("RUNNING", "HEALTHY"), task("RUNNING", "HEALTHY")];
+        let healthy = || vec![healthy_task(), healthy_task()];
         let got = run(
             config(10),
             vec![
-                obs(0, Some(deployment("IN_PROGRESS", 0)), vec![], vec![probe(true)]),
-                obs(2, Some(deployment("COMPLETED", 2)), healthy(), vec![probe(true)]),
-                obs(4, Some(deployment("COMPLETED", 2)), healthy(), vec![probe(true)]),
-                obs(10, Some(deployment("COMPLETED", 2)), healthy(), vec![probe(true)]),
-                obs(14, Some(deployment("COMPLETED", 2)), healthy(), vec![probe(true)]),
+                obs(0, in_progress(0), vec![], vec![probe(true)]),
+                obs(2, completed(2), healthy(), vec![probe(true)]),
+                obs(4, completed(2), healthy(), vec![probe(true)]),
+                obs(10, completed(2), healthy(), vec![probe(true)]),
+                obs(14, completed(2), healthy(), vec![probe(true)]),
             ],
         );
         assert_eq!(
@@ -439,23 +425,22 @@ mod tests {
 
     #[test]
     fn a_probe_failure_restarts_the_bake() {
-        let healthy = || vec![task("RUNNING", "UNKNOWN")];
+        let healthy = || vec![task(TaskStatus::Running, HealthStatus::UnknownValue)];
         let d = || {
-            Some(DeploymentState { desired: 1, running: 1, rollout_state: "COMPLETED".into(), ..Default::default() })
+            Some(DeploymentView {
+                desired: 1,
+                running: 1,
+                rollout: Some(DeploymentRolloutState::Completed),
+                ..Default::default()
+            })
         };
         let got = run(
             config(5),
-            vec![
-                obs(0, d(), healthy(), vec![probe(true)]),
-                obs(1, d(), healthy(), vec![probe(true)]),
-                obs(2, d(), healthy(), vec![probe(true)]),
-                obs(4, d(), healthy(), vec![probe(false)]),
-                obs(6, d(), healthy(), vec![probe(true)]),
-                obs(7, d(), healthy(), vec![probe(true)]),
-                obs(8, d(), healthy(), vec![probe(true)]),
-                obs(12, d(), healthy(), vec![probe(true)]),
-                obs(13, d(), healthy(), vec![probe(true)]),
-            ],
+            [true, true, true, false, true, true, true, true, true]
+                .into_iter()
+                .zip([0, 1, 2, 4, 6, 7, 8, 12, 13])
+                .map(|(ok, t)| obs(t, d(), healthy(), vec![probe(ok)]))
+                .collect(),
         );
         assert_eq!(got[2], "wait: baking: 0s of 5s");
         assert!(got[3].contains("(0 so far)"), "{got:?}");
@@ -466,28 +451,27 @@ mod tests {
 
     #[test]
     fn failure_signals_fail_at_once_with_their_reason() {
-        let running = || Some(deployment("IN_PROGRESS", 1));
-        let crashed = TaskState {
-            last_status: "STOPPED".into(),
-            stop_code: Some("EssentialContainerExited".into()),
+        let crashed = TaskView {
+            stop_code: Some(TaskStopCode::EssentialContainerExited),
             stopped_reason: Some("Essential container in task exited".into()),
-            containers: vec![ContainerState { name: "web".into(), exit_code: Some(1), reason: None }],
-            ..task("STOPPED", "UNKNOWN")
+            containers: vec![ContainerView { name: "web".into(), exit_code: Some(1), reason: None }],
+            ..task(TaskStatus::Stopped, HealthStatus::UnknownValue)
         };
-        let secret = TaskState {
-            stop_code: Some("TaskFailedToStart".into()),
+        let secret = TaskView {
+            stop_code: Some(TaskStopCode::TaskFailedToStart),
             stopped_reason: Some(
                 "ResourceInitializationError: unable to pull secrets or registry auth: parameter /p/x not found".into(),
             ),
-            ..task("STOPPED", "UNKNOWN")
+            ..task(TaskStatus::Stopped, HealthStatus::UnknownValue)
         };
+        let breaker = "ECS deployment circuit breaker: tasks failed to start.";
         let table: Vec<(Observation, &str)> = vec![
             (
                 Observation {
-                    service_deployment_status: Some("ROLLBACK_IN_PROGRESS".into()),
-                    deployment: Some(DeploymentState {
-                        rollout_state: "FAILED".into(),
-                        rollout_reason: Some("ECS deployment circuit breaker: tasks failed to start.".into()),
+                    service_deployment: sd(ServiceDeploymentStatus::RollbackInProgress, None),
+                    deployment: Some(DeploymentView {
+                        rollout: Some(DeploymentRolloutState::Failed),
+                        rollout_reason: Some(breaker.into()),
                         ..Default::default()
                     }),
                     ..obs(3, None, vec![], vec![])
@@ -495,30 +479,48 @@ mod tests {
                 "failed: ECS failed the deployment: ECS deployment circuit breaker: tasks failed to start. (ECS is rolling back by itself)",
             ),
             (
-                obs(3, Some(DeploymentState { rollout_state: "FAILED".into(), ..Default::default() }), vec![], vec![]),
+                obs(3, Some(deployment(DeploymentRolloutState::Failed, 0)), vec![], vec![]),
                 "failed: ECS failed the deployment: rolloutState FAILED",
             ),
             (
                 Observation {
-                    service_deployment_status: Some("ROLLBACK_IN_PROGRESS".into()),
-                    ..obs(3, Some(deployment("IN_PROGRESS", 0)), vec![crashed.clone()], vec![])
+                    service_deployment: sd(ServiceDeploymentStatus::RollbackInProgress, None),
+                    ..obs(3, in_progress(0), vec![crashed.clone()], vec![])
                 },
                 "failed: ECS failed the deployment: service deployment ROLLBACK_IN_PROGRESS; e.g. task abc123 [EssentialContainerExited]",
             ),
             (
-                Observation { primary_is_ours: false, ..obs(3, running(), vec![], vec![]) },
+                Observation {
+                    service_deployment: sd(ServiceDeploymentStatus::RollbackInProgress, Some(breaker)),
+                    ..obs(3, in_progress(0), vec![], vec![])
+                },
+                "failed: ECS failed the deployment: ECS deployment circuit breaker: tasks failed to start. (ECS is rolling back by itself)",
+            ),
+            (
+                Observation {
+                    service_deployment: sd(
+                        ServiceDeploymentStatus::Stopped,
+                        Some("Stopped: a newer service deployment started."),
+                    ),
+                    primary_is_ours: false,
+                    ..obs(3, in_progress(1), vec![], vec![])
+                },
+                "failed: ECS failed the deployment: Stopped: a newer service deployment started.",
+            ),
+            (
+                Observation { primary_is_ours: false, ..obs(3, in_progress(1), vec![], vec![]) },
                 "failed: the service's primary deployment is no longer this revision",
             ),
             (
-                obs(3, running(), vec![task("RUNNING", "HEALTHY"), crashed], vec![]),
+                obs(3, in_progress(1), vec![healthy_task(), crashed], vec![]),
                 "failed: a task of the new revision stopped: task abc123 [EssentialContainerExited]: Essential container in task exited; container web exit code 1",
             ),
             (
-                obs(3, running(), vec![secret], vec![]),
+                obs(3, in_progress(1), vec![secret], vec![]),
                 "failed: a task of the new revision stopped: task abc123 [TaskFailedToStart]: ResourceInitializationError: unable to pull secrets",
             ),
             (
-                obs(100, running(), vec![], vec![]),
+                obs(100, in_progress(1), vec![], vec![]),
                 "failed: timed out waiting for ECS to complete the rollout (1 of 2 tasks running, 0 pending)",
             ),
         ];
@@ -529,18 +531,35 @@ mod tests {
     }
 
     #[test]
+    fn ecs_rolling_back_is_ecs_work_and_a_stop_is_not() {
+        let rolling_back = Observation {
+            service_deployment: sd(ServiceDeploymentStatus::RollbackInProgress, None),
+            ..obs(1, in_progress(0), vec![], vec![])
+        };
+        assert!(ecs_verdict(&rolling_back).is_some_and(|f| f.ecs_rolls_back()));
+        let stopped = Observation {
+            service_deployment: sd(ServiceDeploymentStatus::Stopped, Some("ECS deployment circuit breaker")),
+            ..obs(1, in_progress(0), vec![], vec![])
+        };
+        assert!(ecs_verdict(&stopped).is_some_and(|f| !f.ecs_rolls_back()));
+        let done = Observation {
+            primary_is_ours: false,
+            service_deployment: sd(ServiceDeploymentStatus::Successful, None),
+            ..obs(1, completed(2), vec![], vec![])
+        };
+        assert_eq!(ecs_verdict(&done), None, "after SUCCESSFUL the primary may be reported late");
+    }
+
+    #[test]
     fn k_probe_failures_in_a_row_fail_even_when_ecs_is_happy() {
-        let d = || Some(deployment("COMPLETED", 2));
-        let tasks = || vec![task("RUNNING", "HEALTHY"), task("RUNNING", "HEALTHY")];
+        let tasks = || vec![healthy_task(), healthy_task()];
         let got = run(
             config(0),
-            vec![
-                obs(0, d(), tasks(), vec![probe(false)]),
-                obs(1, d(), tasks(), vec![probe(true)]),
-                obs(2, d(), tasks(), vec![probe(false)]),
-                obs(3, d(), tasks(), vec![probe(false)]),
-                obs(4, d(), tasks(), vec![probe(false)]),
-            ],
+            [false, true, false, false, false]
+                .into_iter()
+                .enumerate()
+                .map(|(t, ok)| obs(t as u64, completed(2), tasks(), vec![probe(ok)]))
+                .collect(),
         );
         assert_eq!(got[3], format!("wait: {URL} to answer well 3 times in a row (0 so far)"));
         assert_eq!(
@@ -551,33 +570,15 @@ mod tests {
 
     #[test]
     fn an_unhealthy_container_keeps_the_gate_waiting() {
-        let d = Some(deployment("COMPLETED", 2));
         let got = run(
-            GateConfig { probe_urls: vec![], ..config(0) },
-            vec![obs(1, d, vec![task("RUNNING", "HEALTHY"), task("RUNNING", "UNHEALTHY")], vec![])],
+            GateConfig { health_urls: vec![], ..config(0) },
+            vec![obs(
+                1,
+                completed(2),
+                vec![healthy_task(), task(TaskStatus::Running, HealthStatus::Unhealthy)],
+                vec![],
+            )],
         );
         assert_eq!(got, ["wait: task abc123 to become healthy"]);
-    }
-
-    #[test]
-    fn scaled_in_or_user_stopped_tasks_are_not_failures() {
-        let stopped = |code: &str| TaskState {
-            stop_code: Some(code.into()),
-            stopped_reason: Some("Scaling activity initiated by (deployment ecs-svc/1)".into()),
-            ..task("STOPPED", "UNKNOWN")
-        };
-        assert!(!stopped("ServiceSchedulerInitiated").failed());
-        assert!(!stopped("UserInitiated").failed());
-        assert!(stopped("TaskFailedToStart").failed());
-        assert!(!task("RUNNING", "UNHEALTHY").failed());
-        let elb = TaskState {
-            stop_code: Some("ServiceSchedulerInitiated".into()),
-            stopped_reason: Some(
-                "Task failed ELB health checks in (target-group arn:aws:elasticloadbalancing:r:1:targetgroup/web/1)"
-                    .into(),
-            ),
-            ..task("DEACTIVATING", "UNKNOWN")
-        };
-        assert!(elb.failed(), "ECS stops a task in stages; the first one already tells");
     }
 }

@@ -1,86 +1,79 @@
 //! The pure side of blue/green, canary and linear deployments: what the service needs before
 //! anything changes (`advancedConfiguration`), the deployment configuration deployer sends
-//! (the user's settings plus its own PAUSE hook at POST_TEST_TRAFFIC_SHIFT), and the
-//! lifecycle-aware gate that decides, from one observation of the ServiceDeployment, the green
-//! tasks and the probes, whether to wait, release the test-traffic hold, declare success, or
-//! fail (and in which phase, which decides how to roll back). Also the lifecycle and traffic
-//! timeline for the summary. No I/O: every decision is a table test.
+//! (the user's settings plus its own PAUSE hook at POST_TEST_TRAFFIC_SHIFT, which times out
+//! to ROLLBACK a little after the run's own timeout, so a deployment a dead runner abandoned
+//! rolls back by itself), and the lifecycle-aware gate that decides, from one observation,
+//! whether to wait, release the test-traffic hold, declare success, or fail. No I/O: every
+//! decision is a table test.
 
 use std::time::Duration;
 
 use aws_sdk_ecs::types::{
-    CanaryConfiguration, DeploymentConfiguration, DeploymentLifecycleHook, DeploymentLifecycleHookStage,
-    DeploymentLifecycleHookTargetType, DeploymentStrategy, LinearConfiguration, Service,
+    CanaryConfiguration, DeploymentConfiguration, DeploymentLifecycleHook, DeploymentLifecycleHookAction,
+    DeploymentLifecycleHookStage, DeploymentLifecycleHookTargetType, DeploymentLifecycleHookTimeoutConfiguration,
+    DeploymentStrategy, LinearConfiguration, LoadBalancer, ServiceDeploymentLifecycleStage as Stage,
+    ServiceDeploymentStatus,
 };
-use serde::Serialize;
 
-use super::gate::{Failure, Observation, Probe, ProbeStreaks};
+use super::gate::{Decision, DeployGate, Failure, Observation, Probe, ProbeStreaks, ecs_verdict};
+use super::plan::{GateConfig, ShiftSettings, Strategy};
+use super::view::ServiceDeploymentView;
 
 /// Lifecycle stages in ECS's order.
-pub const STAGES: &[&str] = &[
-    "RECONCILE_SERVICE",
-    "PRE_SCALE_UP",
-    "SCALE_UP",
-    "POST_SCALE_UP",
-    "TEST_TRAFFIC_SHIFT",
-    "POST_TEST_TRAFFIC_SHIFT",
-    "PRODUCTION_TRAFFIC_SHIFT",
-    "POST_PRODUCTION_TRAFFIC_SHIFT",
-    "BAKE_TIME",
-    "CLEAN_UP",
-];
-
-fn stage_index(stage: &str) -> Option<usize> {
-    STAGES.iter().position(|s| *s == stage)
+fn stage_index(stage: &Stage) -> Option<usize> {
+    Some(match stage {
+        Stage::ReconcileService => 0,
+        Stage::PreScaleUp => 1,
+        Stage::ScaleUp => 2,
+        Stage::PostScaleUp => 3,
+        Stage::TestTrafficShift => 4,
+        Stage::PostTestTrafficShift => 5,
+        Stage::ProductionTrafficShift => 6,
+        Stage::PostProductionTrafficShift => 7,
+        Stage::BakeTime => 8,
+        Stage::CleanUp => 9,
+        _ => return None,
+    })
 }
 
-/// ECS takes whole minutes; deployer takes seconds and rounds up (30 s → 1 min), so a bake is
-/// never shorter than asked.
-pub fn minutes(secs: u64) -> i32 {
-    secs.div_ceil(60).min(i32::MAX as u64) as i32
+/// Past the test-traffic hold: production traffic is (being) shifted.
+fn past_hold(sd: &ServiceDeploymentView) -> bool {
+    sd.stage.as_ref().and_then(stage_index).is_some_and(|i| i > 5)
 }
 
-/// The traffic-shifting settings deployer applies for one deployment.
-#[derive(Debug, Clone, PartialEq)]
-pub struct ShiftSettings {
-    /// BLUE_GREEN | CANARY | LINEAR
-    pub strategy: DeploymentStrategy,
-    /// `bakeTimeInMinutes` (after the production shift, blue kept for an instant rollback).
-    pub bake_minutes: Option<i32>,
-    pub canary_percent: Option<f64>,
-    pub canary_bake_minutes: Option<i32>,
-    pub linear_percent: Option<f64>,
-    pub linear_bake_minutes: Option<i32>,
+/// At or past the hold: the test listener serves green.
+fn test_traffic_on_green(sd: &ServiceDeploymentView) -> bool {
+    sd.stage.as_ref().and_then(stage_index).is_some_and(|i| i >= 5)
 }
 
-impl ShiftSettings {
-    /// Percent ranges ECS accepts.
-    pub fn validate(&self) -> Result<(), String> {
-        if let Some(p) = self.canary_percent
-            && !(0.1..=100.0).contains(&p)
-        {
-            return Err(format!("--canary-percent {p}: ECS takes 0.1 to 100; pass a value in that range"));
-        }
-        if let Some(p) = self.linear_percent
-            && !(3.0..=100.0).contains(&p)
-        {
-            return Err(format!("--linear-percent {p}: ECS takes 3 to 100; pass a value in that range"));
-        }
-        Ok(())
-    }
+/// How long ECS holds deployer's hook before rolling back by itself: the run's timeout plus
+/// this margin, in whole minutes within ECS's range (1 to 20160).
+pub const HOOK_TIMEOUT_MARGIN: Duration = Duration::from_secs(120);
+
+pub fn hook_timeout_minutes(timeout: Duration) -> i32 {
+    let secs = timeout.saturating_add(HOOK_TIMEOUT_MARGIN).as_secs();
+    secs.div_ceil(60).clamp(1, 20160) as i32
 }
 
 /// Is this hook the one deployer adds (PAUSE at POST_TEST_TRAFFIC_SHIFT, no target ARN)?
+/// Its timeout may differ from run to run; it is still ours.
 pub fn is_our_hook(h: &DeploymentLifecycleHook) -> bool {
     h.target_type() == Some(&DeploymentLifecycleHookTargetType::Pause)
         && h.hook_target_arn().is_none_or(str::is_empty)
         && h.lifecycle_stages() == [DeploymentLifecycleHookStage::PostTestTrafficShift]
 }
 
-pub fn our_hook() -> DeploymentLifecycleHook {
+/// Deployer's hold: PAUSE at POST_TEST_TRAFFIC_SHIFT, ROLLBACK after `timeout_minutes`.
+pub fn our_hook(timeout_minutes: i32) -> DeploymentLifecycleHook {
     DeploymentLifecycleHook::builder()
         .target_type(DeploymentLifecycleHookTargetType::Pause)
         .lifecycle_stages(DeploymentLifecycleHookStage::PostTestTrafficShift)
+        .timeout_configuration(
+            DeploymentLifecycleHookTimeoutConfiguration::builder()
+                .timeout_in_minutes(timeout_minutes)
+                .action(DeploymentLifecycleHookAction::Rollback)
+                .build(),
+        )
         .build()
 }
 
@@ -105,28 +98,33 @@ fn with_hooks(
         .build()
 }
 
+fn users_hooks(current: Option<&DeploymentConfiguration>) -> Vec<DeploymentLifecycleHook> {
+    current.map(|c| c.lifecycle_hooks().iter().filter(|h| !is_our_hook(h)).cloned().collect()).unwrap_or_default()
+}
+
 /// What UpdateService sends: the service's configuration, the strategy and bake settings
 /// given, the user's own hooks, and one PAUSE hook of deployer's at POST_TEST_TRAFFIC_SHIFT.
 pub fn deployment_configuration(
     current: Option<&DeploymentConfiguration>,
+    strategy: DeploymentStrategy,
     s: &ShiftSettings,
+    hook_timeout_minutes: i32,
 ) -> DeploymentConfiguration {
-    let mut hooks: Vec<DeploymentLifecycleHook> =
-        current.map(|c| c.lifecycle_hooks().iter().filter(|h| !is_our_hook(h)).cloned().collect()).unwrap_or_default();
-    hooks.push(our_hook());
+    let mut hooks = users_hooks(current);
+    hooks.push(our_hook(hook_timeout_minutes));
     let base = with_hooks(current, hooks);
     let mut b = DeploymentConfiguration::builder()
         .set_deployment_circuit_breaker(base.deployment_circuit_breaker().cloned())
         .set_maximum_percent(base.maximum_percent())
         .set_minimum_healthy_percent(base.minimum_healthy_percent())
         .set_alarms(base.alarms().cloned())
-        .strategy(s.strategy.clone())
+        .strategy(strategy.clone())
         .set_bake_time_in_minutes(s.bake_minutes.or(base.bake_time_in_minutes()))
         .set_lifecycle_hooks(Some(base.lifecycle_hooks().to_vec()))
         .set_linear_configuration(base.linear_configuration().cloned())
         .set_canary_configuration(base.canary_configuration().cloned())
         .set_early_success_criteria(base.early_success_criteria().cloned());
-    if s.strategy == DeploymentStrategy::Canary {
+    if strategy == DeploymentStrategy::Canary {
         let cur = base.canary_configuration();
         b = b.canary_configuration(
             CanaryConfiguration::builder()
@@ -137,7 +135,7 @@ pub fn deployment_configuration(
                 .build(),
         );
     }
-    if s.strategy == DeploymentStrategy::Linear {
+    if strategy == DeploymentStrategy::Linear {
         let cur = base.linear_configuration();
         b = b.linear_configuration(
             LinearConfiguration::builder()
@@ -154,45 +152,62 @@ pub fn deployment_configuration(
 /// The configuration to restore after the deployment: the same without deployer's hook, so
 /// the next deployment (from the console, say) does not wait for a deployer that is gone.
 pub fn without_our_hook(current: Option<&DeploymentConfiguration>) -> DeploymentConfiguration {
-    let hooks = current.map(|c| c.lifecycle_hooks().iter().filter(|h| !is_our_hook(h)).cloned().collect());
-    with_hooks(current, hooks.unwrap_or_default())
+    with_hooks(current, users_hooks(current))
+}
+
+/// One line of the timeline for the update deployer sends.
+pub fn describe_configuration(c: &DeploymentConfiguration, hook_timeout_minutes: i32) -> String {
+    let strategy = c.strategy().map(|s| s.as_str()).unwrap_or("BLUE_GREEN");
+    let shape = match (c.strategy(), c.canary_configuration(), c.linear_configuration()) {
+        (Some(DeploymentStrategy::Canary), Some(cc), _) => format!(
+            ", canary {}% for {} min",
+            cc.canary_percent().unwrap_or(5.0),
+            cc.canary_bake_time_in_minutes().unwrap_or(10)
+        ),
+        (Some(DeploymentStrategy::Linear), _, Some(l)) => {
+            format!(", {}% every {} min", l.step_percent().unwrap_or(10.0), l.step_bake_time_in_minutes().unwrap_or(6))
+        }
+        _ => String::new(),
+    };
+    format!(
+        "{strategy}, bake {} min{shape}; PAUSE hook at POST_TEST_TRAFFIC_SHIFT, ROLLBACK by ECS after {hook_timeout_minutes} min unanswered",
+        c.bake_time_in_minutes().unwrap_or(0)
+    )
 }
 
 /// Before any change: the service can do a traffic-shifting deployment. The error names what
-/// to add.
-pub fn check_advanced_configuration(svc: &Service, strategy: &str) -> Result<(), String> {
-    let name = svc.service_name().unwrap_or("the service");
-    let lbs = svc.load_balancers();
+/// to add (the caller names the service).
+pub fn check_advanced_configuration(lbs: &[LoadBalancer], strategy: Strategy) -> Result<(), String> {
     if lbs.is_empty() {
         return Err(format!(
-            "service {name} has no loadBalancers; --strategy {strategy} shifts traffic between two target groups behind a load balancer. \
+            "no loadBalancers; --strategy {strategy} shifts traffic between two target groups behind a load balancer. \
              Add loadBalancers[] with targetGroupArn, containerName, containerPort and advancedConfiguration \
-             (alternateTargetGroupArn, productionListenerRule, testListenerRule, roleArn) to the service, or deploy with --strategy rolling"
+             (alternateTargetGroupArn, productionListenerRule, testListenerRule, roleArn) to the service, or deploy \
+             with --strategy rolling; nothing was changed"
         ));
     }
     for (i, lb) in lbs.iter().enumerate() {
         let tg = lb.target_group_arn().unwrap_or("?");
         let Some(a) = lb.advanced_configuration() else {
             return Err(format!(
-                "service {name}: loadBalancers[{i}] (target group {tg}) has no advancedConfiguration, which --strategy {strategy} needs. \
+                "loadBalancers[{i}] (target group {tg}) has no advancedConfiguration, which --strategy {strategy} needs. \
                  Add advancedConfiguration with alternateTargetGroupArn (the green target group), productionListenerRule, \
                  testListenerRule and roleArn (an infrastructure role ECS uses to change the listener rules) to the service's \
                  loadBalancers[{i}] (aws ecs update-service --load-balancers ...), then run again; nothing was changed"
             ));
         };
-        let mut missing = Vec::new();
-        if a.alternate_target_group_arn().is_none_or(str::is_empty) {
-            missing.push("alternateTargetGroupArn");
-        }
-        if a.production_listener_rule().is_none_or(str::is_empty) {
-            missing.push("productionListenerRule");
-        }
-        if a.role_arn().is_none_or(str::is_empty) {
-            missing.push("roleArn");
-        }
+        let missing: Vec<&str> = [
+            ("alternateTargetGroupArn", a.alternate_target_group_arn()),
+            ("productionListenerRule", a.production_listener_rule()),
+            ("roleArn", a.role_arn()),
+        ]
+        .into_iter()
+        .filter(|(_, v)| v.is_none_or(str::is_empty))
+        .map(|(name, _)| name)
+        .collect();
         if !missing.is_empty() {
             return Err(format!(
-                "service {name}: loadBalancers[{i}].advancedConfiguration lacks {}, which --strategy {strategy} needs; \
+                "loadBalancers[{i}].advancedConfiguration lacks {}, which --strategy {strategy} needs; \
                  add {} to it, then run again; nothing was changed",
                 missing.join(", "),
                 if missing.len() == 1 { "it" } else { "them" }
@@ -202,202 +217,68 @@ pub fn check_advanced_configuration(svc: &Service, strategy: &str) -> Result<(),
     Ok(())
 }
 
-/// The ServiceDeployment as one poll saw it.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct SdView {
-    pub status: String,
-    pub status_reason: Option<String>,
-    pub stage: Option<String>,
-    /// Deployer's hook: (hook id, status), when ECS has created it.
-    pub our_hook: Option<(String, String)>,
-    /// Other hooks awaiting action (the user's approvals).
-    pub others_waiting: usize,
-    /// Green's share of production / test traffic, in percent.
-    pub production_weight: Option<f64>,
-    pub test_weight: Option<f64>,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TrafficGateConfig {
-    pub test_urls: Vec<String>,
-    pub health_urls: Vec<String>,
-    pub probe_successes: u32,
-    pub probe_failures: u32,
-    pub timeout: Duration,
-}
-
-/// Where a failure happened: before production traffic reached green (roll back by
-/// answering the hold with ROLLBACK) or after (StopServiceDeployment ROLLBACK).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Phase {
-    Test,
-    Production,
-}
-
-#[derive(Debug, Clone, PartialEq)]
-pub enum Decision {
-    Wait(String),
-    /// The test gate passed (or there is none): ContinueServiceDeployment(CONTINUE, hook).
-    Continue {
-        hook_id: String,
-        note: String,
-    },
-    Healthy,
-    Failed {
-        failure: Failure,
-        phase: Phase,
-    },
-}
-
 /// Which URLs a poll probes, given the last seen stage: test URLs once the test listener
 /// serves green; health (production) URLs once production shifts or the deployment is done.
-pub fn urls_to_probe(config: &TrafficGateConfig, sd: Option<&SdView>) -> Vec<String> {
+pub fn urls_to_probe(config: &GateConfig, sd: Option<&ServiceDeploymentView>) -> Vec<String> {
     let Some(sd) = sd else { return Vec::new() };
-    let idx = sd.stage.as_deref().and_then(stage_index);
-    let post_test = stage_index("POST_TEST_TRAFFIC_SHIFT").unwrap_or(5);
-    let done = sd.status == "SUCCESSFUL";
+    let done = sd.status_is(ServiceDeploymentStatus::Successful);
     let mut urls = Vec::new();
-    if done || idx.is_some_and(|i| i >= post_test) {
+    if done || test_traffic_on_green(sd) {
         urls.extend(config.test_urls.iter().cloned());
     }
-    if done || idx.is_some_and(|i| i > post_test) {
+    if done || past_hold(sd) {
         urls.extend(config.health_urls.iter().cloned());
     }
     urls
 }
 
-/// The lifecycle-aware gate: probe streaks, whether the hold was released.
+/// The lifecycle-aware gate: probe streaks, and whether the hold was released.
 #[derive(Debug, Clone)]
 pub struct TrafficGate {
-    config: TrafficGateConfig,
+    config: GateConfig,
     probes: ProbeStreaks,
     continued: bool,
-    /// The deployment left POST_TEST_TRAFFIC_SHIFT without deployer's hold.
-    pub hold_missed: bool,
+    /// The deployment left POST_TEST_TRAFFIC_SHIFT without deployer's hold (not yet noted).
+    hold_missed: Option<bool>,
 }
 
 impl TrafficGate {
-    pub fn new(config: TrafficGateConfig) -> TrafficGate {
-        TrafficGate { config, probes: ProbeStreaks::default(), continued: false, hold_missed: false }
+    pub fn new(config: GateConfig) -> TrafficGate {
+        TrafficGate { config, probes: ProbeStreaks::default(), continued: false, hold_missed: None }
     }
 
-    pub fn config(&self) -> &TrafficGateConfig {
-        &self.config
-    }
-
-    /// The driver released the hold: failures from now on are production-phase ones.
-    pub fn mark_continued(&mut self) {
-        self.continued = true;
-    }
-
-    pub fn phase(&self) -> Phase {
-        if self.continued { Phase::Production } else { Phase::Test }
-    }
-
-    pub fn last_bad_probes(&self) -> impl Iterator<Item = &Probe> {
-        self.probes.last_bad()
-    }
-
-    fn streak_ok(&self, url: &str) -> u32 {
-        self.probes.ok(url)
-    }
-
-    /// The first URL of `urls` without N good answers in a row, with its count.
-    fn unsatisfied<'u>(&self, urls: &'u [String]) -> Option<(&'u str, u32)> {
-        urls.iter().map(|u| (u.as_str(), self.streak_ok(u))).find(|(_, n)| *n < self.config.probe_successes)
-    }
-
-    pub fn observe(&mut self, obs: &Observation, sd: Option<&SdView>) -> Decision {
-        let fail = |failure: Failure, phase: Phase| Decision::Failed { failure, phase };
-        let status = sd.map(|s| s.status.as_str()).unwrap_or("");
-        // ECS's own verdict first.
-        let failed_rollout = obs.deployment.as_ref().filter(|d| d.rollout_state == "FAILED");
-        if status.starts_with("ROLLBACK") || status.starts_with("STOP") || failed_rollout.is_some() {
-            let mut reason = sd
-                .and_then(|s| s.status_reason.clone())
-                .or_else(|| failed_rollout.and_then(|d| d.rollout_reason.clone()))
-                .unwrap_or_else(|| format!("service deployment {status}"));
-            if let Some(task) = obs.tasks.iter().find(|t| t.failed()) {
-                reason.push_str(&format!("; e.g. {task}"));
-            }
-            let ecs_rolls_back = status.starts_with("ROLLBACK") || reason.contains("rolling back");
-            return fail(Failure::EcsFailed { reason, ecs_rolls_back }, self.phase());
-        }
-        if let Some(task) = obs.tasks.iter().find(|t| t.failed()) {
-            return fail(Failure::TaskStopped { task: task.to_string() }, self.phase());
-        }
-        if !obs.primary_is_ours && status != "SUCCESSFUL" {
-            return fail(Failure::Replaced, self.phase());
-        }
-        if let Some(failure) = self.probes.record(&obs.probes, self.config.probe_failures) {
-            return fail(failure, self.phase());
-        }
-        let waiting = self.waiting(sd);
-        match waiting {
-            Ok(decision) => decision,
-            Err(what) => {
-                if obs.elapsed >= self.config.timeout {
-                    return fail(Failure::Timeout { waiting_for: what }, self.phase());
-                }
-                Decision::Wait(what)
-            }
-        }
+    fn wait_for(&self, urls: &[String], what: &str) -> Option<String> {
+        let needed = self.config.probe_successes;
+        self.probes
+            .unsatisfied(urls, needed)
+            .map(|(url, n)| format!("{what}{url} to answer well {needed} times in a row ({n} so far)"))
     }
 
     /// `Ok` with a decision to act on, `Err` with what the gate waits for.
-    fn waiting(&mut self, sd: Option<&SdView>) -> Result<Decision, String> {
+    fn waiting(&mut self, sd: Option<&ServiceDeploymentView>) -> Result<Decision, String> {
         let Some(sd) = sd else { return Err("ECS to show the service deployment".into()) };
-        let stage = sd.stage.as_deref().unwrap_or("");
-        let idx = stage_index(stage);
-        let post_test = stage_index("POST_TEST_TRAFFIC_SHIFT").unwrap_or(5);
-        if sd.status == "SUCCESSFUL" {
-            let mut all: Vec<String> = self.config.health_urls.clone();
+        if sd.status_is(ServiceDeploymentStatus::Successful) {
+            let mut all = self.config.health_urls.clone();
             all.extend(self.config.test_urls.iter().cloned());
-            return match self.unsatisfied(&all) {
+            return match self.wait_for(&all, "") {
                 None => Ok(Decision::Healthy),
-                Some((url, n)) => Err(format!(
-                    "{url} to answer well {} times in a row after the deployment completed ({n} so far)",
-                    self.config.probe_successes
-                )),
+                Some(what) => Err(what.replace(" times in a row", " times in a row after the deployment completed")),
             };
         }
         if !self.continued {
-            if idx.is_some_and(|i| i > post_test) {
+            if past_hold(sd) {
                 // ECS moved on without deployer's hold (the hook was not applied).
-                self.hold_missed = true;
+                self.hold_missed = Some(true);
                 self.continued = true;
-            } else if stage == "POST_TEST_TRAFFIC_SHIFT"
-                && let Some((hook_id, hook_status)) = &sd.our_hook
-                && hook_status == "AWAITING_ACTION"
-            {
-                if self.config.test_urls.is_empty() {
-                    return Ok(Decision::Continue {
-                        hook_id: hook_id.clone(),
-                        note: "no --test-url: green is up and healthy to ECS; continuing without a test-traffic gate"
-                            .into(),
-                    });
-                }
-                return match self.unsatisfied(&self.config.test_urls) {
-                    None => Ok(Decision::Continue {
-                        hook_id: hook_id.clone(),
-                        note: format!(
-                            "test traffic gate passed: {} answered well {} times in a row",
-                            self.config.test_urls.join(", "),
-                            self.config.probe_successes
-                        ),
-                    }),
-                    Some((url, n)) => Err(format!(
-                        "test listener {url} to answer well {} times in a row ({n} so far)",
-                        self.config.probe_successes
-                    )),
-                };
+            } else if let Some(hook_id) = sd.held_by_us() {
+                return self.release_hold(hook_id);
             }
         }
-        let mut what = match stage {
-            "" => format!("ECS to start the deployment ({})", sd.status),
-            s => format!("lifecycle stage {s}"),
+        let mut what = match &sd.stage {
+            None => format!("ECS to start the deployment ({})", sd.status_name()),
+            Some(s) => format!("lifecycle stage {}", s.as_str()),
         };
-        if let Some(w) = sd.production_weight.filter(|_| idx.is_some_and(|i| i > post_test)) {
+        if let Some(w) = sd.production_weight.filter(|_| past_hold(sd)) {
             what.push_str(&format!(" (production {w}% green)"));
         }
         if sd.others_waiting > 0 {
@@ -405,80 +286,84 @@ impl TrafficGate {
         }
         Err(what)
     }
-}
 
-/// One lifecycle stage: when it began (ms since the deploy began) and how long it lasted.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "kebab-case")]
-pub struct StageSpan {
-    pub stage: String,
-    pub started_ms: u64,
-    pub duration_ms: u64,
-}
-
-/// Green's share of traffic from `at_ms` on.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-#[serde(rename_all = "kebab-case")]
-pub struct TrafficPoint {
-    pub at_ms: u64,
-    pub production_green_percent: f64,
-    pub test_green_percent: f64,
-}
-
-/// Stage spans and traffic changes, built from successive observations.
-#[derive(Debug, Clone, Default)]
-pub struct LifecycleLog {
-    pub stages: Vec<StageSpan>,
-    pub traffic: Vec<TrafficPoint>,
-}
-
-impl LifecycleLog {
-    /// Record what one poll saw at `at_ms`.
-    pub fn record(&mut self, at_ms: u64, stage: Option<&str>, production: Option<f64>, test: Option<f64>) {
-        if let Some(stage) = stage.filter(|s| !s.is_empty())
-            && self.stages.last().is_none_or(|l| l.stage != stage)
-        {
-            self.close(at_ms);
-            self.stages.push(StageSpan { stage: stage.to_string(), started_ms: at_ms, duration_ms: 0 });
+    /// Green is held on test traffic: continue once every test URL answered well.
+    fn release_hold(&self, hook_id: &str) -> Result<Decision, String> {
+        let hook_id = hook_id.to_string();
+        if self.config.test_urls.is_empty() {
+            let note = "no --test-url: green is up and healthy to ECS; continuing without a test-traffic gate";
+            return Ok(Decision::Continue { hook_id, note: note.into() });
         }
-        if production.is_some() || test.is_some() {
-            let last = self.traffic.last();
-            let p = production.or(last.map(|l| l.production_green_percent)).unwrap_or(0.0);
-            let t = test.or(last.map(|l| l.test_green_percent)).unwrap_or(0.0);
-            if last.is_none_or(|l| l.production_green_percent != p || l.test_green_percent != t) {
-                self.traffic.push(TrafficPoint { at_ms, production_green_percent: p, test_green_percent: t });
+        match self.wait_for(&self.config.test_urls, "test listener ") {
+            Some(what) => Err(what),
+            None => Ok(Decision::Continue {
+                hook_id,
+                note: format!(
+                    "test traffic gate passed: {} answered well {} times in a row",
+                    self.config.test_urls.join(", "),
+                    self.config.probe_successes
+                ),
+            }),
+        }
+    }
+}
+
+impl DeployGate for TrafficGate {
+    fn observe(&mut self, obs: &Observation) -> Decision {
+        if let Some(failure) = ecs_verdict(obs) {
+            return Decision::Failed(failure);
+        }
+        if let Some(failure) = self.probes.record(&obs.probes, self.config.probe_failures) {
+            return Decision::Failed(failure);
+        }
+        match self.waiting(obs.service_deployment.as_ref()) {
+            Ok(decision) => decision,
+            Err(what) if obs.elapsed >= self.config.timeout => Decision::Failed(Failure::Timeout { waiting_for: what }),
+            Err(what) => Decision::Wait(what),
+        }
+    }
+
+    fn probe_urls(&self, last: Option<&Observation>) -> Vec<String> {
+        urls_to_probe(&self.config, last.and_then(|o| o.service_deployment.as_ref()))
+    }
+
+    fn continued(&mut self) {
+        self.continued = true;
+    }
+
+    fn phase_note(&self) -> &'static str {
+        if self.continued { " with production traffic on green" } else { " before production traffic shifted" }
+    }
+
+    fn take_note(&mut self) -> Option<String> {
+        match self.hold_missed {
+            Some(true) => {
+                self.hold_missed = Some(false);
+                Some(
+                    "ECS moved past POST_TEST_TRAFFIC_SHIFT without deployer's PAUSE hook holding it; no test-traffic gate ran"
+                        .into(),
+                )
             }
+            _ => None,
         }
     }
 
-    /// Traffic went back to blue (a rollback).
-    pub fn back_to_blue(&mut self, at_ms: u64) {
-        if self.traffic.last().is_some_and(|l| l.production_green_percent != 0.0 || l.test_green_percent != 0.0) {
-            self.traffic.push(TrafficPoint { at_ms, production_green_percent: 0.0, test_green_percent: 0.0 });
-        }
-    }
-
-    /// The last stage ends at `at_ms`.
-    pub fn close(&mut self, at_ms: u64) {
-        if let Some(l) = self.stages.last_mut() {
-            l.duration_ms = at_ms.saturating_sub(l.started_ms);
-        }
+    fn last_bad_probe(&self) -> Option<&Probe> {
+        self.probes.last_bad()
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use super::super::gate::{DeploymentState, TaskState};
+    use super::super::view::{DeploymentView, HookView, TaskStatus, TaskView};
     use super::*;
-    use aws_sdk_ecs::types::{AdvancedConfiguration, DeploymentCircuitBreaker, LoadBalancer};
+    use aws_sdk_ecs::types::{
+        AdvancedConfiguration, DeploymentCircuitBreaker, DeploymentLifecycleHookStatus, DeploymentRolloutState,
+        TaskStopCode,
+    };
 
     const TEST: &str = "http://127.0.0.1:9/test";
     const PROD: &str = "http://127.0.0.1:9/prod";
-
-    #[test]
-    fn bake_seconds_round_up_to_whole_minutes() {
-        assert_eq!([0, 1, 59, 60, 61, 120, 3600].map(minutes), [0, 1, 1, 1, 2, 2, 60]);
-    }
 
     fn lb(advanced: Option<AdvancedConfiguration>) -> LoadBalancer {
         LoadBalancer::builder()
@@ -501,26 +386,36 @@ mod tests {
             .alternate_target_group_arn("arn:tg/green")
             .production_listener_rule("arn:rule/1")
             .build();
-        let svc = |lbs: Vec<LoadBalancer>| Service::builder().service_name("web").set_load_balancers(Some(lbs)).build();
-        let table: Vec<(Service, Option<&str>)> = vec![
-            (svc(vec![lb(Some(full))]), None),
-            (svc(vec![]), Some("service web has no loadBalancers")),
-            (svc(vec![lb(None)]), Some("loadBalancers[0] (target group arn:tg/blue) has no advancedConfiguration")),
+        let table: Vec<(Vec<LoadBalancer>, Option<&str>)> = vec![
+            (vec![lb(Some(full))], None),
+            (vec![], Some("no loadBalancers")),
+            (vec![lb(None)], Some("loadBalancers[0] (target group arn:tg/blue) has no advancedConfiguration")),
             (
-                svc(vec![lb(Some(no_role))]),
+                vec![lb(Some(no_role))],
                 Some("advancedConfiguration lacks roleArn, which --strategy canary needs; add it"),
             ),
         ];
-        for (s, want) in table {
-            match (check_advanced_configuration(&s, "canary"), want) {
+        for (lbs, want) in table {
+            match (check_advanced_configuration(&lbs, Strategy::Canary), want) {
                 (Ok(()), None) => {}
                 (Err(e), Some(w)) => {
                     assert!(e.contains(w), "{e} !~ {w}");
-                    assert!(e.contains("advancedConfiguration"), "{e}");
+                    assert!(e.contains("advancedConfiguration") && e.ends_with("nothing was changed"), "{e}");
                 }
                 (got, want) => panic!("{got:?} vs {want:?}"),
             }
         }
+    }
+
+    #[test]
+    fn the_hook_times_out_to_rollback_after_the_run_plus_a_margin_within_ecs_range() {
+        assert_eq!(hook_timeout_minutes(Duration::from_secs(1800)), 32);
+        assert_eq!(hook_timeout_minutes(Duration::from_secs(60)), 3);
+        assert_eq!(hook_timeout_minutes(Duration::ZERO), 2);
+        assert_eq!(hook_timeout_minutes(Duration::from_secs(100 * 24 * 3600)), 20160);
+        let t = our_hook(7).timeout_configuration().cloned().unwrap();
+        assert_eq!((t.timeout_in_minutes(), t.action()), (Some(7), Some(&DeploymentLifecycleHookAction::Rollback)));
+        assert!(is_our_hook(&our_hook(7)) && is_our_hook(&our_hook(99)), "the timeout does not change whose it is");
     }
 
     #[test]
@@ -535,56 +430,76 @@ mod tests {
             .maximum_percent(200)
             .bake_time_in_minutes(15)
             .lifecycle_hooks(user_hook.clone())
-            .lifecycle_hooks(our_hook()) // left over from an earlier run: not doubled
+            .lifecycle_hooks(our_hook(1440)) // left over from an earlier run: not doubled
             .build();
         let s = ShiftSettings {
-            strategy: DeploymentStrategy::Linear,
             bake_minutes: Some(2),
             canary_percent: None,
             canary_bake_minutes: None,
             linear_percent: Some(25.0),
             linear_bake_minutes: Some(1),
         };
-        let c = deployment_configuration(Some(&current), &s);
+        let c = deployment_configuration(Some(&current), DeploymentStrategy::Linear, &s, 32);
         assert_eq!(c.strategy(), Some(&DeploymentStrategy::Linear));
         assert_eq!(c.bake_time_in_minutes(), Some(2));
         assert_eq!(c.maximum_percent(), Some(200));
         assert!(c.deployment_circuit_breaker().is_some_and(|b| b.rollback()));
-        assert_eq!(c.lifecycle_hooks(), [user_hook.clone(), our_hook()]);
+        assert_eq!(c.lifecycle_hooks(), [user_hook.clone(), our_hook(32)]);
         let l = c.linear_configuration().unwrap();
         assert_eq!((l.step_percent(), l.step_bake_time_in_minutes()), (Some(25.0), Some(1)));
         assert!(c.canary_configuration().is_none());
+        assert_eq!(
+            describe_configuration(&c, 32),
+            "LINEAR, bake 2 min, 25% every 1 min; PAUSE hook at POST_TEST_TRAFFIC_SHIFT, ROLLBACK by ECS after 32 min unanswered"
+        );
         // Without a --bake the service's own bake time stays.
-        let c2 = deployment_configuration(Some(&current), &ShiftSettings { bake_minutes: None, ..s.clone() });
+        let c2 = deployment_configuration(
+            Some(&current),
+            DeploymentStrategy::Linear,
+            &ShiftSettings { bake_minutes: None, ..s.clone() },
+            32,
+        );
         assert_eq!(c2.bake_time_in_minutes(), Some(15));
         let restored = without_our_hook(Some(&c));
         assert_eq!(restored.lifecycle_hooks(), [user_hook]);
         assert_eq!(restored.strategy(), Some(&DeploymentStrategy::Linear));
         assert!(without_our_hook(None).lifecycle_hooks.as_ref().is_some_and(|h| h.is_empty()));
-        assert!(ShiftSettings { linear_percent: Some(1.0), ..s.clone() }.validate().is_err());
-        assert!(ShiftSettings { canary_percent: Some(0.0), ..s.clone() }.validate().is_err());
-        assert!(s.validate().is_ok());
     }
 
-    fn config() -> TrafficGateConfig {
-        TrafficGateConfig {
+    fn config() -> GateConfig {
+        GateConfig {
             test_urls: vec![TEST.into()],
             health_urls: vec![PROD.into()],
             probe_successes: 2,
             probe_failures: 2,
             timeout: Duration::from_secs(100),
+            bake: Duration::ZERO,
         }
     }
 
-    fn sd(status: &str, stage: &str, hook: Option<&str>, prod: f64) -> SdView {
-        SdView {
-            status: status.into(),
-            stage: Some(stage.into()).filter(|s: &String| !s.is_empty()),
-            our_hook: hook.map(|h| ("h1".to_string(), h.to_string())),
+    fn sd(
+        status: ServiceDeploymentStatus,
+        stage: Option<Stage>,
+        hook: Option<DeploymentLifecycleHookStatus>,
+        prod: f64,
+    ) -> ServiceDeploymentView {
+        ServiceDeploymentView {
+            status: Some(status),
+            stage,
+            our_hook: hook.map(|status| HookView { id: "h1".into(), status: Some(status) }),
             production_weight: Some(prod),
             test_weight: Some(100.0),
             ..Default::default()
         }
+    }
+
+    fn held() -> ServiceDeploymentView {
+        sd(
+            ServiceDeploymentStatus::InProgress,
+            Some(Stage::PostTestTrafficShift),
+            Some(DeploymentLifecycleHookStatus::AwaitingAction),
+            0.0,
+        )
     }
 
     fn probe(url: &str, ok: bool) -> Probe {
@@ -596,56 +511,57 @@ mod tests {
         }
     }
 
-    fn obs(t: u64, probes: Vec<Probe>) -> Observation {
+    fn obs(t: u64, probes: Vec<Probe>, sd: ServiceDeploymentView) -> Observation {
         Observation {
             elapsed: Duration::from_secs(t),
-            deployment: Some(DeploymentState { rollout_state: "IN_PROGRESS".into(), ..Default::default() }),
+            deployment: Some(DeploymentView {
+                rollout: Some(DeploymentRolloutState::InProgress),
+                ..Default::default()
+            }),
             primary_is_ours: true,
-            service_deployment_status: None,
+            service_deployment: Some(sd),
             tasks: vec![],
             probes,
         }
     }
 
-    /// Feed (observation, sd) pairs; releasing the hold when the gate says so.
-    fn run(config: TrafficGateConfig, timeline: Vec<(Observation, SdView)>) -> Vec<String> {
+    /// Feed observations; releasing the hold when the gate says so.
+    fn run(config: GateConfig, timeline: Vec<Observation>) -> Vec<String> {
         let mut gate = TrafficGate::new(config);
         timeline
             .iter()
-            .map(|(o, s)| match gate.observe(o, Some(s)) {
+            .map(|o| match gate.observe(o) {
                 Decision::Wait(w) => format!("wait: {w}"),
                 Decision::Continue { hook_id, .. } => {
-                    gate.mark_continued();
+                    gate.continued();
                     format!("continue {hook_id}")
                 }
                 Decision::Healthy => "healthy".into(),
-                Decision::Failed { failure, phase } => format!("failed in {phase:?}: {failure}"),
+                Decision::Failed(failure) => format!("failed{}: {failure}", gate.phase_note()),
             })
             .collect()
     }
 
     #[test]
     fn a_good_blue_green_waits_for_the_test_gate_then_for_success_and_production_probes() {
+        use ServiceDeploymentStatus::{InProgress, Successful};
+        let succeeded = Some(DeploymentLifecycleHookStatus::Succeeded);
         let got = run(
             config(),
             vec![
-                (obs(0, vec![]), sd("IN_PROGRESS", "SCALE_UP", None, 0.0)),
-                (
-                    obs(1, vec![probe(TEST, true)]),
-                    sd("IN_PROGRESS", "POST_TEST_TRAFFIC_SHIFT", Some("AWAITING_ACTION"), 0.0),
+                obs(0, vec![], sd(InProgress, Some(Stage::ScaleUp), None, 0.0)),
+                obs(1, vec![probe(TEST, true)], held()),
+                obs(2, vec![probe(TEST, true)], held()),
+                obs(
+                    3,
+                    vec![probe(TEST, true), probe(PROD, true)],
+                    sd(InProgress, Some(Stage::BakeTime), succeeded.clone(), 100.0),
                 ),
-                (
-                    obs(2, vec![probe(TEST, true)]),
-                    sd("IN_PROGRESS", "POST_TEST_TRAFFIC_SHIFT", Some("AWAITING_ACTION"), 0.0),
-                ),
-                (
-                    obs(3, vec![probe(TEST, true), probe(PROD, true)]),
-                    sd("IN_PROGRESS", "BAKE_TIME", Some("SUCCEEDED"), 100.0),
-                ),
-                (obs(4, vec![probe(TEST, true)]), sd("SUCCESSFUL", "CLEAN_UP", Some("SUCCEEDED"), 100.0)),
-                (
-                    obs(5, vec![probe(TEST, true), probe(PROD, true)]),
-                    sd("SUCCESSFUL", "CLEAN_UP", Some("SUCCEEDED"), 100.0),
+                obs(4, vec![probe(TEST, true)], sd(Successful, Some(Stage::CleanUp), succeeded.clone(), 100.0)),
+                obs(
+                    5,
+                    vec![probe(TEST, true), probe(PROD, true)],
+                    sd(Successful, Some(Stage::CleanUp), succeeded, 100.0),
                 ),
             ],
         );
@@ -664,93 +580,80 @@ mod tests {
 
     #[test]
     fn failures_are_placed_in_their_phase() {
-        let held = || sd("IN_PROGRESS", "POST_TEST_TRAFFIC_SHIFT", Some("AWAITING_ACTION"), 0.0);
         let got =
-            run(config(), vec![(obs(1, vec![probe(TEST, false)]), held()), (obs(2, vec![probe(TEST, false)]), held())]);
-        assert_eq!(got[1], "failed in Test: http://127.0.0.1:9/test failed 2 times in a row (last: HTTP 500: bad)");
+            run(config(), vec![obs(1, vec![probe(TEST, false)], held()), obs(2, vec![probe(TEST, false)], held())]);
+        assert_eq!(
+            got[1],
+            "failed before production traffic shifted: http://127.0.0.1:9/test failed 2 times in a row (last: HTTP 500: bad)"
+        );
 
-        let shifting = || sd("IN_PROGRESS", "PRODUCTION_TRAFFIC_SHIFT", Some("SUCCEEDED"), 20.0);
-        let crashed = TaskState {
+        let shifting = || {
+            sd(
+                ServiceDeploymentStatus::InProgress,
+                Some(Stage::ProductionTrafficShift),
+                Some(DeploymentLifecycleHookStatus::Succeeded),
+                20.0,
+            )
+        };
+        let crashed = TaskView {
             arn: "arn:task/c/abc".into(),
-            last_status: "STOPPED".into(),
-            stop_code: Some("EssentialContainerExited".into()),
+            status: TaskStatus::Stopped,
+            stop_code: Some(TaskStopCode::EssentialContainerExited),
             ..Default::default()
         };
         let got = run(
             config(),
             vec![
-                (obs(1, vec![probe(TEST, true)]), held()),
-                (obs(2, vec![probe(TEST, true)]), held()),
-                (obs(3, vec![probe(PROD, true)]), shifting()),
-                (Observation { tasks: vec![crashed], ..obs(4, vec![]) }, shifting()),
+                obs(1, vec![probe(TEST, true)], held()),
+                obs(2, vec![probe(TEST, true)], held()),
+                obs(3, vec![probe(PROD, true)], shifting()),
+                Observation { tasks: vec![crashed], ..obs(4, vec![], shifting()) },
             ],
         );
         assert_eq!(got[2], "wait: lifecycle stage PRODUCTION_TRAFFIC_SHIFT (production 20% green)");
         assert_eq!(
             got[3],
-            "failed in Production: a task of the new revision stopped: task abc [EssentialContainerExited]"
+            "failed with production traffic on green: a task of the new revision stopped: task abc [EssentialContainerExited]"
         );
 
-        let rolling_back = SdView {
+        let rolling_back = ServiceDeploymentView {
             status_reason: Some("ECS deployment circuit breaker: tasks failed to start.".into()),
-            ..sd("ROLLBACK_IN_PROGRESS", "SCALE_UP", None, 0.0)
+            ..sd(ServiceDeploymentStatus::RollbackInProgress, Some(Stage::ScaleUp), None, 0.0)
         };
-        let got = run(config(), vec![(obs(1, vec![]), rolling_back)]);
+        let got = run(config(), vec![obs(1, vec![], rolling_back)]);
         assert_eq!(
             got[0],
-            "failed in Test: ECS failed the deployment: ECS deployment circuit breaker: tasks failed to start. (ECS is rolling back by itself)"
+            "failed before production traffic shifted: ECS failed the deployment: ECS deployment circuit breaker: tasks failed to start. (ECS is rolling back by itself)"
         );
-        let got = run(config(), vec![(obs(100, vec![]), sd("IN_PROGRESS", "SCALE_UP", None, 0.0))]);
-        assert_eq!(got[0], "failed in Test: timed out waiting for lifecycle stage SCALE_UP");
+        let got = run(
+            config(),
+            vec![obs(100, vec![], sd(ServiceDeploymentStatus::InProgress, Some(Stage::ScaleUp), None, 0.0))],
+        );
+        assert_eq!(got[0], "failed before production traffic shifted: timed out waiting for lifecycle stage SCALE_UP");
     }
 
     #[test]
     fn without_test_urls_the_hold_is_released_at_once_and_a_missed_hold_is_noticed() {
-        let cfg = TrafficGateConfig { test_urls: vec![], ..config() };
-        let got = run(
-            cfg.clone(),
-            vec![(obs(1, vec![]), sd("IN_PROGRESS", "POST_TEST_TRAFFIC_SHIFT", Some("AWAITING_ACTION"), 0.0))],
-        );
-        assert_eq!(got, ["continue h1"]);
+        let cfg = GateConfig { test_urls: vec![], ..config() };
+        assert_eq!(run(cfg.clone(), vec![obs(1, vec![], held())]), ["continue h1"]);
         let mut gate = TrafficGate::new(cfg);
-        let d = gate.observe(&obs(1, vec![]), Some(&sd("IN_PROGRESS", "BAKE_TIME", None, 100.0)));
-        assert!(matches!(d, Decision::Wait(_)));
-        assert!(gate.hold_missed);
-        assert_eq!(gate.phase(), Phase::Production);
+        let baking = sd(ServiceDeploymentStatus::InProgress, Some(Stage::BakeTime), None, 100.0);
+        assert!(matches!(gate.observe(&obs(1, vec![], baking)), Decision::Wait(_)));
+        assert!(gate.take_note().is_some_and(|n| n.contains("no test-traffic gate ran")));
+        assert_eq!(gate.take_note(), None, "noted once");
+        assert_eq!(gate.phase_note(), " with production traffic on green");
     }
 
     #[test]
     fn probes_follow_the_stage() {
         let c = config();
-        let at = |status: &str, stage: &str| urls_to_probe(&c, Some(&sd(status, stage, None, 0.0)));
-        assert!(at("IN_PROGRESS", "TEST_TRAFFIC_SHIFT").is_empty());
-        assert_eq!(at("IN_PROGRESS", "POST_TEST_TRAFFIC_SHIFT"), [TEST]);
-        assert_eq!(at("IN_PROGRESS", "PRODUCTION_TRAFFIC_SHIFT"), [TEST, PROD]);
-        assert_eq!(at("SUCCESSFUL", ""), [TEST, PROD]);
+        let at = |status: ServiceDeploymentStatus, stage: Option<Stage>| {
+            urls_to_probe(&c, Some(&sd(status, stage, None, 0.0)))
+        };
+        assert!(at(ServiceDeploymentStatus::InProgress, Some(Stage::TestTrafficShift)).is_empty());
+        assert_eq!(at(ServiceDeploymentStatus::InProgress, Some(Stage::PostTestTrafficShift)), [TEST]);
+        assert_eq!(at(ServiceDeploymentStatus::InProgress, Some(Stage::ProductionTrafficShift)), [TEST, PROD]);
+        assert_eq!(at(ServiceDeploymentStatus::Successful, None), [TEST, PROD]);
         assert!(urls_to_probe(&c, None).is_empty());
-    }
-
-    #[test]
-    fn the_log_keeps_stage_spans_and_traffic_changes() {
-        let mut log = LifecycleLog::default();
-        log.record(0, Some("SCALE_UP"), Some(0.0), Some(0.0));
-        log.record(500, Some("SCALE_UP"), Some(0.0), Some(0.0));
-        log.record(1000, Some("POST_TEST_TRAFFIC_SHIFT"), Some(0.0), Some(100.0));
-        log.record(2000, Some("PRODUCTION_TRAFFIC_SHIFT"), Some(25.0), Some(100.0));
-        log.record(3000, Some("PRODUCTION_TRAFFIC_SHIFT"), Some(50.0), None);
-        log.back_to_blue(3500);
-        log.close(4000);
-        let stages: Vec<(&str, u64, u64)> =
-            log.stages.iter().map(|s| (s.stage.as_str(), s.started_ms, s.duration_ms)).collect();
-        assert_eq!(
-            stages,
-            [("SCALE_UP", 0, 1000), ("POST_TEST_TRAFFIC_SHIFT", 1000, 1000), ("PRODUCTION_TRAFFIC_SHIFT", 2000, 2000)]
-        );
-        let traffic: Vec<(u64, f64, f64)> =
-            log.traffic.iter().map(|t| (t.at_ms, t.production_green_percent, t.test_green_percent)).collect();
-        assert_eq!(
-            traffic,
-            [(0, 0.0, 0.0), (1000, 0.0, 100.0), (2000, 25.0, 100.0), (3000, 50.0, 100.0), (3500, 0.0, 0.0)]
-        );
     }
 }

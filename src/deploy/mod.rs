@@ -1,12 +1,27 @@
-//! The deploy stages: `gate` decides (pure), `watch` observes ECS and probes, `rolling`
-//! drives UpdateService and the watch, `rollback` returns the service to a known revision.
-//! `Cancel` turns SIGINT/SIGTERM into a flag the loops check between polls.
+//! The deploy stage: take services from the revision they run to a new one behind a health
+//! gate, and settle — roll back on failure, confirm, put the service's configuration back.
+//!
+//! One driver runs every strategy (`driver`: check → update → watch → decide → settle →
+//! restore); a strategy (`strategy`, implemented by `rolling` and `traffic`) only says what
+//! to check, what to send and which gate judges. Bottom up, each module imports only those
+//! below it: `plan` (what to do, plain data) and `view` (ECS state as typed data); `gate` and
+//! `lifecycle` (pure decisions); `report` (what a deploy leaves behind, the exit code);
+//! `ecs` and `probe` (I/O); `watch` (one poll → one observation); `settle` (the way back);
+//! `strategy`, `rolling`, `traffic`; `driver`. `Cancel` turns SIGINT/SIGTERM into a flag the
+//! loops check between polls.
 
-pub mod bluegreen;
+pub mod driver;
+pub mod ecs;
 pub mod gate;
 pub mod lifecycle;
-pub mod rollback;
+pub mod plan;
+pub mod probe;
+pub mod report;
 pub mod rolling;
+pub mod settle;
+pub mod strategy;
+pub mod traffic;
+pub mod view;
 pub mod watch;
 
 use std::sync::Arc;
@@ -15,22 +30,41 @@ use std::time::Duration;
 
 use tokio::sync::Notify;
 
+/// What goes wrong deploying one service. The messages do not name the service: whoever
+/// reports the error for several services puts the name in front, once.
 #[derive(Debug, thiserror::Error)]
 pub enum DeployError {
     #[error("service {service:?} was not found in cluster {cluster:?}: {reason}")]
     ServiceNotFound { cluster: String, service: String, reason: String },
     #[error("ECS {op} failed: {message}")]
-    Api { op: &'static str, message: String },
+    Api {
+        op: &'static str,
+        /// The service's error code (`ConflictException`, `AccessDeniedException`, ...).
+        code: Option<String>,
+        message: String,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
     #[error(
-        "service {service} uses the {controller} deployment controller; deployer drives services whose controller is ECS (rolling, blue/green, canary, linear) — {controller} is not supported yet"
+        "it uses the {controller} deployment controller; deployer drives services whose controller is ECS (rolling, blue/green, canary, linear) — {controller} is not supported yet"
     )]
-    UnsupportedController { service: String, controller: String },
+    UnsupportedController { controller: String },
     #[error(
-        "another deployment is still in progress on service {service} after waiting {waited_s}s ({detail}); nothing was changed — let it finish or stop it, then run again"
+        "another deployment is still in progress after waiting {waited_s}s ({detail}); nothing was changed — let it finish or stop it, then run again"
     )]
-    Busy { service: String, waited_s: u64, detail: String },
+    Busy { waited_s: u64, detail: String },
+    /// The service cannot take the deploy as asked; the message says what to change.
     #[error("{0}")]
-    Input(String),
+    Precondition(String),
+    #[error("cancelled (SIGINT/SIGTERM) before anything changed")]
+    Cancelled,
+}
+
+impl DeployError {
+    /// ECS refused because of the resource's state (e.g. a deployment that cannot be stopped).
+    pub fn is_conflict(&self) -> bool {
+        matches!(self, DeployError::Api { code: Some(code), .. } if code == "ConflictException")
+    }
 }
 
 /// Set by SIGINT/SIGTERM; loops check it between polls and sleeps end early.

@@ -2,7 +2,8 @@
 //! a payload naming the image digest and task definition), its statuses `in_progress` →
 //! `success` / `failure` with links to the run, and the environment's earlier successful
 //! deployments marked `inactive` once this one succeeds — so the repository's Environments page
-//! shows what runs where.
+//! shows what runs where. The token is a [`Secret`] (redacted in `Debug`/`Display`), masked
+//! before the first call.
 //!
 //! Through octocrab (rustls on ring, no aws-lc), against `GITHUB_API_URL`. GitHub is the
 //! record, not the deploy: every call here is best-effort, and a failure is a warning, never a
@@ -11,6 +12,8 @@
 use octocrab::Octocrab;
 use serde::Serialize;
 use serde_json::{Value, json};
+
+use crate::secret::Secret;
 
 /// Where and as whom to record deployments, read from the job's environment.
 #[derive(Debug, Clone)]
@@ -93,11 +96,12 @@ pub struct Deployments {
 }
 
 impl Deployments {
-    pub fn new(ctx: Context, token: String) -> Result<Deployments, DeploymentsError> {
+    pub fn new(ctx: Context, token: &Secret) -> Result<Deployments, DeploymentsError> {
         let client = Octocrab::builder()
             .base_uri(ctx.api_url.as_str())
             .map_err(|e| err(&format!("API URL {:?}", ctx.api_url), e))?
-            .personal_token(token)
+            // octocrab keeps it in its own secrecy::SecretString.
+            .personal_token(token.expose().to_string())
             .build()
             .map_err(|e| err("cannot build the client", e))?;
         Ok(Deployments { client, ctx })
@@ -186,7 +190,7 @@ impl<'a> Recorder<'a> {
     /// `token` is masked before anything else happens.
     pub async fn start(
         runner: &'a crate::github::runner::Runner,
-        token: Option<String>,
+        token: Option<Secret>,
         api_url: Option<String>,
         environment: &str,
         environment_url: Option<String>,
@@ -194,7 +198,7 @@ impl<'a> Recorder<'a> {
     ) -> Recorder<'a> {
         use crate::github::runner::Level;
         let mut rec = Recorder { runner, active: None, environment: environment.to_string(), environment_url };
-        let Some(token) = token.filter(|t| !t.trim().is_empty()) else {
+        let Some(token) = token.filter(|t| !t.is_blank()) else {
             if runner.in_actions() {
                 runner.annotate(
                     Level::Notice,
@@ -204,13 +208,13 @@ impl<'a> Recorder<'a> {
             }
             return rec;
         };
-        runner.mask(&token);
+        runner.mask(token.expose());
         let Some(ctx) = Context::from_env(api_url) else {
             runner.annotate(Level::Notice, "GITHUB_REPOSITORY/GITHUB_SHA unknown: GitHub Deployments skipped", None);
             return rec;
         };
         let started = async {
-            let d = Deployments::new(ctx, token)?;
+            let d = Deployments::new(ctx, &token)?;
             let id = d.create(environment, payload, &format!("deployer release to {environment}")).await?;
             let status = Status {
                 state: "in_progress",

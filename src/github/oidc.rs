@@ -1,14 +1,17 @@
 //! GitHub's OIDC token: fetching it from the runner's token endpoint
 //! (`ACTIONS_ID_TOKEN_REQUEST_URL` + `ACTIONS_ID_TOKEN_REQUEST_TOKEN`), and reading its claims
 //! without verification, so that an AccessDenied from STS can say which trust-policy
-//! condition would match this job. The token itself is never printed.
+//! condition would match this job. The token itself is never printed: it lives in a
+//! [`Secret`] and is `::add-mask::`ed the moment it arrives.
 
 use std::fmt;
 
 use base64::Engine as _;
 use serde::Deserialize;
 
+use crate::github::runner::Runner;
 use crate::retry::{self, Attempt, Backoff};
+use crate::secret::Secret;
 
 #[derive(Debug, thiserror::Error)]
 pub enum OidcError {
@@ -37,7 +40,7 @@ pub enum OidcError {
 #[derive(Clone)]
 pub struct TokenEndpoint {
     url: reqwest::Url,
-    request_token: String,
+    request_token: Secret,
 }
 
 impl fmt::Debug for TokenEndpoint {
@@ -61,9 +64,9 @@ impl TokenEndpoint {
         Self::new(&url, token).map(Some)
     }
 
-    pub fn new(url: &str, request_token: String) -> Result<Self, OidcError> {
+    pub fn new(url: &str, request_token: impl Into<Secret>) -> Result<Self, OidcError> {
         let url = reqwest::Url::parse(url).map_err(|e| OidcError::BadUrl { reason: e.to_string() })?;
-        Ok(TokenEndpoint { url, request_token })
+        Ok(TokenEndpoint { url, request_token: request_token.into() })
     }
 
     /// Fetch a token for `audience`, retrying 5xx, 429 and connection failures with backoff.
@@ -74,7 +77,7 @@ impl TokenEndpoint {
         let result = retry::retry(policy, |attempt| {
             let req = http
                 .get(url.clone())
-                .bearer_auth(&self.request_token)
+                .bearer_auth(self.request_token.expose())
                 .header(reqwest::header::ACCEPT, "application/json");
             let endpoint = endpoint.clone();
             async move {
@@ -106,7 +109,11 @@ impl TokenEndpoint {
                     value: String,
                 }
                 match resp.json::<Body>().await {
-                    Ok(body) => Attempt::Done(IdToken(body.value)),
+                    Ok(body) => {
+                        // Masked before anything else can print it.
+                        Runner::current().mask(&body.value);
+                        Attempt::Done(IdToken::new(body.value))
+                    }
                     Err(e) => Attempt::Retry(OidcError::Unreachable {
                         endpoint,
                         attempts: attempt,
@@ -150,29 +157,23 @@ pub(crate) fn without_url(e: &reqwest::Error) -> String {
     msg
 }
 
-/// A GitHub OIDC JWT. Neither `Debug` nor anything else prints it.
-#[derive(Clone)]
-pub struct IdToken(String);
-
-impl fmt::Debug for IdToken {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("IdToken(<redacted>)")
-    }
-}
+/// A GitHub OIDC JWT. `Debug` shows `IdToken(Secret(<redacted>))`; nothing prints it.
+#[derive(Clone, Debug)]
+pub struct IdToken(Secret);
 
 impl IdToken {
     pub fn new(jwt: String) -> Self {
-        IdToken(jwt)
+        IdToken(Secret::new(jwt))
     }
 
     /// The raw JWT, for the STS call only.
     pub fn expose(&self) -> &str {
-        &self.0
+        self.0.expose()
     }
 
     /// The payload's claims, decoded without verifying the signature (STS verifies it).
     pub fn claims(&self) -> Result<Claims, OidcError> {
-        decode_claims(&self.0)
+        decode_claims(self.0.expose())
     }
 }
 
@@ -189,6 +190,15 @@ pub struct Claims {
     pub environment: Option<String>,
     pub job_workflow_ref: Option<String>,
     pub event_name: Option<String>,
+    /// Expiry (epoch seconds), so a token about to expire is replaced before STS sees it.
+    #[serde(default, deserialize_with = "numeric_date")]
+    pub exp: Option<u64>,
+}
+
+/// A JWT NumericDate: an integer or a fractional number of seconds (read as whole seconds).
+fn numeric_date<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
+    let v = Option::<serde_json::Number>::deserialize(d)?;
+    Ok(v.and_then(|n| n.as_u64().or_else(|| n.as_f64().filter(|f| *f >= 0.0).map(|f| f as u64))))
 }
 
 fn one_or_many<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
@@ -402,6 +412,14 @@ mod tests {
     }
 
     #[test]
+    fn the_expiry_is_read_as_whole_seconds() {
+        let enc = |v: &str| format!("h.{}.s", base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(v));
+        assert_eq!(decode_claims(&enc(r#"{"sub":"s","exp":1700000000}"#)).unwrap().exp, Some(1_700_000_000));
+        assert_eq!(decode_claims(&enc(r#"{"sub":"s","exp":1700000000.7}"#)).unwrap().exp, Some(1_700_000_000));
+        assert_eq!(decode_claims(&enc(r#"{"sub":"s"}"#)).unwrap().exp, None);
+    }
+
+    #[test]
     fn trust_condition_names_the_exact_subject_and_audience() {
         let claims = Claims {
             sub: "repo:octo@1/shop@2:ref:refs/heads/release/1.2".into(),
@@ -424,8 +442,8 @@ mod tests {
     #[test]
     fn the_token_never_shows_in_debug_output() {
         let t = IdToken::new("secret.jwt.value".into());
-        assert_eq!(format!("{t:?}"), "IdToken(<redacted>)");
-        let e = TokenEndpoint::new("http://127.0.0.1:1/token?api-version=2.0&x=1", "reqtok".into()).unwrap();
+        assert_eq!(format!("{t:?}"), "IdToken(Secret(<redacted>))");
+        let e = TokenEndpoint::new("http://127.0.0.1:1/token?api-version=2.0&x=1", "reqtok".to_string()).unwrap();
         let dbg = format!("{e:?}");
         assert!(!dbg.contains("reqtok") && !dbg.contains("x=1"), "{dbg}");
     }

@@ -4,7 +4,10 @@
 //!
 //! Every value that came from outside is escaped before it reaches a workflow command, and
 //! file-command entries use a random delimiter that the value is checked not to contain, so
-//! no input can inject a command, an output or an environment variable.
+//! no input can inject a command, an output or an environment variable. This module builds
+//! deployer's own workflow commands (`add-mask`, `group`, `endgroup`, `error`, `warning`,
+//! `notice`) and is the only caller of `output::write_command`; everything else deployer prints
+//! goes through `output::write_text`, which neutralises command-like lines.
 
 use std::fmt::Write as _;
 use std::fs::OpenOptions;
@@ -12,6 +15,8 @@ use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 
 use rand::Rng;
+
+use crate::output::{self, Stream};
 
 #[derive(Debug, thiserror::Error)]
 pub enum RunnerError {
@@ -49,6 +54,12 @@ impl Runner {
         }
     }
 
+    /// The runner as `Printer::new` set it up (commands on stderr with `--output json`), for
+    /// code that must mask a credential the moment it holds one.
+    pub fn current() -> Self {
+        Runner::from_env(output::commands_to_stderr())
+    }
+
     pub fn in_actions(&self) -> bool {
         self.in_actions
     }
@@ -58,14 +69,7 @@ impl Runner {
     }
 
     fn command(&self, line: &str) {
-        // A failed write to our own stdout/stderr is not worth failing a deploy over.
-        if self.commands_to_stderr {
-            let _ = writeln!(io::stderr().lock(), "{line}");
-        } else {
-            let mut out = io::stdout().lock();
-            let _ = writeln!(out, "{line}");
-            let _ = out.flush();
-        }
+        output::write_command(if self.commands_to_stderr { Stream::Stderr } else { Stream::Stdout }, line);
     }
 
     /// Ask the runner to hide `value` in every later log line. A no-op outside Actions.
@@ -111,7 +115,7 @@ impl Runner {
         if self.in_actions {
             self.command(&format!("::group::{}", escape_data(title)));
         } else {
-            eprintln!("== {title}");
+            output::write_text(Stream::Stderr, &format!("== {title}"));
         }
     }
 
@@ -126,7 +130,7 @@ impl Runner {
         if self.in_actions {
             self.command(&annotation(level, message, file));
         } else {
-            eprintln!("{}: {message}", level.as_str());
+            output::write_text(Stream::Stderr, &format!("{}: {message}", level.as_str()));
         }
     }
 }

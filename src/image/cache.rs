@@ -62,8 +62,12 @@ pub struct Entry {
     pub mapping: PathBuf,
 }
 
+/// The layer cache of one run; clones share it (the directory is opened once).
+#[derive(Debug, Clone)]
+pub struct Cache(Arc<Inner>);
+
 #[derive(Debug)]
-pub struct Cache {
+struct Inner {
     /// The directory the environment names, opened (created, checked) on first use.
     configured: Option<PathBuf>,
     /// The checked cache directory (canonical), or None: no cache for this run.
@@ -144,14 +148,15 @@ impl Cache {
     /// The cache at `dir`, or none. The directory is created and checked when first needed
     /// (a push of an OCI layout never touches it).
     pub fn at(dir: Option<PathBuf>) -> Cache {
-        Cache { configured: dir, dir: OnceLock::new(), scratch: Mutex::new(None) }
+        Cache(Arc::new(Inner { configured: dir, dir: OnceLock::new(), scratch: Mutex::new(None) }))
     }
 
     /// The cache directory in use, when there is one (opened on the first call).
     pub fn dir(&self) -> Option<&Path> {
-        self.dir
+        self.0
+            .dir
             .get_or_init(|| {
-                let Some(d) = self.configured.as_ref() else {
+                let Some(d) = self.0.configured.as_ref() else {
                     tracing::warn!(
                         "no layer cache: neither DEPLOYER_CACHE_DIR, XDG_CACHE_HOME nor HOME is set to an absolute path; compressed layers are kept for this run only"
                     );
@@ -206,7 +211,7 @@ impl Cache {
     }
 
     fn scratch(&self) -> Result<Arc<PrivateDir>, ImageError> {
-        let mut slot = self.scratch.lock().unwrap_or_else(|e| e.into_inner());
+        let mut slot = self.0.scratch.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(d) = slot.as_ref() {
             return Ok(d.clone());
         }
@@ -221,7 +226,7 @@ impl Cache {
     /// This run's private directory, when one was made: whatever was compressed into it must
     /// outlive the push.
     pub fn scratch_in_use(&self) -> Option<Arc<PrivateDir>> {
-        self.scratch.lock().unwrap_or_else(|e| e.into_inner()).clone()
+        self.0.scratch.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
     /// Keep the compression written at `tmp` (whose blob digest is `sha256:<chex>`) for the

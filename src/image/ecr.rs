@@ -272,9 +272,9 @@ mod tests {
     #[test]
     fn tokens_never_show_in_debug_output() {
         let t = Token {
-            header: Secret::new("Basic QVdTOnNlY3JldA==".into()),
+            header: Secret::new("Basic QVdTOnNlY3JldA=="),
             proxy_endpoint: "https://123456789012.dkr.ecr.eu-west-1.amazonaws.com".into(),
-            secrets: vec![Secret::new("hunter2".into())],
+            secrets: vec![Secret::new("hunter2")],
         };
         let shown = format!("{t:?} {}", t.header);
         assert!(!shown.contains("QVdT") && !shown.contains("hunter2"), "{shown}");

@@ -9,7 +9,7 @@
 //! it is attached only to requests for that origin, an upload `Location` on another origin is
 //! refused, and a redirect elsewhere is followed without it (reqwest drops `Authorization` when
 //! the host or port changes; a redirect from https to http is refused). It is held as a
-//! [`Secret`], never logged, printed or debug-formatted.
+//! [`Secret`] (the crate's one credential type), never logged, printed or debug-formatted.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -23,34 +23,7 @@ use tokio::sync::RwLock;
 
 use super::{ImageError, MANIFEST_ACCEPT};
 use crate::retry::{Attempt, Backoff, retry};
-
-/// A credential's text (an `Authorization` header value, a password): its `Debug` and `Display`
-/// print `<redacted>`, so it cannot reach a log or an error message by accident.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Secret(String);
-
-impl Secret {
-    pub fn new(value: String) -> Self {
-        Secret(value)
-    }
-
-    /// The value itself, for the one place that sends it (or masks it).
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl std::fmt::Debug for Secret {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("<redacted>")
-    }
-}
-
-impl std::fmt::Display for Secret {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("<redacted>")
-    }
-}
+pub use crate::secret::Secret;
 
 /// Produces a fresh `Authorization` header value (e.g. `Basic …` from ECR).
 pub type Refresh = Arc<dyn Fn() -> Pin<Box<dyn Future<Output = Result<Secret, ImageError>> + Send>> + Send + Sync>;
@@ -521,7 +494,7 @@ mod tests {
 
     #[test]
     fn the_credential_stays_on_the_registry_origin() {
-        let r = Registry::new("http://127.0.0.1:5000/", Some(Secret::new("Basic x".into())), None).unwrap();
+        let r = Registry::new("http://127.0.0.1:5000/", Some(Secret::new("Basic x")), None).unwrap();
         assert!(r.same_origin("http://127.0.0.1:5000/v2/a/blobs/uploads/1?x=y"));
         for other in [
             "http://127.0.0.1:5001/v2/",
@@ -542,7 +515,7 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
-        assert_eq!(format!("{:?} {}", Secret::new("Basic x".into()), Secret::new("y".into())), "<redacted> <redacted>");
+        assert_eq!(format!("{:?} {}", Secret::new("Basic x"), Secret::new("y")), "Secret(<redacted>) <redacted>");
         assert!(!format!("{r:?}").contains("Basic x"));
     }
 

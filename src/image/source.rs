@@ -27,7 +27,8 @@ use bytes::Bytes;
 use serde::Deserialize;
 use sha2::Digest as _;
 
-use super::cache::{Cache, Entry, PrivateDir};
+pub use super::cache::Cache;
+use super::cache::{Entry, PrivateDir};
 use super::digest::{self, Compression};
 use super::{
     Descriptor, ImageError, ManifestDoc, OCI_CONFIG, OCI_LAYER_GZIP, OCI_MANIFEST, check_digest, hex, is_index,

@@ -90,6 +90,11 @@ impl App {
     }
 
     fn deploy(&self, task_definition: &str, strategy: &str, extra: &[&str]) -> assert_cmd::Command {
+        self.deploy_with(task_definition, strategy, true, extra)
+    }
+
+    /// `deployer --output json deploy --cluster main` to `services` against the sim.
+    fn deploy_to(&self, services: &str, task_definition: &str, strategy: &str) -> assert_cmd::Command {
         let mut c = deployer(&self.account);
         c.env("AWS_ENDPOINT_URL_ECS", &self.sim.url).env("DEPLOYER_POLL_MS", "150").args([
             "--output",
@@ -98,17 +103,26 @@ impl App {
             "--cluster",
             "main",
             "--service",
-            "web",
+            services,
             "--task-definition",
             task_definition,
             "--strategy",
             strategy,
-            "--health-url",
-            &format!("{}/health", self.prod),
-            "--timeout",
-            "60",
         ]);
-        if let Some(test) = &self.test {
+        c
+    }
+
+    /// `deploy`, with or without the test listener's `--test-url`.
+    fn deploy_with(
+        &self,
+        task_definition: &str,
+        strategy: &str,
+        test_url: bool,
+        extra: &[&str],
+    ) -> assert_cmd::Command {
+        let mut c = self.deploy_to("web", task_definition, strategy);
+        c.args(["--health-url", &format!("{}/health", self.prod), "--timeout", "60"]);
+        if let Some(test) = self.test.as_ref().filter(|_| test_url) {
             c.args(["--test-url", &format!("{test}/health")]);
         }
         c.args(extra);
@@ -397,4 +411,155 @@ async fn a_code_deploy_service_is_not_supported_yet() {
         );
     }
     assert_eq!(describe(&app.ecs, "main", "web").await.task_definition(), Some(app.v1.as_str()));
+}
+
+/// The PAUSE hooks (deployer's kind: no target) of a service deployment's configuration.
+fn pause_hooks(sd: &aws_sdk_ecs::types::ServiceDeployment) -> Vec<aws_sdk_ecs::types::DeploymentLifecycleHook> {
+    let hooks = sd.deployment_configuration().map(|c| c.lifecycle_hooks().to_vec()).unwrap_or_default();
+    hooks.into_iter().filter(|h| h.target_type().map(|t| t.as_str()) == Some("PAUSE")).collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_release_ecs_called_successful_whose_production_fails_goes_back_to_blue_unheld() {
+    let app = app(Lb::Advanced).await;
+    // 200 {"status":"degraded"}: ECS and the target group are happy. Without --test-url the
+    // hold is released at once; deployer's production probes need 30 bad answers in a row, so
+    // they fail only after ECS (bake 0) has called the deployment SUCCESSFUL and stopped blue.
+    let v2 = app.revision(&[("SIM_HEALTH", "degraded")]).await;
+    let (out, json) = run(app.deploy_with(&v2, "blue-green", false, &["--bake", "0", "--probe-failures", "30"])).await;
+    assert_eq!(out.code, Some(3), "{out}");
+    assert_eq!(json["result"], "rolled-back");
+    let r = report(&json);
+    assert!(r["failure"].as_str().unwrap().contains("failed 30 times in a row"), "{r}");
+    let sds = service_deployments(&app.ecs, "main", "web").await;
+    let ours =
+        sds.iter().find(|sd| r["deployment-id"] == sd.service_deployment_arn().unwrap()).expect("our deployment");
+    assert_eq!(
+        ours.status().map(|s| s.as_str()),
+        Some("SUCCESSFUL"),
+        "ECS had finished the deployment before production failed: {}",
+        r["timeline"]
+    );
+    // A finished deployment cannot be stopped: deployer sent the service back, with its own
+    // hook removed in the same UpdateService, so the rollback deployment ran through.
+    assert!(r["rollback"].as_str().unwrap().contains("UpdateService"), "{r}");
+    let rollback = &sds[0];
+    assert_ne!(rollback.service_deployment_arn(), ours.service_deployment_arn());
+    assert_eq!(rollback.status().map(|s| s.as_str()), Some("SUCCESSFUL"), "{rollback:?}");
+    assert!(pause_hooks(rollback).is_empty(), "the rollback deployment carried deployer's hook: {rollback:?}");
+    assert!(
+        rollback.lifecycle_hook_details().iter().all(|h| h.status().map(|s| s.as_str()) != Some("AWAITING_ACTION")),
+        "{rollback:?}"
+    );
+    assert_eq!(hooks_left(&app).await, 0, "no deployer hook left on the service");
+    assert_eq!(r["final-task-definition-arn"], app.v1.as_str());
+    assert_eq!(versions_at(&app.prod, 6).await, vec!["v1"; 6]);
+    let calls = app.sim.control("calls").await;
+    assert_eq!(calls["calls"]["StopServiceDeployment"].as_u64().unwrap_or(0), 0, "deployer knew it was finished");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn two_services_whose_updates_are_both_refused_each_get_a_failed_report_and_exit_1() {
+    let app = app(Lb::Advanced).await;
+    app.ecs
+        .create_service()
+        .cluster("main")
+        .service_name("worker")
+        .task_definition(&app.v1)
+        .desired_count(2)
+        .load_balancers(advanced_lb(&app.account))
+        .deployment_configuration(rolling_config())
+        .send()
+        .await
+        .expect("create service");
+    wait_steady(&app.ecs, "main", "worker", Duration::from_secs(30)).await;
+    let v2 = app.revision(&[]).await;
+    let fault = serde_json::json!({"operation": "UpdateService", "error": "AccessDeniedException", "count": 2});
+    reqwest::Client::new().post(format!("{}/_sim/faults", app.sim.url)).json(&fault).send().await.unwrap();
+    let (out, json) = run(app.deploy_to("web,worker", &v2, "blue-green")).await;
+    // Nothing changed anywhere: a failure before any change, never exit 0.
+    assert_eq!(out.code, Some(1), "{out}");
+    assert_eq!((json["result"].as_str(), json["exit-code"].as_u64()), (Some("failed"), Some(1)), "{json}");
+    let services = json["services"].as_array().unwrap();
+    let names: Vec<&str> = services.iter().map(|s| s["service"].as_str().unwrap()).collect();
+    assert_eq!(names, ["web", "worker"], "{json}");
+    for s in services {
+        assert_eq!(s["result"], "failed", "{s}");
+        assert!(s["failure"].as_str().unwrap().contains("AccessDeniedException"), "{s}");
+        assert_eq!(s["strategy"], "BLUE_GREEN");
+    }
+    for name in ["web", "worker"] {
+        let s = describe(&app.ecs, "main", name).await;
+        assert_eq!(s.task_definition(), Some(app.v1.as_str()), "{name}");
+        assert_eq!(service_deployments(&app.ecs, "main", name).await.len(), 1, "{name}: only the create's deployment");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_refused_precondition_registers_nothing() {
+    let app = app(Lb::Plain).await;
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("taskdef.json");
+    let td = serde_json::json!({
+        "family": app.family,
+        "networkMode": "awsvpc", "requiresCompatibilities": ["FARGATE"], "cpu": "256", "memory": "512",
+        "containerDefinitions": [{"name": "app", "image": app.image, "essential": true,
+            "portMappings": [{"containerPort": 8080}],
+            "environment": [{"name": "SIM_VERSION", "value": "v2"}]}]
+    });
+    std::fs::write(&file, td.to_string()).unwrap();
+    let (out, _) = run(app.deploy(file.to_str().unwrap(), "blue-green", &[])).await;
+    assert_eq!(out.code, Some(1), "{out}");
+    assert!(out.stderr.contains("has no advancedConfiguration") && out.stderr.contains("nothing was changed"), "{out}");
+    let latest = app.ecs.describe_task_definition().task_definition(&app.family).send().await.unwrap();
+    let latest = latest.task_definition().unwrap();
+    assert_eq!(latest.task_definition_arn(), Some(app.v1.as_str()), "the file was registered before the refusal");
+    assert_eq!(describe(&app.ecs, "main", "web").await.task_definition(), Some(app.v1.as_str()));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn deployers_hold_times_out_to_rollback_when_the_runner_dies() {
+    let app = app(Lb::Advanced).await;
+    // Degraded on the test listener, with a failure threshold the gate never reaches: deployer
+    // holds green on test traffic until it is killed.
+    let v2 = app.revision(&[("SIM_HEALTH", "degraded")]).await;
+    let template = app.deploy(&v2, "blue-green", &["--probe-failures", "100000"]);
+    let mut cmd = std::process::Command::new(assert_cmd::cargo::cargo_bin("deployer"));
+    for (k, v) in template.get_envs() {
+        match v {
+            Some(v) => cmd.env(k, v),
+            None => cmd.env_remove(k),
+        };
+    }
+    cmd.args(template.get_args()).stdout(std::process::Stdio::null()).stderr(std::process::Stdio::null());
+    let mut child = cmd.spawn().expect("spawn deployer");
+    let held = crate::sim::harness::wait_for("deployer's hold", Duration::from_secs(30), || async {
+        let sds = service_deployments(&app.ecs, "main", "web").await;
+        let sd = sds.into_iter().next()?;
+        let awaiting =
+            sd.lifecycle_hook_details().iter().any(|h| h.status().map(|s| s.as_str()) == Some("AWAITING_ACTION"));
+        awaiting.then_some(sd)
+    })
+    .await;
+    // The hook deployer sent: ROLLBACK after --timeout (60 s) plus 2 min, in whole minutes.
+    let hooks = pause_hooks(&held);
+    assert_eq!(hooks.len(), 1, "{held:?}");
+    let timeout = hooks[0].timeout_configuration().expect("timeoutConfiguration in the UpdateService");
+    assert_eq!(timeout.timeout_in_minutes(), Some(3));
+    assert_eq!(timeout.action().map(|a| a.as_str()), Some("ROLLBACK"));
+    // The runner dies without a signal: nobody answers the hold.
+    child.kill().expect("SIGKILL deployer");
+    let _ = child.wait();
+    let arn = held.service_deployment_arn().unwrap().to_string();
+    // 3 min at the sim's time scale is 9 s.
+    let sd = crate::sim::harness::wait_for("ECS to roll back by itself", Duration::from_secs(40), || async {
+        let sd = service_deployments(&app.ecs, "main", "web")
+            .await
+            .into_iter()
+            .find(|sd| sd.service_deployment_arn() == Some(&arn))?;
+        (sd.status().map(|s| s.as_str()) == Some("ROLLBACK_SUCCESSFUL")).then_some(sd)
+    })
+    .await;
+    assert!(sd.lifecycle_hook_details().iter().any(|h| h.status().map(|s| s.as_str()) == Some("TIMED_OUT")), "{sd:?}");
+    assert_eq!(versions_at(&app.prod, 6).await, vec!["v1"; 6]);
 }

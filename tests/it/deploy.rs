@@ -450,3 +450,80 @@ async fn a_missing_service_fails_the_run_before_anything_changes() {
     let s = crate::sim::common::describe(&app.ecs, "main", "web").await;
     assert_eq!(s.task_definition(), Some(app.v1.as_str()), "web must not have been touched");
 }
+
+/// `POST /_sim/faults`: the next `count` calls of `operation` fail with `error`, or (with
+/// `effect`) meet something ECS does first.
+async fn inject(app: &App, fault: Value) {
+    let resp = reqwest::Client::new().post(format!("{}/_sim/faults", app.sim.url)).json(&fault).send().await.unwrap();
+    assert!(resp.status().is_success(), "{fault}");
+}
+
+/// ECS API requests the sim received, per operation.
+async fn calls(app: &App, operation: &str) -> u64 {
+    app.sim.control("calls").await["calls"][operation].as_u64().unwrap_or(0)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_service_whose_update_is_refused_fails_the_run_while_the_other_goes_live() {
+    let app = app(true, true).await;
+    add_service(&app, "worker", rolling_config()).await;
+    let v2 = app.revision(&[], true).await;
+    // Both pass the checks; then the first UpdateService ECS sees is refused.
+    inject(&app, json!({"operation": "UpdateService", "error": "AccessDeniedException", "count": 1})).await;
+    let (out, json) = run(deploy_many(&app, &v2, &[])).await;
+    // Half deployed and nothing to roll back to by itself: a human must look, never exit 0.
+    assert_eq!(out.code, Some(4), "{out}");
+    assert_eq!((json["result"].as_str(), json["exit-code"].as_u64()), (Some("failed"), Some(4)), "{json}");
+    let services = json["services"].as_array().unwrap();
+    assert_eq!(services.len(), 2, "every service has a report: {json}");
+    let failed: Vec<&Value> = services.iter().filter(|s| s["result"] == "failed").collect();
+    let live: Vec<&Value> = services.iter().filter(|s| s["result"] == "succeeded").collect();
+    assert_eq!((failed.len(), live.len()), (1, 1), "{json}");
+    let why = failed[0]["failure"].as_str().unwrap();
+    assert!(why.contains("UpdateService") && why.contains("AccessDeniedException"), "{why}");
+    assert!(failed[0]["state"].as_str().unwrap().starts_with("unchanged"), "{json}");
+    let (refused, went_live) = (failed[0]["service"].as_str().unwrap(), live[0]["service"].as_str().unwrap());
+    assert_eq!(serving_of(&app, refused).await, vec!["v1"; 4]);
+    assert_eq!(serving_of(&app, went_live).await, vec!["v2"; 4]);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn racing_the_circuit_breaker_sends_no_update_and_reports_ecs_rollback() {
+    let app = app(true, true).await;
+    // Crashes 1 s (scaled) after it starts, before a task counts toward the rollout: deployer
+    // sees the first crash while ECS's breaker (3 failures) has not tripped yet.
+    let v2 = app.revision(&[("SIM_CRASH_AFTER", "20")], true).await;
+    // The breaker trips just before deployer's StopServiceDeployment is handled, so the stop
+    // meets ECS's own rollback: ConflictException, ROLLBACK_IN_PROGRESS.
+    inject(&app, json!({"operation": "StopServiceDeployment", "effect": "circuit-breaker", "count": 1})).await;
+    let (out, json) = run(app.deploy(&v2, &["--bake", "10"])).await;
+    assert_eq!(out.code, Some(3), "{out}");
+    assert_eq!(json["result"], "rolled-back");
+    let r = report(&json);
+    assert!(r["failure"].as_str().unwrap().contains("EssentialContainerExited"), "{r}");
+    assert!(r["rollback"].as_str().unwrap().starts_with("ECS's own rollback"), "{r}");
+    assert_eq!(calls(&app, "StopServiceDeployment").await, 1, "deployer tried to stop, and was refused");
+    assert_eq!(calls(&app, "UpdateService").await, 1, "only the deploy's own update: deployer sent no rollback");
+    assert!(r["timeline"].to_string().contains("rolled back via ECS's own rollback"), "{r}");
+    assert_eq!(r["final-task-definition-arn"], app.v1.as_str());
+    assert_eq!(app.serving().await, vec!["v1"; 6]);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_previous_deploys_events_stay_out_of_the_next_report() {
+    let app = app(true, true).await;
+    let v2 = app.revision(&[], true).await;
+    let (out, _) = run(app.deploy(&v2, &[])).await;
+    assert_eq!(out.code, Some(0), "{out}");
+    // The v2 deployment's last words, said moments before the next deploy begins.
+    let s = crate::sim::common::describe(&app.ecs, "main", "web").await;
+    let v2_deployment = s.deployments()[0].id().unwrap().to_string();
+    let earlier = format!("(deployment {v2_deployment}) deployment completed.");
+    assert!(crate::sim::common::event_messages(&s).iter().any(|e| e.ends_with(&earlier)), "{s:?}");
+    let v3 = app.revision(&[("SIM_CRASH_AFTER", "20")], true).await;
+    let (out, json) = run(app.deploy(&v3, &[])).await;
+    assert_eq!(out.code, Some(3), "{out}");
+    let events: Vec<&str> = report(&json)["events"].as_array().unwrap().iter().map(|e| e.as_str().unwrap()).collect();
+    assert!(!events.iter().any(|e| e.ends_with(&earlier)), "{events:#?}");
+    assert!(events.first().is_some_and(|e| e.contains("has started")), "the deploy's first event: {events:#?}");
+}

@@ -5,11 +5,13 @@
 //! Each test builds a throwaway "application repository" (git, the example workflow verbatim,
 //! a deployer.toml pointing at the local stack) and runs the workflow with:
 //! - `actions/checkout@<sha>` stubbed by a no-op local action (act copies the work tree);
-//! - `org/deployer@v1` mapped to a copy of this repository's action.yml, scripts/ and
-//!   checksums/ (`--local-repository`), so the action runs from its own path;
-//! - the job's environment (`--env`): the OIDC request URL/token, AWS and registry endpoints,
-//!   `DEPLOYER_BINARY` (the debug build), and a fake `docker` on PATH that "builds" an OCI
-//!   layout the test made.
+//! - `org/deployer@v1` mapped to a copy of this repository's action.yml and scripts/action.sh
+//!   (`--local-repository`), so the action runs from its own path, with a
+//!   `test-overrides.env` in that copy (README.md, "The action"): the debug build as the
+//!   binary, the local registry as `DEPLOYER_REGISTRY_ENDPOINT`, fast polling. The job's own
+//!   `DEPLOYER_*` variables never reach the binary, so this is the only way in;
+//! - the job's environment (`--env`): the OIDC request URL/token, AWS endpoints, and a fake
+//!   `docker` on PATH that "builds" an OCI layout the test made.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -51,14 +53,14 @@ struct GithubState {
 
 type Shared = Arc<Mutex<GithubState>>;
 
-struct FakeGithub {
-    url: String,
+pub(crate) struct FakeGithub {
+    pub(crate) url: String,
     state: Shared,
 }
 
 impl FakeGithub {
     /// Starts with one earlier successful deployment (id 7) of the environment.
-    fn start() -> FakeGithub {
+    pub(crate) fn start() -> FakeGithub {
         let state: Shared = Arc::new(Mutex::new(GithubState {
             deployments: vec![(7, vec!["success".into()])],
             ..GithubState::default()
@@ -120,7 +122,7 @@ impl FakeGithub {
         FakeGithub { url: serve(router), state }
     }
 
-    fn requests(&self) -> Vec<(String, String, Value, String)> {
+    pub(crate) fn requests(&self) -> Vec<(String, String, Value, String)> {
         self.state.lock().unwrap().requests.clone()
     }
 }
@@ -128,10 +130,65 @@ impl FakeGithub {
 // ---------------------------------------------------------------------------------------------
 // The application repository, the stubbed actions, and act.
 
+/// An application repository (git, a workflow, maybe a deployer.toml) next to the stubbed
+/// actions act maps `actions/checkout` and `org/deployer@v1` to.
+struct Repo {
+    dir: tempfile::TempDir,
+}
+
+impl Repo {
+    fn new(workflow: &str, workflow_text: &str, files: &[(&str, String)]) -> Repo {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("app");
+        for (name, text) in files {
+            write(&root.join(name), text);
+        }
+        write(&root.join(".github/workflows").join(workflow), workflow_text);
+        git(&root, &["init", "-q"]);
+        git(&root, &["remote", "add", "origin", "https://github.com/octo-org/shop.git"]);
+        git(&root, &["add", "-A"]);
+        git(&root, &["commit", "-qm", "app"]);
+        write(
+            &dir.path().join("checkout/action.yml"),
+            "name: checkout stub\ndescription: act already copied the work tree\nruns:\n  using: composite\n  steps:\n    - shell: bash\n      run: echo checkout stub\n",
+        );
+        let action = dir.path().join("action");
+        std::fs::create_dir_all(action.join("scripts")).unwrap();
+        std::fs::copy(repo_root().join("action.yml"), action.join("action.yml")).unwrap();
+        std::fs::copy(repo_root().join("scripts/action.sh"), action.join("scripts/action.sh")).unwrap();
+        let repo = Repo { dir };
+        repo.overrides(&[]);
+        repo
+    }
+
+    fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// The action copy's test-overrides.env: the debug build as the binary (unless `lines`
+    /// name an `asset-base-url`), the local registry, fast polling, then `lines`.
+    fn overrides(&self, lines: &[(&str, &str)]) {
+        let mut all: Vec<(String, String)> = vec![
+            ("DEPLOYER_REGISTRY_ENDPOINT".into(), stack().registry_url.clone()),
+            ("DEPLOYER_POLL_MS".into(), "150".into()),
+            ("DEPLOYER_RETRY_BASE_MS".into(), "20".into()),
+        ];
+        if !lines.iter().any(|(k, _)| *k == "asset-base-url") {
+            all.push(("binary".into(), deployer_bin()));
+        }
+        for (k, v) in lines {
+            all.retain(|(name, _)| name != k);
+            all.push((k.to_string(), v.to_string()));
+        }
+        let text: String = all.iter().map(|(k, v)| format!("{k}={v}\n")).collect();
+        write(&self.path().join("action/test-overrides.env"), &text);
+    }
+}
+
 struct App {
     account: String,
     sim: Sim,
-    dir: tempfile::TempDir,
+    repo: Repo,
     family: String,
     repository: String,
     prod: String,
@@ -158,12 +215,12 @@ async fn moto_ecr(account: &str, target: &str, body: Value) -> Value {
     v
 }
 
-fn write(path: &Path, text: &str) {
+pub(crate) fn write(path: &Path, text: &str) {
     std::fs::create_dir_all(path.parent().unwrap()).unwrap();
     std::fs::write(path, text).unwrap();
 }
 
-fn git(dir: &Path, args: &[&str]) {
+pub(crate) fn git(dir: &Path, args: &[&str]) {
     let out = Command::new("git")
         .current_dir(dir)
         .args(["-c", "user.email=ci@example.com", "-c", "user.name=ci", "-c", "init.defaultBranch=main"])
@@ -198,12 +255,8 @@ async fn app(workflow: &str) -> App {
     let (prod, _) = sim.listeners("web").await;
     moto_ecr(&account, "CreateRepository", json!({"repositoryName": repository})).await;
 
-    let dir = tempfile::tempdir().unwrap();
-    let root = dir.path().join("app");
-    write(
-        &root.join("deployer.toml"),
-        &format!(
-            r#"app = "shop"
+    let toml = format!(
+        r#"app = "shop"
 region = "us-east-1"
 [environments.staging]
 role-arn = "arn:aws:iam::{account}:role/deploy-staging"
@@ -215,43 +268,26 @@ role-arn = "arn:aws:iam::{account}:role/deploy-prod"
 cluster = "prod"
 service = "web"
 repository = "{repository}"
-branches = ["release/*"]
+branches = ["release/**", "!release/experimental"]
 tags = ["v*"]
 manual = true
+manual-branches = ["main"]
 health-url = ["{prod}/health"]
 task-definition = "taskdef.json"
 "#
-        ),
     );
-    write(
-        &root.join("taskdef.json"),
-        &json!({
-            "family": family,
-            "networkMode": "awsvpc", "requiresCompatibilities": ["FARGATE"], "cpu": "256", "memory": "512",
-            "containerDefinitions": [{"name": "app", "image": "placeholder", "essential": true,
-                "portMappings": [{"containerPort": 8080}],
-                "environment": [{"name": "SIM_VERSION", "value": "v2"}]}]
-        })
-        .to_string(),
-    );
-    write(&root.join("Dockerfile"), "FROM scratch\n");
+    let taskdef = json!({
+        "family": family,
+        "networkMode": "awsvpc", "requiresCompatibilities": ["FARGATE"], "cpu": "256", "memory": "512",
+        "containerDefinitions": [{"name": "app", "image": "placeholder", "essential": true,
+            "portMappings": [{"containerPort": 8080}],
+            "environment": [{"name": "SIM_VERSION", "value": "v2"}]}]
+    })
+    .to_string();
     let example = std::fs::read_to_string(repo_root().join("examples/workflows").join(workflow)).unwrap();
-    write(&root.join(".github/workflows").join(workflow), &example);
-    git(&root, &["init", "-q"]);
-    git(&root, &["remote", "add", "origin", "https://github.com/octo-org/shop.git"]);
-    git(&root, &["add", "-A"]);
-    git(&root, &["commit", "-qm", "app"]);
-
-    // The stubbed remote actions.
-    write(
-        &dir.path().join("checkout/action.yml"),
-        "name: checkout stub\ndescription: act already copied the work tree\nruns:\n  using: composite\n  steps:\n    - shell: bash\n      run: echo checkout stub\n",
-    );
-    let action = dir.path().join("action");
-    std::fs::create_dir_all(action.join("scripts")).unwrap();
-    std::fs::copy(repo_root().join("action.yml"), action.join("action.yml")).unwrap();
-    std::fs::copy(repo_root().join("scripts/action.sh"), action.join("scripts/action.sh")).unwrap();
-    App { account, sim, dir, family, repository, prod, v1 }
+    let files = [("deployer.toml", toml), ("taskdef.json", taskdef), ("Dockerfile", "FROM scratch\n".to_string())];
+    let repo = Repo::new(workflow, &example, &files);
+    App { account, sim, repo, family, repository, prod, v1 }
 }
 
 /// A one-layer OCI layout the fake `docker save` exports.
@@ -313,7 +349,7 @@ impl ActRun {
 }
 
 struct Act<'a> {
-    app: &'a App,
+    repo: &'a Repo,
     event: &'static str,
     workflow: &'static str,
     envs: Vec<(String, String)>,
@@ -321,22 +357,18 @@ struct Act<'a> {
 }
 
 impl<'a> Act<'a> {
-    fn new(app: &'a App, event: &'static str, workflow: &'static str) -> Self {
+    fn new(repo: &'a Repo, event: &'static str, workflow: &'static str) -> Self {
         let st = stack();
         let envs = [
             ("AWS_ENDPOINT_URL", st.moto_url.as_str()),
-            ("AWS_ENDPOINT_URL_ECS", app.sim.url.as_str()),
             ("AWS_REGION", "us-east-1"),
             ("AWS_CONFIG_FILE", "/dev/null"),
             ("AWS_SHARED_CREDENTIALS_FILE", "/dev/null"),
             ("AWS_EC2_METADATA_DISABLED", "true"),
-            ("DEPLOYER_REGISTRY_ENDPOINT", st.registry_url.as_str()),
-            ("DEPLOYER_POLL_MS", "150"),
-            ("DEPLOYER_RETRY_BASE_MS", "20"),
             ("NO_COLOR", "1"),
         ];
         Act {
-            app,
+            repo,
             event,
             workflow,
             envs: envs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
@@ -356,7 +388,7 @@ impl<'a> Act<'a> {
     }
 
     async fn run(self, event_json: Value) -> ActRun {
-        let base = self.app.dir.path();
+        let base = self.repo.path();
         let home = base.join(format!("home-{}", unique("act")));
         std::fs::create_dir_all(&home).unwrap();
         let event_file = home.join("event.json");
@@ -389,6 +421,11 @@ impl<'a> Act<'a> {
     }
 }
 
+/// act for an example workflow of `app`, with ecs-sim as the ECS endpoint.
+fn act<'a>(app: &'a App, event: &'static str, workflow: &'static str) -> Act<'a> {
+    Act::new(&app.repo, event, workflow).env("AWS_ENDPOINT_URL_ECS", &app.sim.url)
+}
+
 fn deployer_bin() -> String {
     workspace_bin("deployer").display().to_string()
 }
@@ -403,22 +440,37 @@ async fn the_release_branch_workflow_pushes_registers_deploys_and_records_a_gith
         environment: Some("production".into()),
         ..Job::default()
     });
-    let layout = app.dir.path().join("layout");
+    let layout = app.repo.path().join("layout");
     let digest = oci_layout(&layout, "built");
     let github = FakeGithub::start();
+    // Set anywhere in the job, these would send the GitHub token and the ECR credentials
+    // elsewhere; the action passes only its own inputs to deployer.
+    let elsewhere_github = FakeGithub::start();
+    let elsewhere_registry = RegistryProxy::start(&stack().registry_host);
     let [(k1, v1), (k2, v2)] = issuer.env();
-    let run = Act::new(&app, "push", "deploy-on-release-branch.yml")
+    let run = act(&app, "push", "deploy-on-release-branch.yml")
         .env(k1, &v1)
         .env(k2, &v2)
-        .env("DEPLOYER_BINARY", &deployer_bin())
         .env("FAKE_DOCKER_LAYOUT", &layout.display().to_string())
         .env("GITHUB_API_URL", &github.url)
+        .env("DEPLOYER_GITHUB_API_URL", &elsewhere_github.url)
+        .env("DEPLOYER_REGISTRY_ENDPOINT", &elsewhere_registry.url)
         .arg("-s")
         .arg(&format!("GITHUB_TOKEN={GITHUB_TOKEN}"))
         .run(json!({"ref": "refs/heads/release/1.4"}))
         .await;
     assert_eq!(run.code, Some(0), "{}", run.log);
     assert!(issuer.requests() >= 1, "authenticated through the local OIDC issuer\n{}", run.log);
+    assert!(elsewhere_github.requests().is_empty(), "the job's DEPLOYER_GITHUB_API_URL was not used");
+    assert!(elsewhere_registry.seen().is_empty(), "the job's DEPLOYER_REGISTRY_ENDPOINT was not used");
+    assert!(
+        run.log.contains("ignoring DEPLOYER_GITHUB_API_URL DEPLOYER_REGISTRY_ENDPOINT from the job's environment")
+            || run
+                .log
+                .contains("ignoring DEPLOYER_REGISTRY_ENDPOINT DEPLOYER_GITHUB_API_URL from the job's environment"),
+        "{}",
+        run.log
+    );
 
     let o = run.outputs();
     assert_eq!(o.get("image-digest"), Some(&digest), "{o:?}");
@@ -428,7 +480,15 @@ async fn the_release_branch_workflow_pushes_registers_deploys_and_records_a_gith
     let td = o.get("task-definition-arn").cloned().unwrap_or_default();
     assert!(td.ends_with(&format!("task-definition/{}:2", app.family)), "{o:?}");
     assert_eq!(o.get("previous-task-definition-arn"), Some(&app.v1), "{o:?}");
-    assert!(run.log.contains(&format!("deploy succeeded: image {digest}, task definition {td}")), "{}", run.log);
+    // A later step reads the outputs, image-tags included.
+    let tags = o.get("image-tags").cloned().unwrap_or_default();
+    assert_eq!(tags.len(), 40, "tagged with the commit sha: {o:?}");
+    assert!(
+        run.log.contains(&format!("deploy succeeded (exit 0): image {digest} tagged {tags}, task definition {td}")),
+        "{}",
+        run.log
+    );
+    assert_eq!(o.get("exit-code").map(String::as_str), Some("0"), "{o:?}");
 
     // ecs-sim runs the pushed image under the new revision.
     let ecs = ecs_client(&app.sim.url, &app.account);
@@ -489,11 +549,10 @@ async fn the_manual_workflow_promotes_an_existing_digest_without_uploading_a_blo
         ..Job::default()
     });
     let [(k1, v1), (k2, v2)] = issuer.env();
-    let run = Act::new(&app, "workflow_dispatch", "manual-production-release.yml")
+    app.repo.overrides(&[("DEPLOYER_REGISTRY_ENDPOINT", &proxy.url)]);
+    let run = act(&app, "workflow_dispatch", "manual-production-release.yml")
         .env(k1, &v1)
         .env(k2, &v2)
-        .env("DEPLOYER_BINARY", &deployer_bin())
-        .env("DEPLOYER_REGISTRY_ENDPOINT", &proxy.url)
         .arg("--var")
         .arg(&format!("DEPLOYER_PROMOTE_FROM={}", app.repository))
         .run(json!({"ref": "refs/heads/main", "inputs": {"environment": "production", "version": digest}}))
@@ -519,13 +578,12 @@ async fn the_manual_workflow_promotes_an_existing_digest_without_uploading_a_blo
 async fn a_feature_branch_push_targeting_production_is_refused_with_exit_1() {
     let app = app("deploy-on-release-branch.yml").await;
     let issuer = Issuer::start(Job { git_ref: "refs/heads/feature/x".into(), ..Job::default() });
-    let layout = app.dir.path().join("layout");
+    let layout = app.repo.path().join("layout");
     oci_layout(&layout, "built");
     let [(k1, v1), (k2, v2)] = issuer.env();
-    let run = Act::new(&app, "push", "deploy-on-release-branch.yml")
+    let run = act(&app, "push", "deploy-on-release-branch.yml")
         .env(k1, &v1)
         .env(k2, &v2)
-        .env("DEPLOYER_BINARY", &deployer_bin())
         .env("FAKE_DOCKER_LAYOUT", &layout.display().to_string())
         .run(json!({"ref": "refs/heads/feature/x"}))
         .await;
@@ -536,9 +594,13 @@ async fn a_feature_branch_push_targeting_production_is_refused_with_exit_1() {
         run.log
     );
     // act's log: the action's script step fails with deployer's exit code.
-    let step = run.log.split("Failure - Main \"$GITHUB_ACTION_PATH/scripts/action.sh\"").nth(1).unwrap_or_default();
-    assert!(step.lines().nth(1).is_some_and(|l| l.ends_with("exit status 1")), "deployer exits 1\n{}", run.log);
+    assert_eq!(step_exit_status(&run), Some(1), "deployer exits 1\n{}", run.log);
     assert_eq!(issuer.requests(), 0, "refused before asking for a token");
+    // The refusal is an outcome a workflow can act on.
+    let o = run.outputs();
+    assert_eq!(o.get("result").map(String::as_str), Some("failed"), "{o:?}");
+    assert_eq!(o.get("exit-code").map(String::as_str), Some("1"), "{o:?}");
+    assert!(run.log.contains("deploy failed (exit 1): image  tagged , task definition"), "{}", run.log);
     let ecs = ecs_client(&app.sim.url, &app.account);
     assert_eq!(describe(&ecs, "prod", "web").await.task_definition(), Some(app.v1.as_str()));
 }
@@ -547,27 +609,28 @@ async fn a_feature_branch_push_targeting_production_is_refused_with_exit_1() {
 async fn a_tampered_release_binary_fails_the_action_before_it_runs() {
     let app = app("deploy-on-release-branch.yml").await;
     let issuer = Issuer::start(Job { git_ref: "refs/heads/release/1.4".into(), ..Job::default() });
-    let layout = app.dir.path().join("layout");
+    let layout = app.repo.path().join("layout");
     oci_layout(&layout, "built");
     // The action's tree commits the sha256 of the real binary; the "release" serves another one.
     let real = std::fs::read(workspace_bin("deployer")).unwrap();
-    let assets = app.dir.path().join("assets");
-    let marker = app.dir.path().join("tampered-binary-ran");
+    let assets = app.repo.path().join("assets");
+    let marker = app.repo.path().join("tampered-binary-ran");
     write(&assets.join("deployer-x86_64-unknown-linux-musl"), &format!("#!/bin/sh\ntouch '{}'\n", marker.display()));
     write(
-        &app.dir.path().join("action/checksums/release.sha256"),
+        &app.repo.path().join("action/checksums/release.sha256"),
         &format!(
             "# release: https://github.invalid/org/deployer/releases/download/v1.0.0\n{:x}  deployer-x86_64-unknown-linux-musl\n",
             Sha256::digest(&real)
         ),
     );
-    let tool_cache = app.dir.path().join("toolcache");
+    let tool_cache = app.repo.path().join("toolcache");
+    std::fs::create_dir_all(&tool_cache).unwrap();
+    app.repo.overrides(&[("asset-base-url", &format!("file://{}", assets.display()))]);
     let [(k1, v1), (k2, v2)] = issuer.env();
-    let run = Act::new(&app, "push", "deploy-on-release-branch.yml")
+    let run = act(&app, "push", "deploy-on-release-branch.yml")
         .env(k1, &v1)
         .env(k2, &v2)
         .env("FAKE_DOCKER_LAYOUT", &layout.display().to_string())
-        .env("DEPLOYER_ACTION_ASSET_BASE_URL", &format!("file://{}", assets.display()))
         .env("RUNNER_TOOL_CACHE", &tool_cache.display().to_string())
         .run(json!({"ref": "refs/heads/release/1.4"}))
         .await;
@@ -575,22 +638,29 @@ async fn a_tampered_release_binary_fails_the_action_before_it_runs() {
     assert!(run.log.contains("checksum mismatch for deployer-x86_64-unknown-linux-musl"), "{}", run.log);
     assert!(!marker.exists(), "the tampered binary never ran");
     assert_eq!(issuer.requests(), 0);
+    assert_eq!(run.outputs().get("result").map(String::as_str), Some("failed"));
     let leftovers: Vec<PathBuf> = walk(&tool_cache);
     assert!(leftovers.iter().all(|p| !p.ends_with("deployer")), "nothing cached: {leftovers:?}");
 
     // The genuine asset passes the same check and runs (the release then deploys).
     std::fs::write(assets.join("deployer-x86_64-unknown-linux-musl"), &real).unwrap();
     let [(k1, v1), (k2, v2)] = issuer.env();
-    let run = Act::new(&app, "push", "deploy-on-release-branch.yml")
+    let run = act(&app, "push", "deploy-on-release-branch.yml")
         .env(k1, &v1)
         .env(k2, &v2)
         .env("FAKE_DOCKER_LAYOUT", &layout.display().to_string())
-        .env("DEPLOYER_ACTION_ASSET_BASE_URL", &format!("file://{}", assets.display()))
         .env("RUNNER_TOOL_CACHE", &tool_cache.display().to_string())
         .run(json!({"ref": "refs/heads/release/1.4"}))
         .await;
     assert_eq!(run.code, Some(0), "{}", run.log);
     assert_eq!(run.outputs().get("result").map(String::as_str), Some("succeeded"));
+}
+
+/// The exit status act reports for the action's script step (deployer's, as it is exec'd).
+fn step_exit_status(run: &ActRun) -> Option<i32> {
+    let step = run.log.split("Failure - Main \"$GITHUB_ACTION_PATH/scripts/action.sh\"").nth(1)?;
+    let line = step.lines().find(|l| l.contains("exit status "))?;
+    line.rsplit("exit status ").next()?.trim().parse().ok()
 }
 
 fn walk(dir: &Path) -> Vec<PathBuf> {
@@ -615,7 +685,7 @@ async fn a_rolled_back_release_ends_its_github_deployment_as_failure_and_keeps_t
     let image = push_image(&app.repository, "bad").await;
     let github = FakeGithub::start();
     let mut c = crate::support::deployer(&app.account);
-    c.current_dir(app.dir.path().join("app"))
+    c.current_dir(app.repo.path().join("app"))
         .envs(issuer.env())
         .env("GITHUB_ACTIONS", "true")
         .env("GITHUB_EVENT_NAME", "push")
@@ -627,7 +697,7 @@ async fn a_rolled_back_release_ends_its_github_deployment_as_failure_and_keeps_t
         .env("DEPLOYER_GITHUB_TOKEN", GITHUB_TOKEN)
         .env("AWS_ENDPOINT_URL_ECS", &app.sim.url)
         .env("DEPLOYER_POLL_MS", "150")
-        .env("GITHUB_STEP_SUMMARY", app.dir.path().join("summary.md"))
+        .env("GITHUB_STEP_SUMMARY", app.repo.path().join("summary.md"))
         .args(["release", "--image", &image, "--registry-endpoint", &stack().registry_url])
         .args(["--env", "SIM_HEALTH=fail", "--timeout", "60"]);
     let out = tokio::task::spawn_blocking(move || crate::support::capture(&mut c)).await.unwrap();
@@ -647,7 +717,7 @@ async fn a_rolled_back_release_ends_its_github_deployment_as_failure_and_keeps_t
     assert_eq!(reqs[0].2["ref"], "4f0e6c5b1a2d3e4f5a6b7c8d9e0f1a2b3c4d5e6f");
     assert_eq!(reqs[2].2["description"], "rolled-back");
     assert_eq!(reqs[2].2["log_url"], "https://github.com/octo-org/shop/actions/runs/4242");
-    let summary = std::fs::read_to_string(app.dir.path().join("summary.md")).unwrap();
+    let summary = std::fs::read_to_string(app.repo.path().join("summary.md")).unwrap();
     assert!(summary.contains("## deployer release: `production` ↩️ rolled-back"), "{summary}");
     let revisions = format!("| task definition | `{0}:1` → `{0}:2` |", app.family);
     assert!(summary.contains(&revisions), "{summary}");
@@ -661,78 +731,138 @@ async fn a_rolled_back_release_ends_its_github_deployment_as_failure_and_keeps_t
     assert!(!after_mask.contains(GITHUB_TOKEN) && !out.stderr.contains(GITHUB_TOKEN), "{out}");
 }
 
-/// The action's script alone: multi-line `env`/`secrets` inputs become one argument each (no
-/// shell re-parsing), and empty inputs are dropped so deployer.toml applies.
-#[test]
-fn the_action_script_turns_inputs_into_arguments_without_a_shell_reparsing_them() {
-    let dir = tempfile::tempdir().unwrap();
-    let fake = dir.path().join("deployer");
-    write(&fake, "#!/bin/sh\nfor a in \"$@\"; do printf '[%s]\\n' \"$a\"; done\nenv | grep '^DEPLOYER_' | sort\n");
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(&fake, std::fs::Permissions::from_mode(0o755)).unwrap();
-    let out = Command::new("bash")
-        .arg(repo_root().join("scripts/action.sh"))
-        .current_dir(dir.path())
-        .env_clear()
-        .env("PATH", "/usr/bin:/bin")
-        .env("GITHUB_ACTION_PATH", repo_root())
-        .env("DEPLOYER_ACTION_BINARY", &fake)
-        .env("DEPLOYER_CLUSTER", "")
-        .env("DEPLOYER_SERVICE", "web")
-        .env("DEPLOYER_ACTION_ENV", "A=1\n\n  \nB=two words; $(touch pwned)\n")
-        .env("DEPLOYER_ACTION_SECRETS", "DB=ssm:/prod/db\n")
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
-    assert_eq!(
-        stdout,
-        "[release]\n[--env]\n[A=1]\n[--env]\n[B=two words; $(touch pwned)]\n[--secret]\n[DB=ssm:/prod/db]\nDEPLOYER_SERVICE=web\n"
-    );
-    assert!(!dir.path().join("pwned").exists());
+// ---------------------------------------------------------------------------------------------
+// The policy and the outputs through the action, on events the examples do not listen to.
+
+/// A workflow that calls the action on every event deployer must judge, and prints the
+/// outputs a later step reads.
+const ANY_EVENT: &str = r#"name: deploy (any event)
+on:
+  push:
+  pull_request:
+  pull_request_target:
+  workflow_run:
+    workflows: [ci]
+    types: [completed]
+  issue_comment:
+  workflow_dispatch:
+    inputs:
+      environment:
+        type: string
+        required: true
+permissions: {}
+jobs:
+  deploy:
+    runs-on: ubuntu-latest
+    permissions:
+      id-token: write
+      contents: read
+    steps:
+      - uses: actions/checkout@11bd71901bbe5b1630ceea73d27597364c9af683 # v4.2.2
+        with:
+          persist-credentials: false
+      - id: deploy
+        uses: org/deployer@v1
+        with:
+          environment: ${{ inputs.environment }}
+          source: ${{ vars.DEPLOY_SOURCE }}
+          tags: ${{ vars.DEPLOY_TAGS }}
+          env: ${{ vars.DEPLOY_ENV }}
+      - if: always()
+        env:
+          RESULT: ${{ steps.deploy.outputs.result }}
+          EXIT_CODE: ${{ steps.deploy.outputs.exit-code }}
+        run: 'echo "outputs: result=${RESULT} exit-code=${EXIT_CODE}"'
+"#;
+
+/// A repository with ANY_EVENT and, when `with_policy`, release.rs's deployer.toml.
+fn policy_repo(with_policy: bool) -> Repo {
+    let files = if with_policy { vec![("deployer.toml", crate::release::POLICY.to_string())] } else { vec![] };
+    Repo::new("any-event.yml", ANY_EVENT, &files)
 }
 
-/// Without a `binary` input or a release asset, the action builds deployer from its own source
-/// (a stub `cargo` here records the call) and caches it in the tool cache: the second run
-/// builds nothing.
-#[test]
-fn without_an_asset_the_action_builds_from_source_once_and_caches_it() {
-    let dir = tempfile::tempdir().unwrap();
-    let bin = dir.path().join("bin");
-    let calls = dir.path().join("cargo-calls");
-    write(
-        &bin.join("cargo"),
-        &format!(
-            "#!/bin/sh\necho \"$PWD $*\" >>'{}'\nmkdir -p \"$CARGO_TARGET_DIR/release\"\nprintf '#!/bin/sh\\necho built deployer \"$@\"\\n' >\"$CARGO_TARGET_DIR/release/deployer\"\nchmod +x \"$CARGO_TARGET_DIR/release/deployer\"\n",
-            calls.display()
-        ),
-    );
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(bin.join("cargo"), std::fs::Permissions::from_mode(0o755)).unwrap();
-    // The action's tree as a branch has it: source, no checksums/release.sha256.
-    let action = dir.path().join("action");
-    for file in ["scripts/action.sh", "Cargo.toml", "Cargo.lock", "src/main.rs", "sim/Cargo.toml"] {
-        std::fs::create_dir_all(action.join(file).parent().unwrap()).unwrap();
-        std::fs::copy(repo_root().join(file), action.join(file)).unwrap();
+/// Runs ANY_EVENT for `event` and asserts the action failed with `code`, the step outputs a
+/// later step read said so, and the OIDC issuer was never asked for a token.
+async fn refused(repo: &Repo, event: &'static str, payload: Value, vars: &[&str], code: i32) -> ActRun {
+    let issuer = Issuer::start(Job::default());
+    let [(k1, v1), (k2, v2)] = issuer.env();
+    let mut act = Act::new(repo, event, "any-event.yml").env(k1, &v1).env(k2, &v2);
+    for v in vars {
+        act = act.arg("--var").arg(v);
     }
-    let run = || {
-        let out = Command::new("bash")
-            .arg(action.join("scripts/action.sh"))
-            .env_clear()
-            .env("PATH", format!("{}:/usr/bin:/bin", bin.display()))
-            .env("GITHUB_ACTION_PATH", &action)
-            .env("RUNNER_TOOL_CACHE", dir.path().join("toolcache"))
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    };
-    assert_eq!(run(), "built deployer release\n");
-    assert_eq!(run(), "built deployer release\n");
-    let calls = std::fs::read_to_string(&calls).unwrap();
-    assert_eq!(
-        calls,
-        format!("{} build --release --locked -p deployer --bin deployer\n", action.display()),
-        "one build, from the action's path"
+    let run = act.run(payload).await;
+    assert_ne!(run.code, Some(0), "{}", run.log);
+    assert_eq!(step_exit_status(&run), Some(code), "{event}\n{}", run.log);
+    assert!(run.log.contains(&format!("outputs: result=failed exit-code={code}")), "{event}\n{}", run.log);
+    assert_eq!(issuer.requests(), 0, "{event}: refused before any token request\n{}", run.log);
+    run
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn pull_requests_workflow_run_and_issue_comment_are_refused_before_any_token_request() {
+    let repo = policy_repo(true);
+    let pr = json!({"number": 7, "pull_request": {"number": 7, "head": {"ref": "feature/x"}, "base": {"ref": "main"}}});
+    for (event, payload, says) in [
+        ("pull_request", pr.clone(), "deployer never deploys from pull_request"),
+        ("pull_request_target", pr, "deployer never deploys from pull_request_target"),
+        (
+            "workflow_run",
+            json!({"workflow_run": {"name": "ci", "conclusion": "success", "head_branch": "main"}}),
+            "the \"workflow_run\" event may not deploy",
+        ),
+        (
+            "issue_comment",
+            json!({"comment": {"body": "/deploy"}, "issue": {"number": 7}}),
+            "the \"issue_comment\" event may not deploy",
+        ),
+    ] {
+        let run = refused(&repo, event, payload, &[], 1).await;
+        assert!(run.log.contains(says), "{event}\n{}", run.log);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_negated_branch_and_a_dispatch_from_outside_the_branches_are_refused() {
+    let repo = policy_repo(true);
+    let run = refused(&repo, "push", json!({"ref": "refs/heads/release/experimental"}), &[], 1).await;
+    assert!(
+        run.log.contains("refs/heads/release/experimental (push) matches no environment's branches or tags"),
+        "{}",
+        run.log
     );
+    let dispatch = json!({"ref": "refs/heads/feature/x", "inputs": {"environment": "production"}});
+    let run = refused(&repo, "workflow_dispatch", dispatch, &[], 1).await;
+    assert!(
+        run.log.contains("a workflow_dispatch from refs/heads/feature/x may not deploy to \"production\""),
+        "{}",
+        run.log
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn without_a_deployer_toml_the_action_refuses_and_shows_the_file_to_add() {
+    let repo = policy_repo(false);
+    let run = refused(&repo, "push", json!({"ref": "refs/heads/main"}), &[], 1).await;
+    assert!(run.log.contains("inside GitHub Actions deployer needs a policy"), "{}", run.log);
+    assert!(run.log.contains("[environments.production]"), "{}", run.log);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_bad_env_input_exits_2_before_any_aws_call_or_upload() {
+    let repo = policy_repo(true);
+    let proxy = RegistryProxy::start(&stack().registry_host);
+    repo.overrides(&[("DEPLOYER_REGISTRY_ENDPOINT", &proxy.url)]);
+    let layout = repo.path().join("layout");
+    oci_layout(&layout, "built");
+    let vars = [
+        format!("DEPLOY_SOURCE=oci:{}", layout.display()),
+        "DEPLOY_TAGS=ok,bad tag".to_string(),
+        "DEPLOY_ENV=GOOD=1\n1BAD=x".to_string(),
+    ];
+    let vars: Vec<&str> = vars.iter().map(String::as_str).collect();
+    let run = refused(&repo, "push", json!({"ref": "refs/heads/main"}), &vars, 2).await;
+    assert!(run.log.contains("release: 2 inputs are wrong"), "{}", run.log);
+    assert!(run.log.contains("--env \"1BAD=x\""), "{}", run.log);
+    assert!(run.log.contains("--tag \"bad tag\""), "{}", run.log);
+    assert!(proxy.seen().is_empty(), "nothing reached the registry: {:?}", proxy.seen());
 }

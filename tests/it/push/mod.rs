@@ -3,7 +3,7 @@
 //! must move no bytes. `trust` checks where the ECR token may go, `integrity` that every byte
 //! pushed is the byte its digest names.
 
-mod fixtures;
+pub mod fixtures;
 mod integrity;
 mod trust;
 

@@ -38,6 +38,21 @@ fn blue_green_lb(account: &str) -> LoadBalancer {
         .build()
 }
 
+/// Service `web` of 2 tasks of `blue` behind a blue/green load balancer, steady.
+async fn create_web(ecs: &Client, account: &str, blue: &str, config: DeploymentConfiguration) {
+    ecs.create_service()
+        .cluster("main")
+        .service_name("web")
+        .task_definition(blue)
+        .desired_count(2)
+        .load_balancers(blue_green_lb(account))
+        .deployment_configuration(config)
+        .send()
+        .await
+        .expect("create service");
+    wait_steady(ecs, "main", "web", Duration::from_secs(20)).await;
+}
+
 async fn current_sd(ecs: &Client, service: &str) -> ServiceDeployment {
     service_deployments(ecs, "main", service).await.into_iter().next().expect("a service deployment")
 }
@@ -66,17 +81,7 @@ async fn blue_green_pause_hook_continue_then_rollback_keeps_production_serving()
                 .build(),
         )
         .build();
-    ecs.create_service()
-        .cluster("main")
-        .service_name("web")
-        .task_definition(&blue)
-        .desired_count(2)
-        .load_balancers(blue_green_lb(&account))
-        .deployment_configuration(config)
-        .send()
-        .await
-        .expect("create service");
-    wait_steady(&ecs, "main", "web", Duration::from_secs(20)).await;
+    create_web(&ecs, &account, &blue, config).await;
     let (prod, test) = sim.listeners("web").await;
     let test = test.expect("a test listener");
     assert_eq!(versions_at(&prod, 4).await, vec!["v1"; 4]);
@@ -197,4 +202,52 @@ async fn canary_deployment_shifts_in_steps_and_succeeds() {
     let s = wait_steady(&ecs, "main", "web", Duration::from_secs(10)).await;
     assert_eq!(s.task_definition(), Some(green.as_str()));
     assert_eq!(versions_at(&prod, 4).await, vec!["v2"; 4]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pause_hook_nobody_answers_times_out_and_rolls_back_by_itself() {
+    let sim = tokio::task::spawn_blocking(Sim::start).await.unwrap();
+    let account = unique_account();
+    let ecs = sim.client(&account);
+    let repo = unique("hooktimeout");
+    let v1 = push_image(&repo, "v1").await;
+    let v2 = push_image(&repo, "v2").await;
+    ecs.create_cluster().cluster_name("main").send().await.unwrap();
+    let blue = register(&ecs, "web", &v1, &[("SIM_VERSION", "v1")], &[], false).await;
+    // One minute (3 s at --time-scale 0.05), then ROLLBACK: what an abandoned hold comes to.
+    let timeout = aws_sdk_ecs::types::DeploymentLifecycleHookTimeoutConfiguration::builder()
+        .timeout_in_minutes(1)
+        .action(aws_sdk_ecs::types::DeploymentLifecycleHookAction::Rollback)
+        .build();
+    let config = DeploymentConfiguration::builder()
+        .strategy(DeploymentStrategy::BlueGreen)
+        .lifecycle_hooks(
+            DeploymentLifecycleHook::builder()
+                .target_type(DeploymentLifecycleHookTargetType::Pause)
+                .lifecycle_stages(DeploymentLifecycleHookStage::PostTestTrafficShift)
+                .timeout_configuration(timeout)
+                .build(),
+        )
+        .build();
+    create_web(&ecs, &account, &blue, config).await;
+    let (prod, _) = sim.listeners("web").await;
+    let green = register(&ecs, "web", &v2, &[("SIM_VERSION", "v2")], &[], false).await;
+    ecs.update_service().cluster("main").service("web").task_definition(&green).send().await.expect("update service");
+    let held = wait_for("the hold at POST_TEST_TRAFFIC_SHIFT", Duration::from_secs(20), || async {
+        let sd = current_sd(&ecs, "web").await;
+        (stage(&sd) == "POST_TEST_TRAFFIC_SHIFT").then_some(std::time::Instant::now())
+    })
+    .await;
+    let sd = wait_for("the hook to time out and ECS to roll back", Duration::from_secs(20), || async {
+        let sd = current_sd(&ecs, "web").await;
+        (sd.status().map(|s| s.as_str()) == Some("ROLLBACK_SUCCESSFUL")).then_some(sd)
+    })
+    .await;
+    assert!(held.elapsed() >= Duration::from_millis(2500), "held for its timeout first: {:?}", held.elapsed());
+    let hook = &sd.lifecycle_hook_details()[0];
+    assert_eq!(hook.status().map(|s| s.as_str()), Some("TIMED_OUT"), "{sd:?}");
+    assert!(sd.status_reason().is_some_and(|r| r.contains("timed out")), "{sd:?}");
+    let s = wait_steady(&ecs, "main", "web", Duration::from_secs(20)).await;
+    assert_eq!(s.task_definition(), Some(blue.as_str()));
+    assert_eq!(versions_at(&prod, 6).await, vec!["v1"; 6]);
 }

@@ -89,6 +89,26 @@ pub async fn wait_steady(ecs: &Client, cluster: &str, service: &str, limit: Dura
     .await
 }
 
+/// A steady service `web` in a new cluster `main`: `desired` sim-app tasks of a family named
+/// after `prefix` running `v1`, behind a load balancer. Returns (family, image, v1's ARN).
+pub async fn steady_web_service(ecs: &Client, account: &str, prefix: &str, desired: i32) -> (String, String, String) {
+    let family = super::harness::unique(prefix);
+    let image = super::harness::push_image(&family, "v1").await;
+    ecs.create_cluster().cluster_name("main").send().await.expect("create cluster");
+    let v1 = register(ecs, &family, &image, &[("SIM_VERSION", "v1")], &[], false).await;
+    ecs.create_service()
+        .cluster("main")
+        .service_name("web")
+        .task_definition(&v1)
+        .desired_count(desired)
+        .load_balancers(load_balancer(account, "web"))
+        .send()
+        .await
+        .expect("create service");
+    wait_steady(ecs, "main", "web", Duration::from_secs(30)).await;
+    (family, image, v1)
+}
+
 pub async fn describe_task(ecs: &Client, cluster: &str, arn: &str) -> Task {
     let out = ecs.describe_tasks().cluster(cluster).tasks(arn).send().await.expect("describe tasks");
     out.tasks().first().cloned().expect("task")

@@ -1,0 +1,156 @@
+//! Building the stages' typed requests from the flag groups, shared by the single commands and
+//! `release`, so a flag means the same everywhere. Settings the logic must not read from the
+//! process environment mid-way are read here, at the edge (`DEPLOYER_POLL_MS`,
+//! `DEPLOYER_POLL_MAX_MS`, `GITHUB_REPOSITORY`/`GITHUB_RUN_ID` for session names, the layer
+//! cache directory).
+
+use std::time::Duration;
+
+use aws_config::SdkConfig;
+
+use crate::aws::auth::{self, AuthRequest, Source};
+use crate::aws::clients::{self, BaseCredentials};
+use crate::cli::{AuthArgs, GateArgs, ImageTargetArgs, PromoteSourceArgs, TaskDefArgs, UploadArgs};
+use crate::deploy::plan::{DeployPlan, GateConfig, Poll, ShiftSettings, minutes};
+use crate::error::{Error, Result};
+use crate::github::oidc::{OidcError, TokenEndpoint};
+use crate::image::ecr::CreateOptions;
+use crate::image::source::Cache;
+use crate::pipeline::plan::{PromoteRequest, PushRequest, TaskDefPlan};
+
+/// Validate the auth flags into a request; no network call happens here.
+pub fn auth_request(args: &AuthArgs, region: Option<String>) -> Result<AuthRequest> {
+    let role = args.role_arn.as_deref().map(|arn| auth::check_role_arn("--role-arn", arn)).transpose()?;
+    let chain_role =
+        args.chain_role_arn.as_deref().map(|arn| auth::check_role_arn("--chain-role-arn", arn)).transpose()?;
+    let session_name = match &args.session_name {
+        Some(name) => {
+            auth::check_session_name(name)?;
+            name.clone()
+        }
+        None => default_session_name(),
+    };
+    auth::check_duration(args.duration)?;
+    for id in &args.allowed_account_ids {
+        if id.len() != 12 || !id.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(Error::Usage(format!("--allowed-account-ids: {id:?} is not a 12-digit account id")));
+        }
+    }
+    Ok(AuthRequest {
+        role,
+        chain_role,
+        session_name,
+        duration_seconds: args.duration,
+        audience: args.audience.clone(),
+        allowed_account_ids: args.allowed_account_ids.clone(),
+        region,
+    })
+}
+
+/// `deployer-<owner>-<repo>-<run id>` from the job's GITHUB_REPOSITORY and GITHUB_RUN_ID.
+fn default_session_name() -> String {
+    let var = |name: &str| std::env::var(name).ok();
+    auth::default_session_name(var("GITHUB_REPOSITORY").as_deref(), var("GITHUB_RUN_ID").as_deref())
+}
+
+/// Inside Actions an OIDC endpoint is expected when a role is given; outside, the default
+/// chain serves (and assumes `--role-arn` with sts:AssumeRole when given).
+pub fn auth_source(in_actions: bool, role_given: bool) -> Result<Source> {
+    match TokenEndpoint::from_env()? {
+        Some(endpoint) => Ok(Source::GithubOidc(endpoint)),
+        None if in_actions && role_given => Err(OidcError::NotAvailable.into()),
+        None => Ok(Source::DefaultChain),
+    }
+}
+
+/// The default credential chain's configuration (push and promote at a terminal, or with
+/// credentials a previous step exported).
+pub async fn default_config(region: Option<&str>) -> Result<SdkConfig> {
+    clients::load(region, BaseCredentials::DefaultChain).await.map_err(|e| Error::Input(e.to_string()))
+}
+
+/// The poll interval's bounds: `DEPLOYER_POLL_MS` / `DEPLOYER_POLL_MAX_MS` (tests against a
+/// fast sim, the bench), else 2 s growing to 10 s.
+pub fn poll_from_env() -> Poll {
+    let ms = |var: &str| std::env::var(var).ok().and_then(|v| v.parse::<u64>().ok());
+    Poll::from_millis(ms("DEPLOYER_POLL_MS"), ms("DEPLOYER_POLL_MAX_MS"))
+}
+
+/// The traffic-shift settings of `gate`: ECS takes minutes, deployer seconds (rounded up).
+pub fn shift_settings(gate: &GateArgs) -> ShiftSettings {
+    let t = &gate.traffic;
+    ShiftSettings {
+        bake_minutes: gate.bake.map(minutes),
+        canary_percent: t.canary_percent,
+        canary_bake_minutes: t.canary_bake.map(minutes),
+        linear_percent: t.linear_percent,
+        linear_bake_minutes: t.linear_bake.map(minutes),
+    }
+}
+
+/// The deploy plan of `gate` for `services` of `cluster`; bad values are usage errors.
+pub fn deploy_plan(cluster: &str, services: &[String], gate: &GateArgs) -> Result<DeployPlan> {
+    let t = &gate.traffic;
+    let plan = DeployPlan {
+        cluster: cluster.to_string(),
+        services: services.to_vec(),
+        strategy: gate.strategy.unwrap_or_default(),
+        gate: GateConfig {
+            bake: Duration::from_secs(gate.bake.unwrap_or(0)),
+            timeout: Duration::from_secs(gate.timeout.unwrap_or(1800)),
+            probe_successes: gate.probe_successes.max(1),
+            probe_failures: gate.probe_failures.max(1),
+            health_urls: gate.health_urls.clone(),
+            test_urls: t.test_urls.clone(),
+        },
+        shift: shift_settings(gate),
+        no_rollback: gate.no_rollback,
+        all_or_nothing: gate.all_or_nothing,
+        poll: poll_from_env(),
+    };
+    plan.validate().map_err(Error::Usage)?;
+    Ok(plan)
+}
+
+pub fn push_request(source: &str, repository: &str, target: &ImageTargetArgs, upload: &UploadArgs) -> PushRequest {
+    PushRequest {
+        source: source.to_string(),
+        repository: repository.to_string(),
+        tags: target.tags.clone(),
+        registry_endpoint: target.registry_endpoint.clone(),
+        create: upload
+            .create_repository
+            .then_some(CreateOptions { immutable: upload.immutable_tags, scan_on_push: upload.scan_on_push }),
+        concurrency: upload.concurrency,
+        cache: Cache::from_env(),
+    }
+}
+
+pub fn promote_request(
+    from: &str,
+    source: &PromoteSourceArgs,
+    repository: &str,
+    target: &ImageTargetArgs,
+) -> PromoteRequest {
+    PromoteRequest {
+        from: from.to_string(),
+        from_registry: source.from_registry.clone(),
+        from_role_arn: source.from_role_arn.clone(),
+        from_registry_endpoint: source.from_registry_endpoint.clone(),
+        session_name: default_session_name(),
+        repository: repository.to_string(),
+        tags: target.tags.clone(),
+        registry_endpoint: target.registry_endpoint.clone(),
+    }
+}
+
+pub fn taskdef_plan(args: &TaskDefArgs) -> TaskDefPlan {
+    TaskDefPlan {
+        task_definition: args.task_definition.clone(),
+        cluster: args.cluster.clone(),
+        service: args.service.clone(),
+        render: args.render.clone(),
+        registry_endpoint: args.registry_endpoint.clone(),
+        permissions: args.permissions,
+    }
+}

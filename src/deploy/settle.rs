@@ -1,0 +1,288 @@
+//! Sending a service back to its previous revision, knowing what ECS is doing. `route` (pure)
+//! picks the way from what was last seen: ECS already rolling back → only wait for it;
+//! deployer's own hook holding green → answer it with ROLLBACK; a deployment in progress →
+//! StopServiceDeployment(ROLLBACK); a finished one → UpdateService back, sending the service's
+//! configuration without deployer's hook in the same call, so the rollback deployment is
+//! never held by deployer's own hook. When ECS refuses a stop because it is rolling back
+//! already (the circuit breaker won the race), deployer sends nothing more and reports ECS's
+//! rollback. Then it waits until the previous revision runs alone, rolled out, and answers
+//! well — bounded, and never cut short by a cancel (the point is a known state).
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use aws_sdk_ecs::types::{DeploymentConfiguration, DeploymentLifecycleHookAction};
+
+use super::ecs::{Ecs, UpdateRequest};
+use super::gate::{Failure, Observation};
+use super::plan::Poll;
+use super::probe::probe;
+use super::report::{Restored, RollbackMethod};
+use super::view::{ServiceDeploymentView, short};
+use super::{Cancel, DeployError};
+
+/// How to send the service back.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Route {
+    /// ECS is rolling back by itself: send nothing, wait.
+    WaitForEcs,
+    /// Deployer's hook holds green on test traffic: ContinueServiceDeployment(ROLLBACK).
+    AnswerHook { service_deployment: String, hook_id: String },
+    /// The deployment is in progress: StopServiceDeployment(ROLLBACK).
+    Stop { service_deployment: String },
+    /// The deployment is over (or unknown): UpdateService to the previous revision.
+    Update,
+}
+
+/// The way back, from the failure and the last observation.
+pub fn route(failure: Option<&Failure>, last: Option<&Observation>, service_deployment: Option<&str>) -> Route {
+    if failure.is_some_and(Failure::ecs_rolls_back) {
+        return Route::WaitForEcs;
+    }
+    let Some(arn) = service_deployment.map(str::to_string) else { return Route::Update };
+    if let Some(hook_id) = last.and_then(Observation::held_by_us) {
+        return Route::AnswerHook { service_deployment: arn, hook_id: hook_id.to_string() };
+    }
+    match last.and_then(|o| o.service_deployment.as_ref()) {
+        Some(sd) if !sd.in_progress() => Route::Update,
+        _ => Route::Stop { service_deployment: arn },
+    }
+}
+
+/// After ECS refused a StopServiceDeployment (`ConflictException`): its status says whether
+/// ECS is rolling back already (wait for it) or the deployment finished (send the service
+/// back). Unknown: send it back.
+pub fn refused_stop_means_ecs_rolls_back(status: Option<&ServiceDeploymentView>) -> bool {
+    status.is_some_and(ServiceDeploymentView::rolling_back)
+}
+
+pub struct Settle<'a> {
+    pub ecs: &'a Ecs<'a>,
+    pub http: &'a reqwest::Client,
+    pub cluster: &'a str,
+    pub service: &'a str,
+    /// The revision to return to.
+    pub to: &'a str,
+    /// Production URLs that must answer well after the rollback.
+    pub probe_urls: &'a [String],
+    pub timeout: Duration,
+    pub poll: Poll,
+    /// The service's configuration without deployer's hook, sent with an UpdateService back.
+    pub restore: Option<&'a DeploymentConfiguration>,
+    config_restored: AtomicBool,
+}
+
+impl<'a> Settle<'a> {
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        ecs: &'a Ecs<'a>,
+        http: &'a reqwest::Client,
+        cluster: &'a str,
+        service: &'a str,
+        to: &'a str,
+        probe_urls: &'a [String],
+        timeout: Duration,
+        poll: Poll,
+    ) -> Settle<'a> {
+        let timeout = timeout.max(Duration::from_secs(60));
+        Settle {
+            ecs,
+            http,
+            cluster,
+            service,
+            to,
+            probe_urls,
+            timeout,
+            poll,
+            restore: None,
+            config_restored: false.into(),
+        }
+    }
+
+    pub fn restoring(self, restore: Option<&'a DeploymentConfiguration>) -> Settle<'a> {
+        Settle { restore, ..self }
+    }
+
+    /// The UpdateService back also put the service's configuration back.
+    pub fn config_restored(&self) -> bool {
+        self.config_restored.load(Ordering::Relaxed)
+    }
+
+    /// Start the rollback by `route` (falling back when ECS refuses) and wait for the previous
+    /// revision.
+    pub async fn rollback(&self, route: Route) -> Result<(RollbackMethod, Restored), DeployError> {
+        let method = self.start(route).await?;
+        tracing::info!("{}: rolling back to {} via {method}", self.service, short(self.to));
+        Ok((method, self.wait_restored().await))
+    }
+
+    async fn start(&self, route: Route) -> Result<RollbackMethod, DeployError> {
+        match route {
+            Route::WaitForEcs => Ok(RollbackMethod::Ecs),
+            Route::AnswerHook { service_deployment, hook_id } => {
+                let rollback = DeploymentLifecycleHookAction::Rollback;
+                match self.ecs.answer_hook(&service_deployment, &hook_id, rollback).await {
+                    Ok(()) => Ok(RollbackMethod::HookRollback),
+                    Err(e) => {
+                        tracing::info!("{}: {e}; stopping the deployment instead", self.service);
+                        self.stop(&service_deployment).await
+                    }
+                }
+            }
+            Route::Stop { service_deployment } => self.stop(&service_deployment).await,
+            Route::Update => self.send_back().await,
+        }
+    }
+
+    async fn stop(&self, service_deployment: &str) -> Result<RollbackMethod, DeployError> {
+        match self.ecs.stop_service_deployment(service_deployment).await {
+            Ok(()) => Ok(RollbackMethod::StopServiceDeployment),
+            Err(e) if e.is_conflict() => {
+                let now = self.ecs.service_deployment(service_deployment).await.ok().flatten();
+                tracing::info!(
+                    "{}: {e}; the service deployment is {}",
+                    self.service,
+                    now.as_ref().map(|s| s.status_name()).unwrap_or("not readable")
+                );
+                if refused_stop_means_ecs_rolls_back(now.as_ref()) {
+                    return Ok(RollbackMethod::Ecs);
+                }
+                self.send_back().await
+            }
+            Err(e) => {
+                tracing::info!("{}: {e}; updating the service instead", self.service);
+                self.send_back().await
+            }
+        }
+    }
+
+    /// UpdateService to the previous revision, with the restored configuration when there is
+    /// one (deployer's hook off before the rollback deployment starts).
+    async fn send_back(&self) -> Result<RollbackMethod, DeployError> {
+        let req = UpdateRequest {
+            task_definition: Some(self.to.to_string()),
+            force: false,
+            configuration: self.restore.cloned(),
+        };
+        self.ecs.update_service(self.cluster, self.service, &req).await?;
+        self.config_restored.store(self.restore.is_some(), Ordering::Relaxed);
+        Ok(RollbackMethod::UpdateService)
+    }
+
+    /// Wait until the service's only deployment runs `to`, rolled out, and each probe URL
+    /// answers well twice in a row (once without URLs).
+    pub async fn wait_restored(&self) -> Restored {
+        let start = Instant::now();
+        let mut pacing = self.poll.pacing();
+        let mut streak = 0u32;
+        let mut last = String::from("not observed yet");
+        let never = Cancel::default();
+        while start.elapsed() < self.timeout {
+            match self.ecs.describe_service(self.cluster, self.service).await {
+                Ok(view) => {
+                    last = match view.primary() {
+                        Some(d) => format!(
+                            "primary deployment {} runs {} ({}), {} deployment(s) active",
+                            d.id,
+                            short(&d.task_definition),
+                            d.rollout.as_ref().map(|r| r.as_str()).unwrap_or("unknown"),
+                            view.deployments.len()
+                        ),
+                        None => "no primary deployment".into(),
+                    };
+                    if view.steady_on(self.to) {
+                        let mut all_ok = true;
+                        for url in self.probe_urls {
+                            let p = probe(self.http, url).await;
+                            if !p.ok {
+                                all_ok = false;
+                                last = format!("{url} answered {:?}: {}", p.status, p.detail);
+                            }
+                        }
+                        streak = if all_ok { streak + 1 } else { 0 };
+                        if streak >= 2 || (streak >= 1 && self.probe_urls.is_empty()) {
+                            return Restored::Healthy;
+                        }
+                    }
+                }
+                Err(e) => last = format!("cannot describe the service: {e}"),
+            }
+            never.sleep(pacing.next(false).min(self.poll.initial * 2)).await;
+        }
+        Restored::NotConfirmed(last)
+    }
+
+    /// The service deployment's status after a rollback, waiting a bounded time for ECS to
+    /// finish it (ROLLBACK_SUCCESSFUL).
+    pub async fn final_status(&self, service_deployment: &str) -> Option<String> {
+        let never = Cancel::default();
+        let mut last = None;
+        for _ in 0..20 {
+            let sd = self.ecs.service_deployment(service_deployment).await.ok().flatten()?;
+            use aws_sdk_ecs::types::ServiceDeploymentStatus::{RollbackInProgress, RollbackRequested};
+            let settled = !matches!(sd.status, Some(RollbackRequested | RollbackInProgress));
+            last = Some(sd.status_name().to_string());
+            if settled {
+                break;
+            }
+            never.sleep(self.poll.initial).await;
+        }
+        last
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::view::HookView;
+    use super::*;
+    use aws_sdk_ecs::types::{DeploymentLifecycleHookStatus, ServiceDeploymentLifecycleStage, ServiceDeploymentStatus};
+
+    fn seen(status: ServiceDeploymentStatus, held: bool) -> Observation {
+        let sd = ServiceDeploymentView {
+            arn: "sd".into(),
+            status: Some(status),
+            stage: held.then_some(ServiceDeploymentLifecycleStage::PostTestTrafficShift),
+            our_hook: held
+                .then(|| HookView { id: "h1".into(), status: Some(DeploymentLifecycleHookStatus::AwaitingAction) }),
+            ..Default::default()
+        };
+        Observation { service_deployment: Some(sd), ..Default::default() }
+    }
+
+    #[test]
+    fn the_way_back_follows_what_ecs_is_doing() {
+        use ServiceDeploymentStatus::*;
+        let breaker = Failure::EcsFailed { reason: "circuit breaker".into(), ecs_rolls_back: true };
+        let probe = Failure::Probe { url: "u".into(), failures: 3, status: Some(500), detail: String::new() };
+        let stop = || Route::Stop { service_deployment: "sd".into() };
+        type Case<'a> = (Option<&'a Failure>, Option<Observation>, Option<&'a str>, Route);
+        let table: Vec<Case> = vec![
+            (Some(&breaker), Some(seen(RollbackInProgress, false)), Some("sd"), Route::WaitForEcs),
+            (
+                Some(&probe),
+                Some(seen(InProgress, true)),
+                Some("sd"),
+                Route::AnswerHook { service_deployment: "sd".into(), hook_id: "h1".into() },
+            ),
+            (Some(&probe), Some(seen(InProgress, false)), Some("sd"), stop()),
+            // ECS already called it SUCCESSFUL: a stop would be refused; send the service back.
+            (Some(&probe), Some(seen(Successful, false)), Some("sd"), Route::Update),
+            (Some(&probe), Some(seen(Stopped, false)), Some("sd"), Route::Update),
+            (None, Some(seen(InProgress, false)), Some("sd"), stop()),
+            (Some(&probe), None, Some("sd"), stop()),
+            (Some(&probe), Some(seen(InProgress, false)), None, Route::Update),
+        ];
+        for (failure, last, sd, want) in table {
+            assert_eq!(route(failure, last.as_ref(), sd), want, "{failure:?} {last:?}");
+        }
+    }
+
+    #[test]
+    fn a_stop_refused_because_ecs_rolls_back_is_left_to_ecs() {
+        let sd = |status| Some(ServiceDeploymentView { status: Some(status), ..Default::default() });
+        assert!(refused_stop_means_ecs_rolls_back(sd(ServiceDeploymentStatus::RollbackInProgress).as_ref()));
+        assert!(refused_stop_means_ecs_rolls_back(sd(ServiceDeploymentStatus::RollbackSuccessful).as_ref()));
+        assert!(!refused_stop_means_ecs_rolls_back(sd(ServiceDeploymentStatus::Successful).as_ref()));
+        assert!(!refused_stop_means_ecs_rolls_back(None));
+    }
+}
