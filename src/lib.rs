@@ -18,7 +18,6 @@ pub mod lifecycle_policy;
 pub mod output;
 pub mod params;
 pub mod pipeline;
-pub mod refresh;
 pub mod report;
 pub mod resolve;
 pub mod retry;

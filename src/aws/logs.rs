@@ -1,5 +1,5 @@
 //! The last lines a container wrote through the awslogs driver, read from CloudWatch Logs with
-//! GetLogEvents (through the signed JSON client, `EcsJson::for_service`, not another SDK crate).
+//! GetLogEvents (through the raw signed client, `raw::RawClient::logs`, not another SDK crate).
 //! Where they are comes from the task definition's `logConfiguration` (group, stream prefix,
 //! region); the stream is `<prefix>/<container>/<task id>`, as the ECS agent names it. Callers
 //! make it opt-in (`--log-lines N`): reading needs `logs:GetLogEvents`, and an app's output may
@@ -13,7 +13,7 @@ use aws_sdk_ecs::types::{ContainerDefinition, LogDriver};
 use serde::Serialize;
 use serde_json::json;
 
-use crate::aws::ecs_json::{EcsJson, EcsJsonError};
+use super::raw::{RawClient, RawError};
 
 /// Last lines of one container's awslogs stream.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
@@ -71,7 +71,7 @@ pub async fn tail(config: &SdkConfig, src: &LogSource, n: usize) -> ContainerLog
         Some(r) => config.to_builder().region(Region::new(r.clone())).build(),
         None => config.clone(),
     };
-    let client = EcsJson::for_service(&config, "logs", "Logs_20140328");
+    let client = RawClient::logs(&config);
     let body = json!({
         "logGroupName": src.group,
         "logStreamName": src.stream,
@@ -79,7 +79,7 @@ pub async fn tail(config: &SdkConfig, src: &LogSource, n: usize) -> ContainerLog
         "startFromHead": false,
     });
     for attempt in 0..4 {
-        match client.call("GetLogEvents", &body).await {
+        match client.json("Logs_20140328", "GetLogEvents", &body).await {
             Ok(v) => {
                 out.lines = v["events"]
                     .as_array()
@@ -89,8 +89,8 @@ pub async fn tail(config: &SdkConfig, src: &LogSource, n: usize) -> ContainerLog
                     break;
                 }
             }
-            Err(EcsJsonError::Service { code, message, .. }) => {
-                out.error = Some(format!("CloudWatch Logs GetLogEvents: {code}: {message}"));
+            Err(e @ (RawError::Service { .. } | RawError::Transport { .. })) => {
+                out.error = Some(e.to_string());
                 break;
             }
             Err(e) => {

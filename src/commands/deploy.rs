@@ -1,15 +1,18 @@
 //! `deployer deploy`, `deployer refresh` and `deployer rollback`. Deploy: the flags as a
-//! deploy plan, every service checked before any change (a task-definition file is registered
-//! only after the checks pass), the deploy stage, then the after-deploy stage when every
-//! service succeeded; the exit code comes from every service. Refresh (`deploy
-//! --force-new-deployment`) deploys the revision the services run already, after naming the
-//! references that changed since their tasks started.
+//! deploy plan, credentials that cannot be renewed checked against the timeout, every service
+//! checked before any change (a task-definition file is registered only after the checks
+//! pass), the deploy stage, then the after-deploy stage when every service succeeded; the exit
+//! code comes from every service. Refresh (`deploy --force-new-deployment`) deploys the
+//! revision the services run already, after naming the references that changed since their
+//! tasks started. Rollback warns about parameters and secrets that changed since the revision
+//! it returned to, and moves scheduled tasks back when asked.
 
 use std::fmt;
 
 use serde::Serialize;
 
 use super::plan::{after_deploy_plan, deploy_plan, poll_from_env};
+use crate::aws::refresh::{Reach, deploy_budget};
 use crate::cli::{DeployArgs, GlobalArgs, RollbackArgs};
 use crate::deploy::Cancel;
 use crate::deploy::driver::{self, Checked, Context, ServiceError};
@@ -21,8 +24,8 @@ use crate::exit::Exit;
 use crate::output::Printer;
 use crate::pipeline::after_deploy::{self, AfterDeploy};
 use crate::pipeline::{Session, http_client, refresh, taskdef};
-use crate::refresh::SecretsReport;
 use crate::schedules::ScheduleReport;
+use crate::taskdef::changed::SecretsReport;
 
 /// `deploy`'s and `refresh`'s printed result: the deploy's own, the references a refresh
 /// judged, and what the after-deploy stage did.
@@ -71,6 +74,11 @@ pub async fn run(args: &DeployArgs, global: &GlobalArgs, printer: &Printer, refr
     }
     let plan = deploy_plan(&args.cluster, &args.services, &args.gate)?;
     let session = Session::from_default_chain(global).await?;
+    // Keys from the environment cannot be renewed: they must outlast the deploy.
+    let timeout = plan.gate.timeout;
+    Reach::from_env(|k| std::env::var(k).ok())
+        .check(std::time::SystemTime::now(), deploy_budget(timeout), timeout)
+        .map_err(Error::Input)?;
     let (ecs, http, cancel) = (aws_sdk_ecs::Client::new(&session.config), http_client()?, Cancel::on_signals());
     let ctx = Context { ecs: &ecs, http: &http, cancel: &cancel };
     let checked = driver::check_all(&ctx, &plan).await?;
@@ -97,7 +105,7 @@ async fn what_runs(
     let task_definition = refresh::current_revision(checked)?;
     let references = refresh::what_changed(session, &Ecs::new(ctx.ecs), cluster, checked, &task_definition).await?;
     tracing::info!("{references}");
-    printer.runner.summary(&crate::refresh::summary(&references))?;
+    printer.runner.summary(&crate::taskdef::changed::summary(&references))?;
     Ok((task_definition, Some(references)))
 }
 
@@ -109,6 +117,9 @@ pub struct RollbackResult {
     pub to: String,
     pub healthy: bool,
     pub state: Option<String>,
+    /// Parameters and secrets the revision references that changed after it was registered.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
     /// `--update-scheduled-tasks`: the scheduled tasks pointed back.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub scheduled_tasks: Option<ScheduleReport>,
@@ -147,8 +158,10 @@ pub async fn run_rollback(args: &RollbackArgs, global: &GlobalArgs, printer: &Pr
         true => Some(after_deploy::move_scheduled_tasks(&session, &args.cluster, &to, &printer.runner).await),
         false => None,
     };
+    // The task definition is back; its parameters and secrets may not be.
+    let warnings = crate::taskdef::pins::warn_after_rollback(&session.config, &to, &printer.runner).await;
     let service = args.service.clone();
-    let result = RollbackResult { service, from, to, healthy: state.is_none(), state, scheduled_tasks };
+    let result = RollbackResult { service, from, to, healthy: state.is_none(), state, warnings, scheduled_tasks };
     printer.result(&result);
     Ok(if result.healthy { Exit::Ok } else { Exit::Unknown })
 }

@@ -135,6 +135,7 @@ fn release_plan(
             service: m.services.first().cloned(),
             render: m.render.clone(),
             registry_endpoint: m.target.registry_endpoint.clone(),
+            permissions: m.permissions,
             tags,
         },
         pre_deploy: plan::pre_deploy_spec(&m.pre_deploy)?,

@@ -1,9 +1,11 @@
 //! `release` as one pipeline over a typed plan: auth → the deploy's checks (before any change:
 //! a service that cannot take the deploy stops the release before anything is pushed or
-//! registered) → push or promote → render → verify → register → pre-deploy (the new revision's
-//! one-off task, when configured: its failure stops the release with the service untouched) →
-//! deploy → after-deploy (scheduled tasks, old revisions: only when every service succeeded),
-//! then the GitHub Deployment's status and the release summary. Each stage's result is written to the step
+//! registered; credentials that cannot be renewed must outlast the deploy) → push or promote
+//! → render → verify → register → pre-deploy (the new revision's one-off task, when
+//! configured: its failure stops the release with the service untouched) → deploy →
+//! after-deploy (scheduled tasks, old revisions: only when every service succeeded), then the
+//! GitHub Deployment's status and the release summary. The release record carries each
+//! parameter's version and secret's version id. Each stage's result is written to the step
 //! outputs as soon as it is known, so a failing release still leaves what it learned.
 
 use std::fmt;
@@ -16,16 +18,18 @@ use super::image::PushResult;
 use super::plan::{ImagePlan, ReleasePlan, TaskDefPlan};
 use super::run_task::{Site, run_task};
 use super::{Session, http_client, image, taskdef};
+use crate::aws::refresh::deploy_budget;
 use crate::deploy::Cancel;
 use crate::deploy::driver::{self, Context};
 use crate::deploy::plan::DeployPlan;
 use crate::deploy::report::{DeployRun, Outcome};
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::exit::Exit;
 use crate::github::deployments::Recorder;
 use crate::github::runner::Runner;
 use crate::runtask::TaskSpec;
 use crate::runtask::report::RunTaskReport;
+use crate::taskdef::pins::ConfigVersion;
 
 /// How long each stage took, in order.
 pub struct Laps {
@@ -73,6 +77,8 @@ pub struct ReleaseResult {
     pub result: Outcome,
     pub exit_code: u8,
     pub stages: Vec<StageTime>,
+    /// The version of each parameter and secret the task definition references (never a value).
+    pub configuration: Vec<ConfigVersion>,
     /// The pre-deploy task (migrations), when one ran.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub pre_deploy: Option<RunTaskReport>,
@@ -88,7 +94,8 @@ pub struct ReleaseResult {
 
 impl ReleaseResult {
     /// A release that registered `task_definition_arn`: failed until a stage says otherwise.
-    fn new(environment: String, account: &str, published: Option<&PushResult>, task_definition_arn: String) -> Self {
+    fn new(environment: String, account: &str, published: Option<&PushResult>, registered: Registered) -> Self {
+        let (task_definition_arn, configuration) = registered;
         ReleaseResult {
             environment,
             aws_account_id: account.to_string(),
@@ -100,6 +107,7 @@ impl ReleaseResult {
             result: Outcome::Failed,
             exit_code: Exit::Failed.code(),
             stages: Vec::new(),
+            configuration,
             pre_deploy: None,
             deploy: None,
             after_deploy: AfterDeploy::default(),
@@ -146,6 +154,9 @@ pub async fn run(plan: ReleasePlan, runner: &Runner, cancel: &Cancel, mut laps: 
     let authed = super::auth::session(&auth, auth_source).await?;
     runner.set_output("aws-account-id", &authed.account_id)?;
     let session = Session::from_auth(&authed);
+    // Credentials deployer cannot renew must outlast the whole deploy, checked before any change.
+    let timeout = deploy.gate.timeout;
+    authed.reach.check(std::time::SystemTime::now(), deploy_budget(timeout), timeout).map_err(Error::Input)?;
     laps.lap("auth", 0);
 
     let (ecs, http) = (aws_sdk_ecs::Client::new(&session.config), http_client()?);
@@ -163,8 +174,8 @@ pub async fn run(plan: ReleasePlan, runner: &Runner, cancel: &Cancel, mut laps: 
         taskdef.render.images.insert(0, target);
         laps.lap("push", 0);
     }
-    let task_definition = render_verify_register(&session, &taskdef, runner, &mut laps).await?;
-    let mut result = ReleaseResult::new(environment, &authed.account_id, published.as_ref(), task_definition);
+    let registered = render_verify_register(&session, &taskdef, runner, &mut laps).await?;
+    let mut result = ReleaseResult::new(environment, &authed.account_id, published.as_ref(), registered);
     if let Some(spec) = &pre_deploy {
         let went_well = pre_deploy_stage(&session, spec, &deploy, &mut result, runner, cancel).await?;
         laps.lap("pre-deploy", 0);
@@ -180,6 +191,7 @@ pub async fn run(plan: ReleasePlan, runner: &Runner, cancel: &Cancel, mut laps: 
         "task-definition-arn": result.task_definition_arn,
         "services": deploy.services,
         "cluster": deploy.cluster,
+        "configuration": result.configuration,
         "tags": crate::tags::as_object(&taskdef.tags),
     });
     let url = github.environment_url.clone().or_else(|| deploy.gate.health_urls.first().cloned());
@@ -239,23 +251,27 @@ async fn publish_image(plan: &ImagePlan, session: &Session, runner: &Runner) -> 
     })
 }
 
-/// Render (with the diff in the summary), verify, register; returns the new ARN.
+/// The registered ARN and the configuration record (each reference's version, metadata only).
+type Registered = (String, Vec<ConfigVersion>);
+
+/// Render (with the diff in the summary), verify, register.
 async fn render_verify_register(
     session: &Session,
     plan: &TaskDefPlan,
     runner: &Runner,
     laps: &mut Laps,
-) -> Result<String> {
+) -> Result<Registered> {
     let rendered = taskdef::prepare(session, plan).await?;
     let diff = taskdef::diff_against_current(session, plan, &rendered).await?;
     runner.summary(&diff.markdown())?;
     laps.lap("render", 0);
     taskdef::verify_rendered(session, plan, &rendered).await?;
+    let configuration = crate::taskdef::pins::configuration(&session.config, &rendered.rendered).await;
     laps.lap("verify", 0);
     let registered = taskdef::register(session, &rendered).await?;
     runner.set_output("task-definition-arn", &registered.task_definition_arn)?;
     laps.lap("register", 0);
-    Ok(registered.task_definition_arn)
+    Ok((registered.task_definition_arn, configuration))
 }
 
 fn summary(result: &ReleaseResult, strategy: &str) -> String {

@@ -15,12 +15,12 @@ use crate::support::registry_proxy::RegistryProxy;
 use crate::support::{Captured, capture, deployer, ecs_client, stack, unique_account};
 
 pub(crate) struct Setup {
-    pub account: String,
-    pub sim: Sim,
-    pub dir: tempfile::TempDir,
-    pub family: String,
-    pub prod: String,
-    pub v1: String,
+    pub(crate) account: String,
+    pub(crate) sim: Sim,
+    pub(crate) dir: tempfile::TempDir,
+    pub(crate) family: String,
+    pub(crate) prod: String,
+    pub(crate) v1: String,
 }
 
 pub(crate) async fn setup() -> Setup {

@@ -103,6 +103,20 @@ async fn no_lifecycle_policy_means_none_and_bad_tags_are_refused_before_anything
     assert_eq!(status, 400, "the repository was not created");
 }
 
+/// The tags of the revision a release registered, as a JSON object.
+async fn revision_tags(s: &crate::release::Setup, result: &Value) -> Value {
+    let ecs = crate::support::ecs_client(&s.sim.url, &s.account);
+    let td = ecs
+        .describe_task_definition()
+        .task_definition(result["task-definition-arn"].as_str().unwrap())
+        .include(aws_sdk_ecs::types::TaskDefinitionField::Tags)
+        .send()
+        .await
+        .unwrap();
+    let tags = td.tags().iter().map(|t| (t.key().unwrap().to_string(), Value::String(t.value().unwrap().to_string())));
+    Value::Object(tags.collect())
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_release_tags_its_revision_and_its_github_deployment() {
     use crate::release::{release, run, setup};
@@ -128,20 +142,7 @@ async fn a_release_tags_its_revision_and_its_github_deployment() {
         "run-url": "https://github.com/octo-org/shop/actions/runs/4242",
         "team": "payments",
     });
-    let ecs = crate::support::ecs_client(&s.sim.url, &s.account);
-    let td = ecs
-        .describe_task_definition()
-        .task_definition(result["task-definition-arn"].as_str().unwrap())
-        .include(aws_sdk_ecs::types::TaskDefinitionField::Tags)
-        .send()
-        .await
-        .unwrap();
-    let tags: serde_json::Map<String, Value> = td
-        .tags()
-        .iter()
-        .map(|t| (t.key().unwrap().to_string(), Value::String(t.value().unwrap().to_string())))
-        .collect();
-    assert_eq!(Value::Object(tags), want);
+    assert_eq!(revision_tags(&s, &result).await, want);
     let created =
         github.requests().into_iter().find(|(m, p, _, _)| m == "POST" && p.ends_with("/deployments")).unwrap();
     assert_eq!(created.2["payload"]["tags"], want, "{:?}", created.2);
@@ -168,15 +169,7 @@ async fn the_stage_variables_the_action_sets_reach_release() {
     assert_eq!(result["pre-deploy"]["command"], json!(["bin/migrate", "say=ok"]), "{result}");
     assert_eq!(result["after-deploy"]["revisions"]["keep"], 1, "{result}");
     assert!(result["after-deploy"]["scheduled-tasks"]["moved"].is_array(), "{result}");
-    let ecs = crate::support::ecs_client(&s.sim.url, &s.account);
-    let td = ecs
-        .describe_task_definition()
-        .task_definition(result["task-definition-arn"].as_str().unwrap())
-        .include(aws_sdk_ecs::types::TaskDefinitionField::Tags)
-        .send()
-        .await
-        .unwrap();
-    let tags: Vec<(&str, &str)> = td.tags().iter().map(|t| (t.key().unwrap(), t.value().unwrap())).collect();
-    assert!(tags.contains(&("team", "payments")) && tags.contains(&("tier", "web")), "{tags:?}");
-    assert!(tags.contains(&("environment", "production")), "{tags:?}");
+    let tags = revision_tags(&s, &result).await;
+    assert_eq!((tags["team"].as_str(), tags["tier"].as_str()), (Some("payments"), Some("web")), "{tags}");
+    assert_eq!(tags["environment"], "production", "{tags}");
 }

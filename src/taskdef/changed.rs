@@ -3,37 +3,17 @@
 //! rotation the service must roll; the report names which referenced parameters and secrets
 //! changed since the oldest running task started.
 //!
-//! Metadata only, never a value: Parameter Store's DescribeParameters (LastModifiedDate,
-//! Version) and Secrets Manager's DescribeSecret (LastChangedDate, the AWSCURRENT version id),
-//! read by `pipeline::refresh`. GetParameter (even without decryption) and GetSecretValue are
-//! never called. The references come from the task definition (container `secrets`, log
-//! drivers' `secretOptions`, private registry credentials); this file is pure: the references,
-//! the comparison and the report.
+//! Metadata only, never a value: the references and their metadata are `metadata`'s
+//! (DescribeParameters' LastModifiedDate and Version, DescribeSecret's LastChangedDate and
+//! AWSCURRENT version id), read by `pipeline::refresh`. This file is pure: the comparison with
+//! the oldest task's start, and the report.
 
-use std::collections::BTreeMap;
 use std::fmt;
 
-use aws_sdk_ecs::types::TaskDefinition;
 use serde::Serialize;
 
-use crate::taskdef::refs::{Target, parse_value_from};
-
-/// One reference of the task definition.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Reference {
-    pub container: String,
-    /// The environment variable (or log option / `repositoryCredentials`) it fills.
-    pub variable: String,
-    pub value_from: String,
-}
-
-/// Where a reference's metadata is looked up: `ssm:NAME` or `secretsmanager:ARN`.
-pub fn lookup_key(value_from: &str) -> Result<String, String> {
-    match parse_value_from(value_from).map_err(|e| e.to_string())? {
-        Target::Parameter { name, .. } => Ok(format!("ssm:{name}")),
-        Target::Secret { id, .. } => Ok(format!("secretsmanager:{id}")),
-    }
-}
+use super::metadata::{Metadata, Reference, format_epoch};
+use super::refs::Target;
 
 /// A Secrets Manager reference pinned to a version stage or id (`ARN:key:stage:id`) does not
 /// follow a rotation of AWSCURRENT.
@@ -49,39 +29,6 @@ pub fn pinned(value_from: &str) -> Option<String> {
         (Some(stage), None) if stage != "AWSCURRENT" => Some(format!("version stage {stage}")),
         _ => None,
     }
-}
-
-/// Every reference of a task definition, in container order.
-pub fn references(td: &TaskDefinition) -> Vec<Reference> {
-    let mut out = Vec::new();
-    for c in td.container_definitions() {
-        let container = c.name().unwrap_or("?").to_string();
-        let log = c.log_configuration().map(|l| l.secret_options()).unwrap_or_default();
-        for s in c.secrets().iter().chain(log) {
-            out.push(Reference {
-                container: container.clone(),
-                variable: s.name().to_string(),
-                value_from: s.value_from().to_string(),
-            });
-        }
-        if let Some(p) = c.repository_credentials().map(|r| r.credentials_parameter()) {
-            out.push(Reference {
-                container: container.clone(),
-                variable: "repositoryCredentials".into(),
-                value_from: p.to_string(),
-            });
-        }
-    }
-    out
-}
-
-/// What the store says about one referenced parameter or secret.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Meta {
-    /// Epoch milliseconds of the last change.
-    pub changed_ms: i64,
-    /// Parameter version, or the secret's AWSCURRENT version id.
-    pub version: Option<String>,
 }
 
 /// One reference, judged.
@@ -111,19 +58,36 @@ pub struct SecretsReport {
     pub unknown: Vec<RefState>,
 }
 
-fn rfc3339(ms: i64) -> String {
-    aws_sdk_ecs::primitives::DateTime::from_millis(ms)
-        .fmt(aws_sdk_ecs::primitives::DateTimeFormat::DateTime)
-        .unwrap_or_else(|_| ms.to_string())
+/// A reference's last change (epoch seconds, RFC 3339) and version, or why it is not known.
+type Change = (f64, Option<String>, Option<String>);
+
+fn change_of(r: &Reference, meta: &Metadata) -> Result<Change, String> {
+    match &r.target {
+        Err(e) => Err(e.to_string()),
+        Ok(Target::Parameter { name, .. }) => match (meta.parameters.get(name), &meta.parameters_error) {
+            (Some(p), _) => {
+                let at = p.last_modified_epoch.ok_or("DescribeParameters gave no LastModifiedDate")?;
+                Ok((at, p.last_modified.clone(), Some(p.version.to_string())))
+            }
+            (None, Some(e)) => Err(e.clone()),
+            (None, None) => Err(format!("parameter {name} was not found")),
+        },
+        Ok(Target::Secret { id, .. }) => match meta.secrets.get(id) {
+            Some(Ok(Some(s))) => {
+                let at = s.last_changed_epoch.ok_or("DescribeSecret gave no LastChangedDate")?;
+                Ok((at, s.last_changed.clone(), s.current_version_id.clone()))
+            }
+            Some(Ok(None)) => Err(format!("secret {id} was not found")),
+            Some(Err(e)) => Err(e.clone()),
+            None => Err("not looked up".into()),
+        },
+    }
 }
 
 /// Judge each reference: changed when its store changed it after `oldest_start_ms`.
-pub fn judge(
-    refs: &[Reference],
-    metas: &BTreeMap<String, Result<Meta, String>>,
-    oldest_start_ms: Option<i64>,
-) -> SecretsReport {
-    let mut report = SecretsReport { tasks_started_at: oldest_start_ms.map(rfc3339), ..SecretsReport::default() };
+pub fn judge(refs: &[Reference], meta: &Metadata, oldest_start_ms: Option<u64>) -> SecretsReport {
+    let tasks_started_at = oldest_start_ms.and_then(|ms| format_epoch(ms as f64 / 1000.0));
+    let mut report = SecretsReport { tasks_started_at, ..SecretsReport::default() };
     for r in refs {
         let mut state = RefState {
             container: r.container.clone(),
@@ -133,32 +97,26 @@ pub fn judge(
             version: None,
             note: None,
         };
-        let meta = match lookup_key(&r.value_from) {
-            Ok(key) => metas.get(&key).cloned().unwrap_or_else(|| Err("not looked up".into())),
-            Err(e) => Err(e),
-        };
-        match meta {
+        let (at, when, version) = match change_of(r, meta) {
+            Ok(c) => c,
             Err(e) => {
                 state.note = Some(e);
                 report.unknown.push(state);
+                continue;
             }
-            Ok(m) => {
-                state.last_changed = Some(rfc3339(m.changed_ms));
-                state.version = m.version;
-                if let Some(p) = pinned(&r.value_from) {
-                    state.note = Some(format!("pinned to {p}: a rotation does not change what tasks read"));
-                    report.unknown.push(state);
-                } else {
-                    match oldest_start_ms {
-                        None => {
-                            state.note = Some("no running task to compare with".into());
-                            report.unknown.push(state);
-                        }
-                        Some(start) if m.changed_ms > start => report.changed.push(state),
-                        Some(_) => report.unchanged.push(state),
-                    }
-                }
+        };
+        (state.last_changed, state.version) = (when, version);
+        match (pinned(&r.value_from), oldest_start_ms) {
+            (Some(p), _) => {
+                state.note = Some(format!("pinned to {p}: a rotation does not change what tasks read"));
+                report.unknown.push(state);
             }
+            (None, None) => {
+                state.note = Some("no running task to compare with".into());
+                report.unknown.push(state);
+            }
+            (None, Some(start)) if at * 1000.0 > start as f64 => report.changed.push(state),
+            (None, Some(_)) => report.unchanged.push(state),
         }
     }
     report
@@ -220,20 +178,24 @@ pub fn summary(report: &SecretsReport) -> String {
 
 #[cfg(test)]
 mod tests {
+    use super::super::metadata::{ParameterMeta, SecretMeta};
+    use super::super::refs::parse_value_from;
     use super::*;
 
     fn r(variable: &str, value_from: &str) -> Reference {
-        Reference { container: "app".into(), variable: variable.into(), value_from: value_from.into() }
+        Reference {
+            container: "app".into(),
+            variable: variable.into(),
+            value_from: value_from.into(),
+            target: parse_value_from(value_from),
+        }
     }
 
     const PARAM: &str = "arn:aws:ssm:us-east-1:111122223333:parameter/prod/shop/db_password";
     const SECRET: &str = "arn:aws:secretsmanager:us-east-1:111122223333:secret:shop-api-AbCdEf";
 
     #[test]
-    fn lookup_keys_and_pins() {
-        assert_eq!(lookup_key(PARAM).unwrap(), "ssm:/prod/shop/db_password");
-        assert_eq!(lookup_key("/prod/shop/plain").unwrap(), "ssm:/prod/shop/plain");
-        assert_eq!(lookup_key(&format!("{SECRET}:password::")).unwrap(), format!("secretsmanager:{SECRET}"));
+    fn pins_follow_the_secret_reference_syntax() {
         assert_eq!(pinned(&format!("{SECRET}:password::")), None);
         assert_eq!(pinned(&format!("{SECRET}:password:AWSCURRENT:")), None);
         assert_eq!(pinned(&format!("{SECRET}:password:AWSPREVIOUS:")).as_deref(), Some("version stage AWSPREVIOUS"));
@@ -249,12 +211,27 @@ mod tests {
             r("OLD_KEY", &format!("{SECRET}:key:AWSPREVIOUS:")),
             r("MISSING", "/prod/shop/missing"),
         ];
-        let metas = BTreeMap::from([
-            ("ssm:/prod/shop/db_password".to_string(), Ok(Meta { changed_ms: 2_000, version: Some("2".into()) })),
-            (format!("secretsmanager:{SECRET}"), Ok(Meta { changed_ms: 500, version: Some("v-1".into()) })),
-            ("ssm:/prod/shop/missing".to_string(), Err("parameter /prod/shop/missing was not found".into())),
-        ]);
-        let report = judge(&refs, &metas, Some(1_000));
+        let mut meta = Metadata::default();
+        let param = ParameterMeta {
+            name: "/prod/shop/db_password".into(),
+            kind: "SecureString".into(),
+            version: 2,
+            last_modified: format_epoch(2.0),
+            last_modified_epoch: Some(2.0),
+            key_id: None,
+        };
+        meta.parameters.insert(param.name.clone(), param);
+        let secret = SecretMeta {
+            arn: SECRET.into(),
+            name: "shop-api".into(),
+            current_version_id: Some("v-1".into()),
+            versions: Default::default(),
+            last_changed: format_epoch(0.5),
+            last_changed_epoch: Some(0.5),
+            kms_key_id: None,
+        };
+        meta.secrets.insert(SECRET.into(), Ok(Some(secret)));
+        let report = judge(&refs, &meta, Some(1_000));
         let names = |v: &[RefState]| v.iter().map(|s| s.variable.clone()).collect::<Vec<_>>();
         assert_eq!(names(&report.changed), ["DB_PASSWORD"]);
         assert_eq!(report.changed[0].version.as_deref(), Some("2"));
@@ -262,8 +239,14 @@ mod tests {
         assert_eq!(names(&report.unchanged), ["API_KEY"]);
         assert_eq!(names(&report.unknown), ["OLD_KEY", "MISSING"]);
         assert!(report.unknown[0].note.as_deref().unwrap().starts_with("pinned to version stage AWSPREVIOUS"));
+        assert_eq!(report.unknown[1].note.as_deref(), Some("parameter /prod/shop/missing was not found"));
         // Exactly at the start is not after it; without running tasks nothing is judged.
-        assert_eq!(names(&judge(&refs[..1], &metas, Some(2_000)).unchanged), ["DB_PASSWORD"]);
-        assert_eq!(names(&judge(&refs[..1], &metas, None).unknown), ["DB_PASSWORD"]);
+        assert_eq!(names(&judge(&refs[..1], &meta, Some(2_000)).unchanged), ["DB_PASSWORD"]);
+        assert_eq!(names(&judge(&refs[..1], &meta, None).unknown), ["DB_PASSWORD"]);
+        meta.parameters_error = Some("cannot list parameters: AccessDenied".into());
+        assert_eq!(
+            judge(&refs[3..], &meta, Some(1_000)).unknown[0].note.as_deref(),
+            Some("cannot list parameters: AccessDenied")
+        );
     }
 }
