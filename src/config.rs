@@ -104,6 +104,12 @@ pub struct Environment {
     pub resource_tags: BTreeMap<String, String>,
     /// The lifecycle policy of a repository `--create-repository` creates (`false`: none).
     pub lifecycle_policy: Option<crate::lifecycle_policy::LifecycleSetting>,
+    /// Prove before registering that the tasks can start (`--permissions`).
+    pub permissions: Option<bool>,
+    /// Register Secrets Manager references pinned to their current version id (`--pin-secrets`).
+    pub pin_secrets: Option<bool>,
+    /// Let members ECS's model does not know through as warnings (`--allow-unknown-fields`).
+    pub allow_unknown_fields: Option<bool>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
@@ -184,6 +190,10 @@ pub fn merge_release(
     m.gate.traffic.test_urls = or_vec(&args.gate.traffic.test_urls, env.test_url.to_vec());
     m.gate.bake = args.gate.bake.or(env.bake);
     m.gate.timeout = args.gate.timeout.or(env.timeout);
+    // A switch given as a flag stays on; the file can only turn one on.
+    m.permissions = args.permissions || env.permissions == Some(true);
+    m.render.pin_secrets = args.render.pin_secrets || env.pin_secrets == Some(true);
+    m.render.allow_unknown_fields = args.render.allow_unknown_fields || env.allow_unknown_fields == Some(true);
     merge_stages(&mut m, args, env, config);
     let region = region.map(str::to_string).or_else(|| env.region.clone()).or_else(|| config.region.clone());
     (m, region)
@@ -424,5 +434,24 @@ lifecycle-policy = { keep-images = 50 }
             let err = Config::parse(&format!("[environments.prod]\n{bad}\n"), "d.toml").unwrap_err().to_string();
             assert!(err.contains(why), "{bad}: {err}");
         }
+    }
+
+    #[test]
+    fn the_verification_switches_come_from_the_file_or_the_flags() {
+        use clap::Parser;
+        let parse = |toml: &str, extra: &[&str]| {
+            let c = Config::parse(&format!("[environments.prod]\n{toml}\n"), "d.toml").unwrap();
+            let cli = crate::cli::Cli::parse_from([&["deployer", "release"][..], extra].concat());
+            let crate::cli::Command::Release(args) = cli.command else { panic!("release") };
+            let m = merge_release(&args, None, &c.environments["prod"], &c).0;
+            (m.permissions, m.render.pin_secrets, m.render.allow_unknown_fields)
+        };
+        let on = "permissions = true\npin-secrets = true\nallow-unknown-fields = true";
+        let off = "permissions = false\npin-secrets = false\nallow-unknown-fields = false";
+        let flags = ["--permissions", "--pin-secrets", "--allow-unknown-fields"];
+        assert_eq!(parse("", &[]), (false, false, false), "off unless asked");
+        assert_eq!(parse(on, &[]), (true, true, true), "the file turns them on");
+        assert_eq!(parse(off, &flags), (true, true, true), "a flag stays on");
+        assert_eq!(parse("", &["--pin-secrets"]), (false, true, false));
     }
 }
