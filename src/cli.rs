@@ -319,6 +319,10 @@ pub struct DeployArgs {
     /// changed parameters; the report names what changed since the running tasks started.
     #[arg(long, env = "DEPLOYER_FORCE_NEW_DEPLOYMENT")]
     pub force_new_deployment: bool,
+    /// A --task-definition FILE: let members and enum values that ECS's model (as vendored in
+    /// deployer) does not know through, as warnings; wrong types and ranges are still refused.
+    #[arg(long, env = "DEPLOYER_ALLOW_UNKNOWN_FIELDS")]
+    pub allow_unknown_fields: bool,
     #[command(flatten)]
     pub gate: GateArgs,
     #[command(flatten)]

@@ -83,7 +83,7 @@ pub async fn run(args: &DeployArgs, global: &GlobalArgs, printer: &Printer, refr
     let ctx = Context { ecs: &ecs, http: &http, cancel: &cancel };
     let checked = driver::check_all(&ctx, &plan).await?;
     let (task_definition, references) = match &args.task_definition {
-        Some(spec) => (taskdef::task_definition_arn(&session, spec).await?, None),
+        Some(spec) => (taskdef::task_definition_arn(&session, spec, args.allow_unknown_fields).await?, None),
         None => what_runs(&session, &ctx, &plan.cluster, &checked, printer).await?,
     };
     let run = crate::pipeline::deploy(&ctx, &plan, &checked, &task_definition, &printer.runner).await?;
@@ -142,7 +142,7 @@ impl fmt::Display for RollbackResult {
 pub async fn run_rollback(args: &RollbackArgs, global: &GlobalArgs, printer: &Printer) -> Result<Exit> {
     let session = Session::from_default_chain(global).await?;
     let to = match &args.to {
-        Some(spec) => Some(taskdef::task_definition_arn(&session, spec).await?),
+        Some(spec) => Some(taskdef::task_definition_arn(&session, spec, false).await?),
         None => None,
     };
     let (ecs, http, cancel) = (aws_sdk_ecs::Client::new(&session.config), http_client()?, Cancel::default());

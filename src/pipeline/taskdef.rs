@@ -166,11 +166,13 @@ pub async fn register(session: &Session, rendered: &Rendered) -> Result<Register
     Ok(ecs::register(&EcsJson::new(&session.config), &rendered.rendered).await?)
 }
 
-/// A task definition ARN from `--task-definition`: a file is registered, a family or
+/// A task definition ARN from `--task-definition`: a file is checked against ECS's model
+/// (`allow_unknown`: unknown members as warnings) and registered, a family or
 /// family:revision is looked up (so a deploy can match ECS's deployments by ARN).
-pub async fn task_definition_arn(session: &Session, spec: &str) -> Result<String> {
+pub async fn task_definition_arn(session: &Session, spec: &str, allow_unknown: bool) -> Result<String> {
     let client = EcsJson::new(&session.config);
     if let Some(td) = read_file(spec)? {
+        schema::enforce(&td.body, spec, allow_unknown)?;
         return Ok(ecs::register(&client, &td).await?.task_definition_arn);
     }
     Ok(ecs::describe(&client, spec).await?.1.task_definition_arn)

@@ -516,3 +516,34 @@ async fn the_previous_deploys_events_stay_out_of_the_next_report() {
     assert!(!events.iter().any(|e| e.ends_with(&earlier)), "{events:#?}");
     assert!(events.first().is_some_and(|e| e.contains("has started")), "the deploy's first event: {events:#?}");
 }
+
+/// `deploy --task-definition FILE` checks the file against ECS's model before registering it,
+/// as render/verify/register do: a lower-case `healthcheck` (which ECS would drop silently) is
+/// refused with its path and a suggestion, nothing is registered and the service keeps v1.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_task_definition_file_with_a_typo_is_refused_before_it_is_registered() {
+    let app = app(true, true).await;
+    let described = app.ecs.describe_task_definition().task_definition(&app.v1).send().await.unwrap();
+    let td = described.task_definition().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("typo.json");
+    let mut body = json!({
+        "family": app.family,
+        "containerDefinitions": [{"name": "app", "image": app.image, "essential": true,
+            "portMappings": [{"containerPort": 8080}],
+            "environment": [{"name": "SIM_VERSION", "value": "v2"}],
+            "healthcheck": {"command": ["CMD-SHELL", "true"], "interval": 5}}]
+    });
+    if let Some(mode) = td.network_mode() {
+        body["networkMode"] = json!(mode.as_str());
+    }
+    std::fs::write(&file, body.to_string()).unwrap();
+    let before = app.ecs.list_task_definitions().send().await.unwrap().task_definition_arns().len();
+    let (out, json) = run(app.deploy(file.to_str().unwrap(), &[])).await;
+    assert_eq!(out.code, Some(1), "{out}");
+    assert!(out.stderr.contains("did you mean \"healthCheck\""), "{out}");
+    assert_eq!(json["exit-code"], 1, "{json}");
+    let after = app.ecs.list_task_definitions().send().await.unwrap().task_definition_arns().len();
+    assert_eq!(after, before, "nothing may be registered");
+    assert_eq!(app.serving().await, vec!["v1"; 6]);
+}
