@@ -33,11 +33,17 @@ pub enum Error {
     #[error(transparent)]
     Verify(#[from] crate::taskdef::verify::VerifyError),
     #[error(transparent)]
+    Schema(#[from] crate::taskdef::schema::SchemaError),
+    #[error(transparent)]
+    Pin(#[from] crate::taskdef::pins::PinError),
+    #[error(transparent)]
     Params(#[from] crate::params::ParamsError),
     #[error(transparent)]
     Config(#[from] crate::config::ConfigError),
     #[error(transparent)]
     Image(#[from] crate::image::ImageError),
+    #[error(transparent)]
+    RunTask(#[from] crate::runtask::RunTaskError),
     /// A service failed the deploy's checks before anything changed (its name in front).
     #[error(transparent)]
     Deploy(#[from] crate::deploy::driver::ServiceError),
@@ -52,10 +58,12 @@ impl Error {
             | Error::Resolve(_)
             | Error::Ecs(_)
             | Error::Verify(_)
+            | Error::Schema(_)
+            | Error::Pin(_)
             | Error::Params(_)
             | Error::Config(_) => Exit::Failed,
             Error::Deploy(e) if matches!(e.source, crate::deploy::DeployError::Cancelled) => Exit::Cancelled,
-            Error::Image(_) | Error::Deploy(_) => Exit::Failed,
+            Error::Image(_) | Error::RunTask(_) | Error::Deploy(_) => Exit::Failed,
             Error::Input(_) | Error::NotImplemented(_) | Error::Oidc(_) | Error::Auth(_) | Error::Runner(_) => {
                 Exit::Failed
             }

@@ -40,7 +40,11 @@ impl IntoResponse for ApiError {
 pub async fn handle(AxState(sim): AxState<Arc<Sim>>, headers: HeaderMap, body: Bytes) -> Response {
     let target = headers.get("x-amz-target").and_then(|v| v.to_str().ok()).unwrap_or("");
     let op = target.rsplit('.').next().unwrap_or("").to_string();
-    let ctx = sim.request_ctx(headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok())).await;
+    let authorization = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
+    if !sim.credentials_valid(authorization, &op) {
+        return err("ExpiredTokenException", "The security token included in the request is expired").into_response();
+    }
+    let ctx = sim.request_ctx(authorization).await;
     tracing::debug!(op, account = ctx.account, region = ctx.region, "request");
     *sim.lock().calls.entry(op.clone()).or_default() += 1;
     if !sim.throttle().admit(&ctx.account, &ctx.region, &op, std::time::Instant::now()) {
@@ -684,8 +688,11 @@ fn run_task(sim: &Arc<Sim>, ctx: &Ctx, input: &Value) -> R {
             launch_type: s(input, "launchType").unwrap_or("EC2").to_string(),
         };
         if let Some(arn) = tasks::create_task(&mut st, ctx, &cluster_arn, &td_arn, origin) {
-            if let (Some(o), Some(t)) = (input.get("overrides"), st.tasks.get_mut(&arn)) {
-                t.overrides = o.clone();
+            if let Some(t) = st.tasks.get_mut(&arn) {
+                if let Some(o) = input.get("overrides") {
+                    t.overrides = o.clone();
+                }
+                t.run_request = run_request(input);
             }
             actions.push(Action::Launch(arn.clone()));
             arns.push(arn);
@@ -695,6 +702,16 @@ fn run_task(sim: &Arc<Sim>, ctx: &Ctx, input: &Value) -> R {
     drop(st);
     engine::execute(sim, actions);
     Ok(json!({"tasks": tasks, "failures": []}))
+}
+
+/// The parts of a RunTask request a task keeps (everything but its overrides and count).
+fn run_request(input: &Value) -> Value {
+    let mut v = input.clone();
+    if let Some(o) = v.as_object_mut() {
+        o.remove("overrides");
+        o.remove("count");
+    }
+    v
 }
 
 fn sd_view(st: &State, arn: &str) -> Option<Value> {

@@ -3,13 +3,15 @@
 //!
 //! The pieces: `api` speaks the ECS JSON 1.1 protocol, `model` holds the state, `engine` is the
 //! scheduler loop (rolling updates in `rolling`, traffic-shifting strategies in `bluegreen`),
-//! `tasks` supervises task processes, `resolve` resolves secrets and checks images, `proxy`
-//! serves the listeners and `control` the `/_sim/*` endpoints.
+//! `tasks` supervises task processes, `resolve` resolves secrets and checks images, `logs` ships
+//! awslogs output to CloudWatch Logs, `proxy` serves the listeners and `control` the `/_sim/*`
+//! endpoints.
 
 pub mod api;
 pub mod bluegreen;
 pub mod control;
 pub mod engine;
+pub mod logs;
 pub mod model;
 pub mod proxy;
 pub mod resolve;
@@ -49,8 +51,23 @@ pub struct Sim {
     pub listeners: Mutex<HashMap<String, Vec<tokio::task::AbortHandle>>>,
     /// Accounts of access keys moto issued, learned from moto's STS GetCallerIdentity.
     pub key_accounts: Mutex<HashMap<String, String>>,
+    /// Access keys with an expiry (told through `/_sim/credentials`): after it, requests signed
+    /// with them fail with ExpiredTokenException, as ECS answers an expired STS session.
+    pub key_expiry: Mutex<HashMap<String, KeyUse>>,
     /// ECS's per-account API throttling and the log of every call.
     pub throttle: Mutex<throttle::Throttle>,
+}
+
+/// An access key the sim enforces an expiry on, and what it was used for.
+#[derive(Clone, Debug, Default, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct KeyUse {
+    /// Epoch seconds.
+    pub expires_at: f64,
+    /// Accepted requests per operation.
+    pub operations: std::collections::BTreeMap<String, u64>,
+    /// Requests refused because the key had expired.
+    pub rejected: u64,
 }
 
 impl Sim {
@@ -73,6 +90,7 @@ impl Sim {
             pids: Mutex::new(HashSet::new()),
             listeners: Mutex::new(HashMap::new()),
             key_accounts: Mutex::new(HashMap::new()),
+            key_expiry: Mutex::new(HashMap::new()),
         }
     }
 
@@ -123,6 +141,20 @@ impl Sim {
 
     pub fn throttle(&self) -> std::sync::MutexGuard<'_, throttle::Throttle> {
         self.throttle.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Whether a request signed with `authorization` may run `op`: false (and counted) when its
+    /// access key has a known expiry that has passed; accepted requests are counted per key.
+    pub fn credentials_valid(&self, authorization: Option<&str>, op: &str) -> bool {
+        let Some(akid) = util::Ctx::access_key(authorization) else { return true };
+        let mut keys = self.key_expiry.lock().unwrap_or_else(|e| e.into_inner());
+        let Some(k) = keys.get_mut(&akid) else { return true };
+        if util::now_epoch() >= k.expires_at {
+            k.rejected += 1;
+            return false;
+        }
+        *k.operations.entry(op.to_string()).or_default() += 1;
+        true
     }
 
     pub fn lock(&self) -> std::sync::MutexGuard<'_, State> {

@@ -386,6 +386,7 @@ async fn deploy_one<S: Strategy>(
             return run.finish(&ecs);
         }
     };
+    let leaving = watched.deployment_id.clone();
     let mut watcher = fleet.watch(&ecs, ctx.http, watched);
     let mut gate = strategy.gate();
     let end = watch(ctx, &ecs, &mut run, &mut watcher, &mut gate, fate).await;
@@ -399,6 +400,7 @@ async fn deploy_one<S: Strategy>(
     let (cluster, service, urls) = (&plan.cluster, &checked.service, &gate_config.health_urls);
     let settle = Settle::new(&ecs, ctx.http, cluster, service, &previous, urls, plan.gate.timeout, plan.poll)
         .restoring(restore.as_ref())
+        .leaving(leaving.as_deref())
         .watching(fleet);
     settle_end(plan, &mut run, &settle, &watcher, end).await;
     drop(watcher);
@@ -446,11 +448,10 @@ async fn update<S: Strategy>(
     let target = run.report.task_definition_arn.clone();
     run.report.previous_task_definition_arn = view.task_definition.clone();
     let update = strategy.update(&view);
-    let req = UpdateRequest {
-        task_definition: Some(target.clone()),
-        force: view.task_definition == target,
-        configuration: update.configuration,
-    };
+    // The revision already running (`--force-new-deployment`, `refresh`): a new deployment of it.
+    let redeploy = view.task_definition == target;
+    let req =
+        UpdateRequest { task_definition: Some(target.clone()), force: redeploy, configuration: update.configuration };
     let sent_at = now_ms();
     let updated = ecs.update_service_after(Some(turn), &plan.cluster, &service, &req).await?;
     let primary = updated.primary;
@@ -462,6 +463,7 @@ async fn update<S: Strategy>(
         cluster: plan.cluster.clone(),
         service,
         task_definition: target,
+        deployment_id: primary.as_ref().filter(|_| redeploy).map(|d| d.id.clone()),
         since_ms: primary.and_then(|d| d.created_at_ms).unwrap_or(sent_at),
         known_events: view.events.iter().map(|e| e.id.clone()).collect::<HashSet<_>>(),
         service_deployment_arn: updated.service_deployment,
@@ -609,7 +611,8 @@ async fn settle_end(plan: &DeployPlan, run: &mut Run, settle: &Settle<'_>, watch
     run.step(format!("rolling back to {}", short(settle.to)));
     run.report.rollback_started_at_ms = Some(now_ms());
     let sd = watcher.service_deployment_arn.as_deref();
-    let route = settle::route(failure.as_ref(), watcher.last(), sd);
+    let redeploy = run.report.previous_task_definition_arn == target;
+    let route = settle::route(failure.as_ref(), watcher.last(), sd, redeploy);
     let outcome = settle.rollback(route).await;
     if matches!(outcome, Ok((_, Restored::Healthy))) {
         let at = run.at();
@@ -656,12 +659,14 @@ async fn restore_configuration(ecs: &Ecs<'_>, plan: &DeployPlan, run: &mut Run, 
 const ALL_OR_NOTHING: &str = "--all-or-nothing: another service failed";
 
 /// `--all-or-nothing`, for a service that went live: another one failed, so send it back now
-/// (every such service at once; the limiter bounds the calls).
+/// (every such service at once; the limiter bounds the calls). A redeploy of the revision that
+/// was already running has no way back once it is over.
 async fn all_or_nothing(run: &mut Run, settle: &Settle<'_>, fate: &Fate) {
     let first = fate.aborted().unwrap_or_else(|| "another service".into());
     run.step(format!("--all-or-nothing: {first} failed; rolling back to {}", short(settle.to)));
     run.report.rollback_started_at_ms = Some(now_ms());
-    let outcome = settle.rollback(Route::Update).await;
+    let redeploy = run.report.previous_task_definition_arn == run.report.task_definition_arn;
+    let outcome = settle.rollback(if redeploy { Route::NoWayBack } else { Route::Update }).await;
     run.report.failure = Some(ALL_OR_NOTHING.into());
     run.report.final_task_definition_arn = None;
     let line = run.report.record_rollback(outcome, None);

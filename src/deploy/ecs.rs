@@ -394,6 +394,32 @@ impl<'a> Ecs<'a> {
         Ok(arns)
     }
 
+    /// Running and stopped tasks of `service` that run `task_definition` and, when given, were
+    /// started by `started_by` (a deployment's id: a redeploy of the revision already running
+    /// tells its tasks apart by it).
+    pub async fn tasks_of(
+        &self,
+        cluster: &str,
+        service: &str,
+        task_definition: &str,
+        started_by: Option<&str>,
+    ) -> Result<Vec<TaskView>, DeployError> {
+        let mut arns = Vec::new();
+        for stopped in [false, true] {
+            let filter = TaskFilter { service: Some(service.to_string()), stopped, ..TaskFilter::default() };
+            arns.extend(self.list_tasks(cluster, &filter).await?);
+        }
+        let tasks = self.describe_tasks(cluster, &arns).await?;
+        let ours: Vec<TaskView> = tasks
+            .into_iter()
+            .filter(|t| {
+                t.task_definition == task_definition && started_by.is_none_or(|by| t.started_by.as_deref() == Some(by))
+            })
+            .collect();
+        tracing::debug!("{}: {} of {} listed tasks run {}", self.label, ours.len(), arns.len(), short(task_definition));
+        Ok(ours)
+    }
+
     /// Tasks by ARN, 100 per DescribeTasks call.
     pub async fn describe_tasks(&self, cluster: &str, arns: &[String]) -> Result<Vec<TaskView>, DeployError> {
         let chunks: Vec<&[String]> = arns.chunks(TASKS_PER_CALL).collect();

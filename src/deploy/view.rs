@@ -7,9 +7,9 @@ use std::fmt;
 
 use aws_sdk_ecs::primitives::DateTime;
 use aws_sdk_ecs::types::{
-    DeploymentConfiguration, DeploymentControllerType, DeploymentLifecycleHookStatus, DeploymentRolloutState,
-    HealthStatus, LoadBalancer, Service, ServiceDeployment, ServiceDeploymentLifecycleStage, ServiceDeploymentStatus,
-    Task, TaskStopCode,
+    CapacityProviderStrategyItem, DeploymentConfiguration, DeploymentControllerType, DeploymentLifecycleHookStatus,
+    DeploymentRolloutState, HealthStatus, LaunchType, LoadBalancer, NetworkConfiguration, Service, ServiceDeployment,
+    ServiceDeploymentLifecycleStage, ServiceDeploymentStatus, Task, TaskStopCode,
 };
 
 pub fn epoch_ms(t: &DateTime) -> u64 {
@@ -37,6 +37,33 @@ pub struct ServiceView {
     pub deployments: Vec<DeploymentView>,
     /// Newest first, as ECS lists them.
     pub events: Vec<EventView>,
+    /// Where its tasks run (a one-off task of the service gets the same).
+    pub placement: Placement,
+}
+
+/// Where and how a service's tasks run: network configuration, launch type or capacity
+/// provider strategy (RunTask takes one or the other), platform version.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Placement {
+    pub launch_type: Option<LaunchType>,
+    pub capacity_provider_strategy: Vec<CapacityProviderStrategyItem>,
+    pub platform_version: Option<String>,
+    pub network_configuration: Option<NetworkConfiguration>,
+}
+
+impl Placement {
+    pub fn from_sdk(svc: &Service) -> Placement {
+        let strategy = svc.capacity_provider_strategy().to_vec();
+        // A launch type and a capacity provider strategy exclude each other in RunTask.
+        let launch_type =
+            svc.launch_type().filter(|l| strategy.is_empty() && LaunchType::values().contains(&l.as_str())).cloned();
+        Placement {
+            launch_type,
+            capacity_provider_strategy: strategy,
+            platform_version: svc.platform_version().filter(|p| !p.is_empty()).map(str::to_string),
+            network_configuration: svc.network_configuration().cloned(),
+        }
+    }
 }
 
 /// One entry of the service's `deployments[]`.
@@ -95,6 +122,7 @@ impl ServiceView {
                     message: e.message().unwrap_or_default().to_string(),
                 })
                 .collect(),
+            placement: Placement::from_sdk(svc),
         }
     }
 
@@ -233,16 +261,23 @@ pub enum TaskStatus {
 
 impl TaskStatus {
     pub fn parse(s: &str) -> TaskStatus {
-        match s {
-            "PROVISIONING" => TaskStatus::Provisioning,
-            "PENDING" => TaskStatus::Pending,
-            "ACTIVATING" => TaskStatus::Activating,
-            "RUNNING" => TaskStatus::Running,
-            "DEACTIVATING" => TaskStatus::Deactivating,
-            "STOPPING" => TaskStatus::Stopping,
-            "DEPROVISIONING" => TaskStatus::Deprovisioning,
-            "STOPPED" => TaskStatus::Stopped,
-            other => TaskStatus::Other(other.to_string()),
+        use TaskStatus::*;
+        let known = [Provisioning, Pending, Activating, Running, Deactivating, Stopping, Deprovisioning, Stopped];
+        known.into_iter().find(|t| t.as_str() == s).unwrap_or_else(|| Other(s.to_string()))
+    }
+
+    /// ECS's name (`RUNNING`, `STOPPED`, ...).
+    pub fn as_str(&self) -> &str {
+        match self {
+            TaskStatus::Provisioning => "PROVISIONING",
+            TaskStatus::Pending => "PENDING",
+            TaskStatus::Activating => "ACTIVATING",
+            TaskStatus::Running => "RUNNING",
+            TaskStatus::Deactivating => "DEACTIVATING",
+            TaskStatus::Stopping => "STOPPING",
+            TaskStatus::Deprovisioning => "DEPROVISIONING",
+            TaskStatus::Stopped => "STOPPED",
+            TaskStatus::Other(s) => s,
         }
     }
 
@@ -273,9 +308,11 @@ pub struct TaskView {
     pub containers: Vec<ContainerView>,
     /// When ECS began stopping it (epoch ms), for detection-latency figures.
     pub stopping_at_ms: Option<u64>,
-    pub task_definition: String,
-    /// `startedBy`: a service's tasks carry the id of the deployment that started them.
+    /// When its containers started (epoch ms).
+    pub started_at_ms: Option<u64>,
+    /// Who started it: a service deployment's id, or `deployer` for a one-off task.
     pub started_by: Option<String>,
+    pub task_definition: String,
     /// `group`: `service:NAME` for a service's tasks.
     pub group: Option<String>,
 }
@@ -298,8 +335,9 @@ impl TaskView {
                 })
                 .collect(),
             stopping_at_ms: t.stopping_at().or(t.stopped_at()).map(epoch_ms),
-            task_definition: t.task_definition_arn().unwrap_or_default().to_string(),
+            started_at_ms: t.started_at().map(epoch_ms),
             started_by: t.started_by().map(str::to_string),
+            task_definition: t.task_definition_arn().unwrap_or_default().to_string(),
             group: t.group().map(str::to_string),
         }
     }

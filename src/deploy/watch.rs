@@ -14,6 +14,11 @@
 //! back to 2 s when any service saw a change or is urgent). A service that is busy (answering
 //! a hook, rolling back) does not hold the others up: it takes the newest round when it asks.
 //!
+//! Our deployment is the one running the new task definition — except in a redeploy of the
+//! revision already running (`--force-new-deployment`, `refresh`), where the old deployment
+//! runs it too: there ours is the deployment UpdateService created, by its id. Either way its
+//! tasks are those it started (`startedBy`), so an earlier deployment's tasks never count.
+//!
 //! The pure parts: `observation` turns one round's answers into what a gate decides on;
 //! `new_events` picks the events of this deploy; `belongs`, `tasks_to_describe`,
 //! `stopped_listing` and `family_filter` decide which tasks to read. The `Watcher` of a
@@ -41,6 +46,9 @@ pub struct Watched {
     pub cluster: String,
     pub service: String,
     pub task_definition: String,
+    /// Set when the revision was already running (a redeploy): our deployment's id, which
+    /// tells it and its tasks apart from the old deployment of the same revision.
+    pub deployment_id: Option<String>,
     /// Our deployment's creation (ECS's clock, epoch ms): events before it are not ours.
     pub since_ms: u64,
     /// Events the service already had before the update.
@@ -49,11 +57,21 @@ pub struct Watched {
     pub service_deployment_arn: Option<String>,
 }
 
-/// One observation from one round's answers: our deployment (the one running the new task
-/// definition), whether it is still the primary, the service deployment, tasks, probes.
+impl Watched {
+    /// Is `d` the deployment this watch follows?
+    pub fn is_ours(&self, d: &DeploymentView) -> bool {
+        match &self.deployment_id {
+            Some(id) => d.id == *id,
+            None => d.task_definition == self.task_definition,
+        }
+    }
+}
+
+/// One observation from one round's answers: our deployment (`Watched::is_ours`), whether it
+/// is still the primary, the service deployment, tasks, probes.
 pub fn observation(
     view: &ServiceView,
-    task_definition: &str,
+    watched: &Watched,
     service_deployment: Option<ServiceDeploymentView>,
     tasks: Vec<TaskView>,
     probes: Vec<Probe>,
@@ -61,8 +79,8 @@ pub fn observation(
 ) -> Observation {
     Observation {
         elapsed,
-        deployment: view.deployments.iter().find(|d| d.task_definition == task_definition).cloned(),
-        primary_is_ours: view.primary().is_some_and(|d| d.task_definition == task_definition),
+        deployment: view.deployments.iter().find(|d| watched.is_ours(d)).cloned(),
+        primary_is_ours: view.primary().is_some_and(|d| watched.is_ours(d)),
         service_deployment,
         tasks,
         probes,
@@ -143,13 +161,27 @@ pub fn family_filter(keys: &[TaskKey]) -> Option<String> {
     }
 }
 
-/// The deployment running `task_definition` that this deploy started: created at or after
-/// `since_ms` (a second of slack), else the newest one running it.
-pub fn our_deployment<'v>(view: &'v ServiceView, task_definition: &str, since_ms: u64) -> Option<&'v DeploymentView> {
+/// The deployment this deploy started: the one with `target`'s id when known (a redeploy),
+/// else the one running its task definition created at or after its `since_ms` (a second of
+/// slack), else the newest one running it.
+pub fn our_deployment<'v>(view: &'v ServiceView, target: &Target) -> Option<&'v DeploymentView> {
+    if let Some(id) = &target.deployment_id {
+        return view.deployments.iter().find(|d| d.id == *id);
+    }
+    let (task_definition, since_ms) = (&target.task_definition, target.since_ms);
     let mut ours: Vec<&DeploymentView> =
-        view.deployments.iter().filter(|d| d.task_definition == task_definition).collect();
+        view.deployments.iter().filter(|d| d.task_definition == *task_definition).collect();
     ours.sort_by_key(|d| std::cmp::Reverse(d.created_at_ms));
     ours.iter().find(|d| d.created_at_ms.is_some_and(|c| c + 1000 >= since_ms)).or(ours.first()).copied()
+}
+
+/// The deployment a watch follows, as the rounds need it to find its tasks.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Target {
+    pub task_definition: String,
+    pub since_ms: u64,
+    /// A redeploy's own deployment id.
+    pub deployment_id: Option<String>,
 }
 
 /// What a service wants from each round.
@@ -157,8 +189,8 @@ pub fn our_deployment<'v>(view: &'v ServiceView, task_definition: &str, since_ms
 struct Interest {
     service: String,
     service_deployment: Option<String>,
-    /// The new revision and where the deploy began: its tasks are read too. `None`: the view only.
-    tasks: Option<(String, u64)>,
+    /// The deployment whose tasks are read too. `None`: the view only.
+    tasks: Option<Target>,
 }
 
 /// What one round read for one service.
@@ -355,12 +387,12 @@ impl<'a> Fleet<'a> {
         let mut keys: BTreeMap<u64, (TaskKey, Option<DeploymentView>)> = BTreeMap::new();
         if let Ok(views) = &views {
             for (id, i) in &members {
-                let (Some((td, since)), Some(Ok(view))) = (&i.tasks, views.get(&i.service)) else { continue };
-                let ours = our_deployment(view, td, *since).cloned();
+                let (Some(target), Some(Ok(view))) = (&i.tasks, views.get(&i.service)) else { continue };
+                let ours = our_deployment(view, target).cloned();
                 let key = TaskKey {
                     service: i.service.clone(),
-                    task_definition: td.clone(),
-                    deployment_id: ours.as_ref().map(|d| d.id.clone()),
+                    task_definition: target.task_definition.clone(),
+                    deployment_id: ours.as_ref().map(|d| d.id.clone()).or(target.deployment_id.clone()),
                 };
                 keys.insert(*id, (key, ours));
             }
@@ -463,7 +495,11 @@ impl<'a> Fleet<'a> {
         let interest = Interest {
             service: watched.service.clone(),
             service_deployment: watched.service_deployment_arn.clone(),
-            tasks: Some((watched.task_definition.clone(), watched.since_ms)),
+            tasks: Some(Target {
+                task_definition: watched.task_definition.clone(),
+                since_ms: watched.since_ms,
+                deployment_id: watched.deployment_id.clone(),
+            }),
         };
         let (id, round) = self.join(interest);
         Watcher {
@@ -597,23 +633,21 @@ impl Watcher<'_, '_> {
             self.taken.insert(e.id.clone());
             self.events.push(e.message.clone());
         }
-        let ours = our_deployment(&seen.view, &self.watched.task_definition, self.watched.since_ms);
+        let w = &self.watched;
+        let target = Target {
+            task_definition: w.task_definition.clone(),
+            since_ms: w.since_ms,
+            deployment_id: w.deployment_id.clone(),
+        };
+        let ours = our_deployment(&seen.view, &target);
         self.key = Some(TaskKey {
             service: service.clone(),
-            task_definition: self.watched.task_definition.clone(),
-            deployment_id: ours.map(|d| d.id.clone()),
+            task_definition: w.task_definition.clone(),
+            deployment_id: ours.map(|d| d.id.clone()).or(w.deployment_id.clone()),
         });
         self.record_stopped(&seen.tasks);
         let probes = probe_all(self.http, probe_urls).await;
-        let w = &self.watched;
-        Ok(observation(
-            &seen.view,
-            &w.task_definition,
-            seen.service_deployment,
-            seen.tasks,
-            probes,
-            self.started.elapsed(),
-        ))
+        Ok(observation(&seen.view, &self.watched, seen.service_deployment, seen.tasks, probes, self.started.elapsed()))
     }
 
     /// Ask for the next round at the base interval (something changed, or a failure streak
@@ -681,6 +715,7 @@ mod tests {
             cluster: "c".into(),
             service: "web".into(),
             task_definition: "td:2".into(),
+            deployment_id: None,
             since_ms: 10_000,
             known_events: HashSet::from(["same-ms".to_string(), "steady".to_string()]),
             service_deployment_arn: None,
@@ -699,12 +734,33 @@ mod tests {
             primary,
             ..Default::default()
         };
+        let watching = |td: &str, deployment_id: Option<&str>| Watched {
+            cluster: "c".into(),
+            service: "web".into(),
+            task_definition: td.into(),
+            deployment_id: deployment_id.map(str::to_string),
+            since_ms: 0,
+            known_events: HashSet::new(),
+            service_deployment_arn: None,
+        };
         let view =
             ServiceView { deployments: vec![d("new", "td:2", true), d("old", "td:1", false)], ..Default::default() };
-        let o = observation(&view, "td:2", None, vec![], vec![], Duration::from_secs(1));
+        let o = observation(&view, &watching("td:2", None), None, vec![], vec![], Duration::from_secs(1));
         assert!(o.primary_is_ours && o.deployment.is_some_and(|d| d.id == "new"));
-        let o = observation(&view, "td:1", None, vec![], vec![], Duration::ZERO);
+        let o = observation(&view, &watching("td:1", None), None, vec![], vec![], Duration::ZERO);
         assert!(!o.primary_is_ours);
+        // A redeploy of td:1: the old deployment runs it too (listed first here); ours is ours
+        // by id, primary or not.
+        let redeploy =
+            ServiceView { deployments: vec![d("old", "td:1", false), d("new", "td:1", true)], ..Default::default() };
+        let o = observation(&redeploy, &watching("td:1", Some("new")), None, vec![], vec![], Duration::ZERO);
+        assert!(o.primary_is_ours && o.deployment.is_some_and(|d| d.id == "new"));
+        let o = observation(&redeploy, &watching("td:1", None), None, vec![], vec![], Duration::ZERO);
+        assert!(o.deployment.is_some_and(|d| d.id == "old"), "by revision alone the old one is found first");
+        let rolled_back =
+            ServiceView { deployments: vec![d("old", "td:1", true), d("new", "td:1", false)], ..Default::default() };
+        let o = observation(&rolled_back, &watching("td:1", Some("new")), None, vec![], vec![], Duration::ZERO);
+        assert!(!o.primary_is_ours, "the old deployment is primary again");
     }
 
     fn task(arn: &str, status: &str, health: Option<HealthStatus>, by: &str, td: &str) -> TaskView {
@@ -801,13 +857,19 @@ mod tests {
             created_at_ms: Some(at),
             ..Default::default()
         };
+        let t = |td: &str, since_ms: u64, id: Option<&str>| Target {
+            task_definition: td.into(),
+            since_ms,
+            deployment_id: id.map(str::to_string),
+        };
         // A forced redeploy of the same revision: two deployments run it.
         let view = ServiceView {
             deployments: vec![d("ecs-svc/2", "td:2", 50_000), d("ecs-svc/1", "td:2", 10_000)],
             ..Default::default()
         };
-        assert_eq!(our_deployment(&view, "td:2", 49_500).map(|d| d.id.as_str()), Some("ecs-svc/2"));
-        assert_eq!(our_deployment(&view, "td:2", 90_000).map(|d| d.id.as_str()), Some("ecs-svc/2"), "newest");
-        assert!(our_deployment(&view, "td:3", 0).is_none());
+        assert_eq!(our_deployment(&view, &t("td:2", 49_500, None)).map(|d| d.id.as_str()), Some("ecs-svc/2"));
+        assert_eq!(our_deployment(&view, &t("td:2", 90_000, None)).map(|d| d.id.as_str()), Some("ecs-svc/2"), "newest");
+        assert_eq!(our_deployment(&view, &t("td:2", 0, Some("ecs-svc/1"))).map(|d| d.id.as_str()), Some("ecs-svc/1"));
+        assert!(our_deployment(&view, &t("td:3", 0, None)).is_none());
     }
 }

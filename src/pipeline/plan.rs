@@ -7,6 +7,7 @@ use crate::cli::RenderArgs;
 use crate::deploy::plan::DeployPlan;
 use crate::image::ecr::CreateOptions;
 use crate::image::source::Cache;
+use crate::runtask::TaskSpec;
 
 /// `push`: a built image into ECR.
 #[derive(Debug, Clone)]
@@ -29,6 +30,8 @@ pub struct PromoteRequest {
     pub from: String,
     pub from_registry: Option<String>,
     pub from_role_arn: Option<String>,
+    /// Where the source ECR registry's HTTP goes instead of its own host.
+    pub from_registry_endpoint: Option<String>,
     /// The session name when `from_role_arn` is assumed.
     pub session_name: String,
     pub repository: String,
@@ -55,6 +58,19 @@ pub struct TaskDefPlan {
     pub render: RenderArgs,
     /// Where registry HTTP goes to check image digests (instead of ECR's API).
     pub registry_endpoint: Option<String>,
+    /// Verification also runs the preflight that the tasks can start (`--permissions`).
+    pub permissions: bool,
+    /// Tags of the registered revision (app, environment, git-sha, run-url, the user's).
+    pub tags: Vec<(String, String)>,
+}
+
+/// Housekeeping after every service deployed successfully.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AfterDeployPlan {
+    /// Point the family's scheduled tasks on the cluster at the new revision.
+    pub update_scheduled_tasks: bool,
+    /// Deregister unused ACTIVE revisions beyond the newest N.
+    pub keep_revisions: Option<u32>,
 }
 
 /// Recording the release as a GitHub Deployment (best effort).
@@ -76,6 +92,9 @@ pub struct ReleasePlan {
     /// Services with a template or container of their own (deployer.toml): each gets the
     /// revision rendered from its own plan (services sharing one share the revision).
     pub service_taskdefs: std::collections::BTreeMap<String, TaskDefPlan>,
+    /// A one-off task of the new revision (migrations) after register, before the deploy.
+    pub pre_deploy: Option<TaskSpec>,
     pub deploy: DeployPlan,
+    pub after: AfterDeployPlan,
     pub github: GithubPlan,
 }

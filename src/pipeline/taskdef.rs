@@ -1,7 +1,9 @@
 //! The task-definition stage: load the template (a JSON file, a registered revision, or the
-//! service's current definition), expand secret references, render; then diff it against
-//! what runs, verify every reference it needs (metadata only), and register it. Flags are
-//! checked before any network call.
+//! service's current definition), expand secret references, render, check it against ECS's
+//! model (and pin secrets with `--pin-secrets`), add the plan's resource tags; then diff it
+//! against what runs, verify every reference it needs (metadata only; with `--permissions`,
+//! that the tasks can start), and
+//! register it. Flags are checked before any network call.
 
 use super::Session;
 use super::plan::TaskDefPlan;
@@ -14,6 +16,7 @@ use crate::taskdef::render::{RenderRequest, parse_image, parse_pair, render};
 use crate::taskdef::resolve::{Scope, resolve};
 use crate::taskdef::template::TaskDefinition;
 use crate::taskdef::verify::{self, Checked, Context};
+use crate::taskdef::{pins, schema};
 
 /// A rendered task definition and where it came from.
 pub struct Rendered {
@@ -63,7 +66,15 @@ pub async fn prepare(session: &Session, plan: &TaskDefPlan) -> Result<Rendered> 
         secrets,
         exclusive_env: plan.render.exclusive_env,
     };
-    let rendered = render(&template, &request)?;
+    let mut rendered = render(&template, &request)?;
+    schema::enforce(&rendered.body, &template_label, plan.render.allow_unknown_fields)?;
+    if plan.render.pin_secrets {
+        let (pinned, n) = pins::pin_secrets(&session.config, &rendered).await?;
+        tracing::info!("pinned {n} Secrets Manager reference(s) to their current version id");
+        rendered = pinned;
+    }
+    // The plan's tags over the template's of the same key, so the diff shows what registers.
+    crate::tags::apply_to_taskdef(&mut rendered.body, &plan.tags);
     // Name the container of each --image for verification messages.
     let names = rendered.container_names();
     let images = request
@@ -146,6 +157,7 @@ pub async fn verify_rendered(session: &Session, plan: &TaskDefPlan, rendered: &R
         region: &session.region,
         registry_endpoint: plan.registry_endpoint.as_deref(),
         http: &http,
+        permissions: plan.permissions,
     };
     Ok(verify::verify(&ctx, &rendered.rendered, &rendered.images).await?)
 }
@@ -154,11 +166,13 @@ pub async fn register(session: &Session, rendered: &Rendered) -> Result<Register
     Ok(ecs::register(&EcsJson::new(&session.config), &rendered.rendered).await?)
 }
 
-/// A task definition ARN from `--task-definition`: a file is registered, a family or
+/// A task definition ARN from `--task-definition`: a file is checked against ECS's model
+/// (`allow_unknown`: unknown members as warnings) and registered, a family or
 /// family:revision is looked up (so a deploy can match ECS's deployments by ARN).
-pub async fn task_definition_arn(session: &Session, spec: &str) -> Result<String> {
+pub async fn task_definition_arn(session: &Session, spec: &str, allow_unknown: bool) -> Result<String> {
     let client = EcsJson::new(&session.config);
     if let Some(td) = read_file(spec)? {
+        schema::enforce(&td.body, spec, allow_unknown)?;
         return Ok(ecs::register(&client, &td).await?.task_definition_arn);
     }
     Ok(ecs::describe(&client, spec).await?.1.task_definition_arn)

@@ -4,10 +4,12 @@
 
 #![allow(dead_code)]
 
+pub mod iam;
 pub mod load;
 pub mod oidc;
 pub mod registry_proxy;
 pub mod stack;
+pub mod sts_proxy;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -170,6 +172,26 @@ pub fn deployer_process(account: &str) -> std::process::Command {
         .env("DEPLOYER_RETRY_BASE_MS", "20")
         .env("NO_COLOR", "1");
     cmd
+}
+
+/// Start `template` (its program, arguments and environment) as a child whose output is
+/// captured, for a run the test signals.
+pub fn spawn(template: &assert_cmd::Command) -> std::process::Child {
+    let mut cmd = std::process::Command::new(template.get_program());
+    for (k, v) in template.get_envs() {
+        match v {
+            Some(v) => cmd.env(k, v),
+            None => cmd.env_remove(k),
+        };
+    }
+    cmd.args(template.get_args()).stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped());
+    cmd.spawn().expect("spawn deployer")
+}
+
+/// SIGTERM to a child, as a runner cancelling the job sends it.
+pub fn sigterm(child: &std::process::Child) {
+    let status = std::process::Command::new("kill").args(["-TERM", &child.id().to_string()]).status().expect("kill");
+    assert!(status.success());
 }
 
 /// Everything a run printed, for "this never appears" assertions.
