@@ -194,16 +194,16 @@ pub async fn run(plan: ReleasePlan, runner: &Runner, cancel: &Cancel, mut laps: 
     let taskdef = with_image(taskdef);
     let registered = render_verify_register(&session, &taskdef, runner, &mut laps, true).await?;
     // Services with their own template or container: one revision per distinct pair.
-    let mut own_revisions: Vec<((Option<String>, Option<String>), String)> = Vec::new();
+    let mut own_revisions: std::collections::BTreeMap<(Option<String>, Option<String>), String> = Default::default();
     for c in checked.iter_mut() {
         let Some(own) = service_taskdefs.get(&c.service) else { continue };
         let key = (own.task_definition.clone(), own.render.container.clone());
-        let arn = match own_revisions.iter().find(|(k, _)| *k == key) {
-            Some((_, arn)) => arn.clone(),
+        let arn = match own_revisions.get(&key) {
+            Some(arn) => arn.clone(),
             None => {
                 let (arn, _) =
                     render_verify_register(&session, &with_image(own.clone()), runner, &mut laps, false).await?;
-                own_revisions.push((key, arn.clone()));
+                own_revisions.insert(key, arn.clone());
                 arn
             }
         };

@@ -151,7 +151,7 @@ async fn inject(f: &Fleet, fault: Value) {
     assert!(resp.status().is_success(), "{fault}");
 }
 
-fn by_service<'j>(json: &'j Value) -> BTreeMap<&'j str, &'j Value> {
+fn by_service(json: &Value) -> BTreeMap<&str, &Value> {
     json["services"]
         .as_array()
         .map(|a| a.iter().map(|s| (s["service"].as_str().unwrap_or("?"), s)).collect())
