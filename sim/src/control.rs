@@ -29,6 +29,12 @@ pub fn router(sim: Arc<Sim>) -> axum::Router {
         .with_state(sim)
 }
 
+/// A control request's JSON body, or the 400 that says why it is not one.
+fn parse<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, Response> {
+    serde_json::from_slice(body)
+        .map_err(|e| (StatusCode::BAD_REQUEST, Json(json!({"error": e.to_string()}))).into_response())
+}
+
 async fn services(AxState(sim): AxState<Arc<Sim>>) -> Json<Value> {
     let st = sim.lock();
     let v: Vec<Value> = st
@@ -97,9 +103,9 @@ fn one() -> u64 {
 }
 
 async fn add_fault(AxState(sim): AxState<Arc<Sim>>, body: axum::body::Bytes) -> Response {
-    let f: FaultIn = match serde_json::from_slice(&body) {
+    let f: FaultIn = match parse(&body) {
         Ok(f) => f,
-        Err(e) => return (StatusCode::BAD_REQUEST, Json(json!({"error": e.to_string()}))).into_response(),
+        Err(refused) => return refused,
     };
     let message = f.message.unwrap_or_else(|| {
         if f.error == "ThrottlingException" { "Rate exceeded".into() } else { format!("injected {}", f.error) }
@@ -159,9 +165,9 @@ struct LimitIn {
 
 /// `{"enabled": true}`: enforce ECS's throttling from now on, every bucket full.
 async fn set_throttle(AxState(sim): AxState<Arc<Sim>>, body: axum::body::Bytes) -> Response {
-    let t: ThrottleIn = match serde_json::from_slice(&body) {
+    let t: ThrottleIn = match parse(&body) {
         Ok(t) => t,
-        Err(e) => return (StatusCode::BAD_REQUEST, Json(json!({"error": e.to_string()}))).into_response(),
+        Err(refused) => return refused,
     };
     let limits = t.limits.map(|l| {
         l.into_iter()
@@ -186,9 +192,9 @@ struct CredentialsIn {
 }
 
 async fn add_credentials(AxState(sim): AxState<Arc<Sim>>, body: axum::body::Bytes) -> Response {
-    let c: CredentialsIn = match serde_json::from_slice(&body) {
+    let c: CredentialsIn = match parse(&body) {
         Ok(c) => c,
-        Err(e) => return (StatusCode::BAD_REQUEST, Json(json!({"error": e.to_string()}))).into_response(),
+        Err(refused) => return refused,
     };
     let mut keys = sim.key_expiry.lock().unwrap_or_else(|e| e.into_inner());
     keys.entry(c.access_key_id).or_default().expires_at = c.expires_at;

@@ -231,6 +231,16 @@ impl<'a> Ecs<'a> {
         }
     }
 
+    /// `read` over `items` in batches of `size`, a few batches in flight at once, answers in
+    /// the batches' order.
+    async fn batched<'x, T, R, F, Fut>(&self, items: &'x [T], size: usize, read: F) -> Vec<Result<R, DeployError>>
+    where
+        F: Fn(&'x [T]) -> Fut,
+        Fut: Future<Output = Result<R, DeployError>>,
+    {
+        futures_util::stream::iter(items.chunks(size)).map(read).buffered(BATCHES_IN_FLIGHT).collect().await
+    }
+
     /// One service (a batch of one).
     pub async fn describe_service(&self, cluster: &str, service: &str) -> Result<ServiceView, DeployError> {
         let mut found = self.describe_services(cluster, &[service.to_string()]).await?;
@@ -244,16 +254,12 @@ impl<'a> Ecs<'a> {
         cluster: &str,
         services: &[String],
     ) -> Result<BTreeMap<String, Result<ServiceView, DeployError>>, DeployError> {
-        let chunks: Vec<&[String]> = services.chunks(SERVICES_PER_CALL).collect();
-        let answers = futures_util::stream::iter(chunks)
-            .map(|chunk| async move {
-                self.call("DescribeServices", || {
+        let answers = self
+            .batched(services, SERVICES_PER_CALL, |chunk| {
+                self.call("DescribeServices", move || {
                     self.client.describe_services().cluster(cluster).set_services(Some(chunk.to_vec())).send()
                 })
-                .await
             })
-            .buffered(BATCHES_IN_FLIGHT)
-            .collect::<Vec<_>>()
             .await;
         let mut out = BTreeMap::new();
         for answer in answers {
@@ -344,16 +350,12 @@ impl<'a> Ecs<'a> {
         &self,
         arns: &[String],
     ) -> Result<BTreeMap<String, ServiceDeploymentView>, DeployError> {
-        let chunks: Vec<&[String]> = arns.chunks(SERVICE_DEPLOYMENTS_PER_CALL).collect();
-        let answers = futures_util::stream::iter(chunks)
-            .map(|chunk| async move {
-                self.call("DescribeServiceDeployments", || {
+        let answers = self
+            .batched(arns, SERVICE_DEPLOYMENTS_PER_CALL, |chunk| {
+                self.call("DescribeServiceDeployments", move || {
                     self.client.describe_service_deployments().set_service_deployment_arns(Some(chunk.to_vec())).send()
                 })
-                .await
             })
-            .buffered(BATCHES_IN_FLIGHT)
-            .collect::<Vec<_>>()
             .await;
         let mut out = BTreeMap::new();
         for answer in answers {
@@ -422,16 +424,12 @@ impl<'a> Ecs<'a> {
 
     /// Tasks by ARN, 100 per DescribeTasks call.
     pub async fn describe_tasks(&self, cluster: &str, arns: &[String]) -> Result<Vec<TaskView>, DeployError> {
-        let chunks: Vec<&[String]> = arns.chunks(TASKS_PER_CALL).collect();
-        let answers = futures_util::stream::iter(chunks)
-            .map(|chunk| async move {
-                self.call("DescribeTasks", || {
+        let answers = self
+            .batched(arns, TASKS_PER_CALL, |chunk| {
+                self.call("DescribeTasks", move || {
                     self.client.describe_tasks().cluster(cluster).set_tasks(Some(chunk.to_vec())).send()
                 })
-                .await
             })
-            .buffered(BATCHES_IN_FLIGHT)
-            .collect::<Vec<_>>()
             .await;
         let mut tasks = Vec::new();
         for answer in answers {
