@@ -30,9 +30,9 @@ pub fn router(sim: Arc<Sim>) -> axum::Router {
 }
 
 /// A control request's JSON body, or the 400 that says why it is not one.
-fn parse<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, Response> {
+fn parse<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, Box<Response>> {
     serde_json::from_slice(body)
-        .map_err(|e| (StatusCode::BAD_REQUEST, Json(json!({"error": e.to_string()}))).into_response())
+        .map_err(|e| Box::new((StatusCode::BAD_REQUEST, Json(json!({"error": e.to_string()}))).into_response()))
 }
 
 async fn services(AxState(sim): AxState<Arc<Sim>>) -> Json<Value> {
@@ -105,7 +105,7 @@ fn one() -> u64 {
 async fn add_fault(AxState(sim): AxState<Arc<Sim>>, body: axum::body::Bytes) -> Response {
     let f: FaultIn = match parse(&body) {
         Ok(f) => f,
-        Err(refused) => return refused,
+        Err(refused) => return *refused,
     };
     let message = f.message.unwrap_or_else(|| {
         if f.error == "ThrottlingException" { "Rate exceeded".into() } else { format!("injected {}", f.error) }
@@ -167,7 +167,7 @@ struct LimitIn {
 async fn set_throttle(AxState(sim): AxState<Arc<Sim>>, body: axum::body::Bytes) -> Response {
     let t: ThrottleIn = match parse(&body) {
         Ok(t) => t,
-        Err(refused) => return refused,
+        Err(refused) => return *refused,
     };
     let limits = t.limits.map(|l| {
         l.into_iter()
@@ -194,7 +194,7 @@ struct CredentialsIn {
 async fn add_credentials(AxState(sim): AxState<Arc<Sim>>, body: axum::body::Bytes) -> Response {
     let c: CredentialsIn = match parse(&body) {
         Ok(c) => c,
-        Err(refused) => return refused,
+        Err(refused) => return *refused,
     };
     let mut keys = sim.key_expiry.lock().unwrap_or_else(|e| e.into_inner());
     keys.entry(c.access_key_id).or_default().expires_at = c.expires_at;
