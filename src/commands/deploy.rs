@@ -21,7 +21,8 @@ pub async fn run(args: &DeployArgs, global: &GlobalArgs, printer: &Printer) -> R
     let plan = deploy_plan(&args.cluster, &args.services, &args.gate)?;
     let session = Session::from_default_chain(global).await?;
     let (ecs, http, cancel) = (aws_sdk_ecs::Client::new(&session.config), http_client()?, Cancel::on_signals());
-    let ctx = Context { ecs: &ecs, http: &http, cancel: &cancel };
+    let codedeploy = aws_sdk_codedeploy::Client::new(&session.config);
+    let ctx = Context { ecs: &ecs, codedeploy: &codedeploy, http: &http, cancel: &cancel };
     let checked = driver::check_all(&ctx, &plan).await?;
     let task_definition = taskdef::task_definition_arn(&session, &args.task_definition).await?;
     let run = crate::pipeline::deploy(&ctx, &plan, &checked, &task_definition, &printer.runner).await?;
@@ -56,7 +57,8 @@ pub async fn run_rollback(args: &RollbackArgs, global: &GlobalArgs, printer: &Pr
         None => None,
     };
     let (ecs, http, cancel) = (aws_sdk_ecs::Client::new(&session.config), http_client()?, Cancel::default());
-    let ctx = Context { ecs: &ecs, http: &http, cancel: &cancel };
+    let codedeploy = aws_sdk_codedeploy::Client::new(&session.config);
+    let ctx = Context { ecs: &ecs, codedeploy: &codedeploy, http: &http, cancel: &cancel };
     let (from, to, restored) = driver::roll_back(&ctx, &args.cluster, &args.service, to, poll_from_env())
         .await
         .map_err(|source| ServiceError { service: args.service.clone(), source })?;

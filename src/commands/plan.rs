@@ -11,7 +11,7 @@ use aws_config::SdkConfig;
 use crate::aws::auth::{self, AuthRequest, Source};
 use crate::aws::clients::{self, BaseCredentials};
 use crate::cli::{AuthArgs, GateArgs, ImageTargetArgs, PromoteSourceArgs, TaskDefArgs, UploadArgs};
-use crate::deploy::plan::{DeployPlan, GateConfig, Poll, ShiftSettings, minutes};
+use crate::deploy::plan::{CodeDeploySettings, DeployPlan, GateConfig, Poll, ShiftSettings, minutes};
 use crate::error::{Error, Result};
 use crate::github::oidc::{OidcError, TokenEndpoint};
 use crate::image::ecr::CreateOptions;
@@ -88,6 +88,17 @@ pub fn shift_settings(gate: &GateArgs) -> ShiftSettings {
     }
 }
 
+/// The CodeDeploy settings of `gate` (services under the CODE_DEPLOY controller).
+pub fn codedeploy_settings(gate: &GateArgs) -> CodeDeploySettings {
+    let c = &gate.codedeploy;
+    CodeDeploySettings {
+        application: c.codedeploy_application.clone(),
+        deployment_group: c.codedeploy_deployment_group.clone(),
+        deployment_config: c.codedeploy_deployment_config.clone(),
+        wait_for_termination: c.codedeploy_wait_for_termination,
+    }
+}
+
 /// The deploy plan of `gate` for `services` of `cluster`; bad values are usage errors.
 pub fn deploy_plan(cluster: &str, services: &[String], gate: &GateArgs) -> Result<DeployPlan> {
     let t = &gate.traffic;
@@ -104,6 +115,7 @@ pub fn deploy_plan(cluster: &str, services: &[String], gate: &GateArgs) -> Resul
             test_urls: t.test_urls.clone(),
         },
         shift: shift_settings(gate),
+        codedeploy: codedeploy_settings(gate),
         no_rollback: gate.no_rollback,
         all_or_nothing: gate.all_or_nothing,
         poll: poll_from_env(),

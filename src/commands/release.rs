@@ -91,6 +91,7 @@ pub fn check_local_inputs(m: &ReleaseArgs, region: Option<&str>) -> Result<()> {
         });
     }
     note(plan::shift_settings(&m.gate).validate());
+    note(plan::codedeploy_settings(&m.gate).validate());
     note(plan::auth_request(&m.auth, region.map(str::to_string)).map(drop).map_err(|e| e.to_string()));
     match problems.as_slice() {
         [] => Ok(()),

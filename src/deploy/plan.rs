@@ -1,7 +1,9 @@
 //! What a deploy is asked to do, as plain data built once at the edge (flags, deployer.toml):
-//! the strategy, the gate's settings, the traffic-shift settings, and how often to poll.
-//! `Strategy` is the one type the CLI (`--strategy`), deployer.toml (`strategy = "..."`) and
-//! the JSON report (`"strategy": "BLUE_GREEN"`, ECS's own name) all use.
+//! the strategy, the gate's settings, the traffic-shift settings, the CodeDeploy settings, and
+//! how often to poll. `Strategy` is the one type the CLI (`--strategy`), deployer.toml
+//! (`strategy = "..."`) and the JSON report (`"strategy": "BLUE_GREEN"`, ECS's own name) all
+//! use; its `CodeDeploy` value is never given: a service under the CODE_DEPLOY deployment
+//! controller is deployed through CodeDeploy whatever `--strategy` says.
 
 use std::fmt;
 use std::time::Duration;
@@ -23,6 +25,11 @@ pub enum Strategy {
     Canary,
     /// ECS LINEAR: production in equal steps.
     Linear,
+    /// A CodeDeploy blue/green deployment: chosen from the service's CODE_DEPLOY deployment
+    /// controller, never by flag or file.
+    #[value(skip)]
+    #[serde(skip_deserializing)]
+    CodeDeploy,
 }
 
 impl Strategy {
@@ -33,6 +40,18 @@ impl Strategy {
             Strategy::BlueGreen => "blue-green",
             Strategy::Canary => "canary",
             Strategy::Linear => "linear",
+            Strategy::CodeDeploy => "code-deploy",
+        }
+    }
+
+    /// The name reports use: ECS's (`BLUE_GREEN`, ...), or `CODE_DEPLOY`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Strategy::Rolling => "ROLLING",
+            Strategy::BlueGreen => "BLUE_GREEN",
+            Strategy::Canary => "CANARY",
+            Strategy::Linear => "LINEAR",
+            Strategy::CodeDeploy => "CODE_DEPLOY",
         }
     }
 
@@ -43,6 +62,8 @@ impl Strategy {
             Strategy::BlueGreen => DeploymentStrategy::BlueGreen,
             Strategy::Canary => DeploymentStrategy::Canary,
             Strategy::Linear => DeploymentStrategy::Linear,
+            // CodeDeploy's ECS deployments are blue/green (its config shapes the traffic).
+            Strategy::CodeDeploy => DeploymentStrategy::BlueGreen,
         }
     }
 
@@ -122,6 +143,39 @@ impl ShiftSettings {
     }
 }
 
+/// Services under the CODE_DEPLOY deployment controller: the CodeDeploy application and
+/// deployment group (found from the service when not given, as ecspresso does), the deployment
+/// configuration (the group's when not given), and whether to wait for the termination wait.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CodeDeploySettings {
+    pub application: Option<String>,
+    pub deployment_group: Option<String>,
+    /// `deploymentConfigName` of CreateDeployment, e.g. CodeDeployDefault.ECSCanary10Percent5Minutes.
+    pub deployment_config: Option<String>,
+    /// Wait until CodeDeploy deletes the original task set (its termination wait), gating
+    /// production all along, instead of reporting the wait and exiting once the gate passed.
+    pub wait_for_termination: bool,
+}
+
+impl CodeDeploySettings {
+    /// CodeDeploy's names: 1 to 100 characters, none of them a control character.
+    pub fn validate(&self) -> Result<(), String> {
+        for (flag, name) in [
+            ("--codedeploy-application", &self.application),
+            ("--codedeploy-deployment-group", &self.deployment_group),
+            ("--codedeploy-deployment-config", &self.deployment_config),
+        ] {
+            let Some(name) = name else { continue };
+            if name.is_empty() || name.chars().count() > 100 || name.chars().any(char::is_control) {
+                return Err(format!(
+                    "{flag} {name:?}: CodeDeploy names are 1 to 100 characters without control characters; pass the name as the CodeDeploy console shows it"
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
 /// The adaptive poll interval's bounds: 2 s growing to 10 s unless the edge says otherwise
 /// (`DEPLOYER_POLL_MS` / `DEPLOYER_POLL_MAX_MS`: tests against a fast sim, the bench).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -173,6 +227,8 @@ pub struct DeployPlan {
     pub strategy: Strategy,
     pub gate: GateConfig,
     pub shift: ShiftSettings,
+    /// For services under the CODE_DEPLOY controller.
+    pub codedeploy: CodeDeploySettings,
     /// On failure leave the service as it is (exit 4) instead of rolling back.
     pub no_rollback: bool,
     /// With several services: when one fails, roll back the ones that went live.
@@ -195,7 +251,8 @@ impl DeployPlan {
         if let Some((_, s)) = self.services.iter().enumerate().find(|(i, s)| self.services[..*i].contains(s)) {
             return Err(format!("--service {s} is named twice; name each service once"));
         }
-        self.shift.validate()
+        self.shift.validate()?;
+        self.codedeploy.validate()
     }
 
     /// The gate as the strategy runs it: a traffic shift bakes in ECS, not after it.
@@ -232,9 +289,14 @@ mod tests {
             assert_eq!(s.to_possible_value().unwrap().get_name(), s.as_str());
             let json = serde_json::to_value(s).unwrap();
             assert_eq!(json, s.ecs().as_str(), "the JSON names the strategy as ECS does");
+            assert_eq!(json, s.name());
             let from_file: Strategy = serde_json::from_value(serde_json::json!(s.as_str())).unwrap();
             assert_eq!(from_file, *s);
         }
+        // Chosen from the service's controller only: named in reports, never taken as input.
+        assert_eq!(serde_json::to_value(Strategy::CodeDeploy).unwrap(), Strategy::CodeDeploy.name());
+        assert!(Strategy::CodeDeploy.to_possible_value().is_none());
+        assert!(serde_json::from_value::<Strategy>(serde_json::json!("code-deploy")).is_err());
     }
 
     #[test]
@@ -245,6 +307,7 @@ mod tests {
             strategy: Strategy::Canary,
             gate: GateConfig { health_urls: vec!["not a url".into()], ..GateConfig::default() },
             shift: ShiftSettings::default(),
+            codedeploy: CodeDeploySettings::default(),
             no_rollback: false,
             all_or_nothing: false,
             poll: Poll::default(),
@@ -257,8 +320,14 @@ mod tests {
         let bad =
             DeployPlan { shift: ShiftSettings { linear_percent: Some(1.0), ..Default::default() }, ..plan.clone() };
         assert!(bad.validate().unwrap_err().contains("ECS takes 3 to 100"));
-        let bad = DeployPlan { shift: ShiftSettings { canary_percent: Some(0.0), ..Default::default() }, ..plan };
+        let bad =
+            DeployPlan { shift: ShiftSettings { canary_percent: Some(0.0), ..Default::default() }, ..plan.clone() };
         assert!(bad.validate().unwrap_err().contains("ECS takes 0.1 to 100"));
+        let group = |name: &str| CodeDeploySettings { deployment_group: Some(name.into()), ..Default::default() };
+        let bad = DeployPlan { codedeploy: group("dg\nx"), ..plan.clone() };
+        assert!(bad.validate().unwrap_err().starts_with("--codedeploy-deployment-group \"dg\\nx\""));
+        assert!(DeployPlan { codedeploy: group(&"d".repeat(101)), ..plan.clone() }.validate().is_err());
+        assert!(DeployPlan { codedeploy: group("DgpECS-main-web"), ..plan }.validate().is_ok());
         assert_eq!([0, 1, 59, 60, 61, 120, 3600].map(minutes), [0, 1, 1, 1, 2, 2, 60]);
     }
 }

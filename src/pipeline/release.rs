@@ -90,7 +90,8 @@ pub async fn run(plan: ReleasePlan, runner: &Runner, cancel: &Cancel, mut laps: 
     laps.lap("auth", 0);
 
     let (ecs, http) = (aws_sdk_ecs::Client::new(&session.config), http_client()?);
-    let ctx = Context { ecs: &ecs, http: &http, cancel };
+    let codedeploy = aws_sdk_codedeploy::Client::new(&session.config);
+    let ctx = Context { ecs: &ecs, codedeploy: &codedeploy, http: &http, cancel };
     let checked = driver::check_all(&ctx, &deploy).await?;
     let check_ms = laps.since_mark();
 
@@ -137,7 +138,9 @@ pub async fn run(plan: ReleasePlan, runner: &Runner, cancel: &Cancel, mut laps: 
         stages: laps.stages,
         deploy: run,
     };
-    runner.summary(&summary(&result, deploy.strategy.as_str()))?;
+    // The strategy each service took (a CODE_DEPLOY service's is CodeDeploy's, whatever the plan said).
+    let strategy = result.deploy.services.first().map_or(deploy.strategy, |r| r.strategy);
+    runner.summary(&summary(&result, strategy.as_str()))?;
     Ok(result)
 }
 
