@@ -7,10 +7,16 @@
 #   2. deployer push --source oci:DIR                              (default concurrency)
 #   3. a raw single-stream HTTP PUT of the same blobs with curl    (the wire's limit)
 #   4. the no-op re-push                                           (everything HEAD-skipped)
-#   5. peak RSS of deployer pushing one 2 GiB layer                (/usr/bin/time -v)
+#   5. a docker-archive of 4 uncompressed layers: the first push (compressed into the layer
+#      cache) and a push into a fresh repository from the cache (each hit read once and
+#      checked against both digests before the manifest names it)
+#   6. peak RSS of deployer pushing one 2 GiB layer                (/usr/bin/time -v)
 # and prints each time and the ratios. BENCH_CONCURRENCY="1 2 4 6 8" adds a sweep of
-# --concurrency. Everything stays on 127.0.0.1; images live under $BENCH_DIR (default /tmp)
-# and are deleted at the end.
+# --concurrency. DEPLOYER_BASELINE_BIN=path adds an A/B of this build against another one
+# (e.g. main's): BENCH_AB_ROUNDS (default 5) rounds of both pushing the OCI image, then the
+# archive from the cache, each into a fresh repository, which goes first alternating; it prints
+# both medians and their ratio. Everything stays on 127.0.0.1; images live under $BENCH_DIR
+# (default /tmp) and are deleted at the end.
 #
 #   bench/push.sh                   # builds target/release/deployer first
 #   DEPLOYER_BIN=path bench/push.sh # use that binary
@@ -77,6 +83,28 @@ PY
 }
 
 now() { date +%s.%N; }
+ab_rounds=${BENCH_AB_ROUNDS:-5}
+# A/B: LABEL SOURCE — this build and DEPLOYER_BASELINE_BIN push SOURCE into fresh
+# repositories, alternating which goes first; prints the medians and the ratio.
+ab() {
+  local label=$1 source=$2 i t0 bin kind base=() new=()
+  for i in $(seq "$ab_rounds"); do
+    for kind in $( ((i % 2)) && echo "base new" || echo "new base"); do
+      bin=$DEPLOYER_BIN
+      [ "$kind" = base ] && bin=$DEPLOYER_BASELINE_BIN
+      t0=$(now)
+      "$bin" push --source "$source" --repository "bench/ab-$label-$kind-$i" --tag v1 --create-repository \
+        >/dev/null 2>"$work/push.log"
+      if [ "$kind" = base ]; then base+=("$(secs "$t0" "$(now)")"); else new+=("$(secs "$t0" "$(now)")"); fi
+    done
+  done
+  python3 - "$label" "${base[*]}" "${new[*]}" <<'PY'
+import statistics as st, sys
+label, b, n = sys.argv[1], [float(x) for x in sys.argv[2].split()], [float(x) for x in sys.argv[3].split()]
+print(f"A/B {label}: baseline median {st.median(b):.3f} s ({min(b):.3f}-{max(b):.3f}), "
+      f"this build median {st.median(n):.3f} s ({min(n):.3f}-{max(n):.3f}); this / baseline {st.median(n) / st.median(b):.2f}")
+PY
+}
 secs() { python3 -c "print(f'{$2 - $1:.3f}')"; }
 ratio() { python3 -c "print(f'{$1 / $2:.2f}')"; }
 
@@ -142,7 +170,51 @@ for c in ${BENCH_CONCURRENCY:-}; do
   echo "deployer push --concurrency $c: ${t} s  ($(tput "$t") MiB/s)"
 done
 
-# 5. peak RSS with one 2 GiB layer
+if [ -n "${DEPLOYER_BASELINE_BIN:-}" ]; then
+  ab oci "oci:$work/image"
+fi
+
+# 5. docker-archive: first push (compress into the cache), then from the cache
+archive_layers=${BENCH_ARCHIVE_LAYERS:-4}
+log "making a ${archive_layers}x${layer_mib} MiB docker-archive"
+python3 - "$work/image.tar" "$archive_layers" "$layer_mib" <<'PY'
+import hashlib, io, json, os, sys, tarfile
+out, n, mib = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+def member(t, name, data):
+    info = tarfile.TarInfo(name); info.size = len(data); info.mtime = 0
+    t.addfile(info, io.BytesIO(data))
+with tarfile.open(out, mode="w", format=tarfile.USTAR_FORMAT) as t:
+    names, diff_ids = [], []
+    for i in range(n):
+        buf = io.BytesIO()
+        with tarfile.open(fileobj=buf, mode="w", format=tarfile.USTAR_FORMAT) as lt:
+            member(lt, f"layer{i}.bin", os.urandom(mib << 20))
+        raw = buf.getvalue(); del buf
+        diff_ids.append("sha256:" + hashlib.sha256(raw).hexdigest())
+        names.append(f"l{i}/layer.tar")
+        member(t, names[-1], raw); del raw
+    cfg = json.dumps({"architecture": "amd64", "os": "linux", "rootfs": {"type": "layers", "diff_ids": diff_ids}}).encode()
+    member(t, "config.json", cfg)
+    member(t, "manifest.json", json.dumps([{"Config": "config.json", "RepoTags": ["bench:1"], "Layers": names}]).encode())
+PY
+export DEPLOYER_CACHE_DIR=$work/cache
+archive_push() { # REPO
+  "$DEPLOYER_BIN" push --source "docker-archive:$work/image.tar" --repository "$1" --tag v1 --create-repository \
+    >/dev/null 2>"$work/push.log"
+}
+t0=$(now)
+archive_push bench/archive-a
+t_archive=$(secs "$t0" "$(now)")
+t0=$(now)
+archive_push bench/archive-b
+t_archive_cached=$(secs "$t0" "$(now)")
+echo "docker-archive ${archive_layers}x${layer_mib} MiB, first push (compress): ${t_archive} s; from the cache into a fresh repository: ${t_archive_cached} s"
+if [ -n "${DEPLOYER_BASELINE_BIN:-}" ]; then
+  ab archive-from-cache "docker-archive:$work/image.tar"
+fi
+rm -f "$work/image.tar"
+
+# 6. peak RSS with one 2 GiB layer
 rm -rf "$work/image"
 log "making a 1x${big_mib} MiB OCI layout"
 make_layout "$work/image" 1 "$big_mib"

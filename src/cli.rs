@@ -145,6 +145,10 @@ pub struct PromoteSourceArgs {
     /// A role (assumed with the current credentials) whose ECR token reads the source registry.
     #[arg(long, env = "DEPLOYER_FROM_ROLE_ARN")]
     pub from_role_arn: Option<String>,
+    /// Where the source ECR registry's HTTP goes instead of its own host (as --registry-endpoint
+    /// does for the destination).
+    #[arg(long, env = "DEPLOYER_FROM_REGISTRY_ENDPOINT")]
+    pub from_registry_endpoint: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -195,6 +199,14 @@ pub struct RenderArgs {
     /// Drop environment variables that no --env names.
     #[arg(long, env = "DEPLOYER_EXCLUSIVE_ENV")]
     pub exclusive_env: bool,
+    /// Let members and enum values that ECS's model (as vendored in deployer) does not know
+    /// through, as warnings; wrong types and ranges are still refused.
+    #[arg(long, env = "DEPLOYER_ALLOW_UNKNOWN_FIELDS")]
+    pub allow_unknown_fields: bool,
+    /// Register Secrets Manager references pinned to the secret's current version id
+    /// (`ARN:json-key::VERSION-ID`), so a later rotation does not change what this revision reads.
+    #[arg(long, env = "DEPLOYER_PIN_SECRETS")]
+    pub pin_secrets: bool,
 }
 
 #[derive(Debug, Args)]
@@ -218,6 +230,11 @@ pub struct TaskDefArgs {
     /// `register`: skip verification.
     #[arg(long)]
     pub no_verify: bool,
+    /// `verify`, `register`: also prove the tasks can start — the execution role may read
+    /// each secret and its KMS key, pull each image and write its logs (IAM policy
+    /// simulation), each awslogs group exists, each image is built for the task's platform.
+    #[arg(long, env = "DEPLOYER_PERMISSIONS")]
+    pub permissions: bool,
     /// `diff`: exit 1 when there are differences.
     #[arg(long)]
     pub exit_code: bool,
@@ -359,6 +376,9 @@ pub struct ReleaseArgs {
     // task definition
     #[arg(long, env = "DEPLOYER_TASK_DEFINITION")]
     pub task_definition: Option<String>,
+    /// Verify the execution role's permissions, log groups and image platform before registering.
+    #[arg(long, env = "DEPLOYER_PERMISSIONS")]
+    pub permissions: bool,
     /// Without --source/--from, --image carries the image to deploy.
     #[command(flatten)]
     pub render: RenderArgs,

@@ -33,6 +33,10 @@ pub enum Error {
     #[error(transparent)]
     Verify(#[from] crate::taskdef::verify::VerifyError),
     #[error(transparent)]
+    Schema(#[from] crate::taskdef::schema::SchemaError),
+    #[error(transparent)]
+    Pin(#[from] crate::taskdef::pins::PinError),
+    #[error(transparent)]
     Params(#[from] crate::params::ParamsError),
     #[error(transparent)]
     Config(#[from] crate::config::ConfigError),
@@ -52,6 +56,8 @@ impl Error {
             | Error::Resolve(_)
             | Error::Ecs(_)
             | Error::Verify(_)
+            | Error::Schema(_)
+            | Error::Pin(_)
             | Error::Params(_)
             | Error::Config(_) => Exit::Failed,
             Error::Deploy(e) if matches!(e.source, crate::deploy::DeployError::Cancelled) => Exit::Cancelled,

@@ -1,5 +1,9 @@
-//! Image references (`HOST/REPO[:TAG][@sha256:DIGEST]`) taken apart, and whether they point at
-//! ECR. Pure.
+//! Image references (`HOST/REPO[:TAG][@sha256:DIGEST]`) taken apart, and the one notion of
+//! "this host is Amazon ECR" ([`EcrHost`]) that decides where an ECR credential may go. Pure.
+
+use std::sync::OnceLock;
+
+use regex::Regex;
 
 /// Every manifest media type deployer understands, for `Accept:` headers.
 pub const MANIFEST_ACCEPT: &str = "application/vnd.oci.image.index.v1+json, application/vnd.oci.image.manifest.v1+json, application/vnd.docker.distribution.manifest.list.v2+json, application/vnd.docker.distribution.manifest.v2+json";
@@ -67,17 +71,57 @@ impl ImageRef {
         self.digest.clone().or_else(|| self.tag.clone()).unwrap_or_else(|| "latest".into())
     }
 
+    /// The host parsed as an ECR registry, when it is one ([`EcrHost::parse`]).
+    pub fn ecr(&self) -> Option<EcrHost> {
+        self.host.as_deref().and_then(EcrHost::parse)
+    }
+
     pub fn is_ecr(&self) -> bool {
-        self.host.as_deref().is_some_and(|h| {
-            let parts: Vec<&str> = h.split('.').collect();
-            parts.len() >= 6 && parts[1] == "dkr" && parts[2].starts_with("ecr") && parts[0].len() == 12
-        })
+        self.ecr().is_some()
     }
 
     /// The account of an ECR host.
     pub fn ecr_account(&self) -> Option<String> {
-        self.is_ecr()
-            .then(|| self.host.as_deref().unwrap_or_default().split('.').next().unwrap_or_default().to_string())
+        self.ecr().map(|h| h.account)
+    }
+}
+
+/// A private Amazon ECR registry host: `<account>.dkr.ecr[-fips].<region>.amazonaws.com[.cn]`,
+/// or the dual-stack `<account>.dkr-ecr[-fips].<region>.on.aws`. Nothing else is ECR: a host
+/// that merely contains `dkr.ecr` (`123456789012.dkr.ecr.example.test`), carries a port other
+/// than 443, or ends in a dot is not, and never receives an ECR credential.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EcrHost {
+    /// The host as written (lowercase, without `:443`).
+    pub host: String,
+    pub account: String,
+    pub region: String,
+}
+
+impl EcrHost {
+    /// `host` with an optional `:443`, no scheme; `None` when it is not an ECR host.
+    pub fn parse(host: &str) -> Option<EcrHost> {
+        static RE: OnceLock<Regex> = OnceLock::new();
+        let re = RE.get_or_init(|| {
+            Regex::new(
+                r"^([0-9]{12})\.(?:dkr\.ecr(?:-fips)?\.([a-z0-9-]+)\.amazonaws\.com(?:\.cn)?|dkr-ecr(?:-fips)?\.([a-z0-9-]+)\.on\.aws)$",
+            )
+            .expect("ECR host pattern")
+        });
+        let host = host.to_ascii_lowercase();
+        let host = host.strip_suffix(":443").unwrap_or(&host);
+        let caps = re.captures(host)?;
+        let region = caps.get(2).or_else(|| caps.get(3))?.as_str();
+        Some(EcrHost { host: host.to_string(), account: caps[1].to_string(), region: region.to_string() })
+    }
+
+    /// A host that is not ECR but is named like it (`dkr.ecr`, `dkr-ecr` or an AWS domain in
+    /// it): only a typo or an attempt to collect an ECR credential writes one, so callers
+    /// refuse it outright instead of treating it as some other registry.
+    pub fn looks_like(host: &str) -> bool {
+        let h = host.to_ascii_lowercase();
+        EcrHost::parse(&h).is_none()
+            && ["dkr.ecr", "dkr-ecr", "amazonaws.com", ".on.aws"].iter().any(|needle| h.contains(needle))
     }
 }
 
@@ -115,6 +159,46 @@ mod tests {
         assert_eq!(ecr.ecr_account().as_deref(), Some("111111111111"));
         assert_eq!(ecr.reference(), D);
         assert!(!ImageRef::parse("127.0.0.1:5000/web:v1").unwrap().is_ecr());
+    }
+
+    #[test]
+    fn only_real_ecr_hosts_are_ecr() {
+        let ecr = [
+            ("123456789012.dkr.ecr.eu-west-1.amazonaws.com", "123456789012", "eu-west-1"),
+            ("123456789012.dkr.ecr-fips.us-gov-west-1.amazonaws.com", "123456789012", "us-gov-west-1"),
+            ("123456789012.dkr.ecr.cn-north-1.amazonaws.com.cn", "123456789012", "cn-north-1"),
+            ("123456789012.dkr-ecr.us-east-1.on.aws", "123456789012", "us-east-1"),
+            ("123456789012.dkr-ecr-fips.us-east-1.on.aws", "123456789012", "us-east-1"),
+            ("123456789012.DKR.ECR.us-east-1.amazonaws.com", "123456789012", "us-east-1"),
+            ("123456789012.dkr.ecr.us-east-1.amazonaws.com:443", "123456789012", "us-east-1"),
+        ];
+        for (host, account, region) in ecr {
+            let h = EcrHost::parse(host).unwrap_or_else(|| panic!("{host} is ECR"));
+            assert_eq!((h.account.as_str(), h.region.as_str()), (account, region), "{host}");
+            assert!(!EcrHost::looks_like(host), "{host}");
+        }
+        let look_alikes = [
+            "123456789012.dkr.ecr.attacker.test",
+            "123456789012.dkr.ecr.attacker.test:8443",
+            "123456789012.dkr.ecr.us-east-1.amazonaws.com.attacker.test",
+            "123456789012.dkr.ecr.us-east-1.amazonaws.com:5000",
+            "123456789012.dkr.ecr.us-east-1.amazonaws.com.",
+            "attacker.test/123456789012.dkr.ecr.us-east-1.amazonaws.com",
+            "12345678901.dkr.ecr.us-east-1.amazonaws.com",
+            "1234567890123.dkr.ecr.us-east-1.amazonaws.com",
+            "123456789012.dkr.ecr.us_east_1.amazonaws.com",
+            "x123456789012.dkr.ecr.us-east-1.amazonaws.com",
+            "123456789012.dkr-ecr.us-east-1.on.aws.attacker.test",
+            "public.ecr.aws.amazonaws.com.evil",
+        ];
+        for host in look_alikes {
+            assert_eq!(EcrHost::parse(host), None, "{host}");
+            assert!(EcrHost::looks_like(host), "{host}");
+        }
+        for other in ["127.0.0.1:5000", "ghcr.io", "registry.example.com", "localhost"] {
+            assert_eq!(EcrHost::parse(other), None, "{other}");
+            assert!(!EcrHost::looks_like(other), "{other}");
+        }
     }
 
     #[test]

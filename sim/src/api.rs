@@ -41,7 +41,11 @@ impl IntoResponse for ApiError {
 pub async fn handle(AxState(sim): AxState<Arc<Sim>>, headers: HeaderMap, body: Bytes) -> Response {
     let target = headers.get("x-amz-target").and_then(|v| v.to_str().ok()).unwrap_or("");
     let op = target.rsplit('.').next().unwrap_or("").to_string();
-    let ctx = sim.request_ctx(headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok())).await;
+    let authorization = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
+    if !sim.credentials_valid(authorization, &op) {
+        return err("ExpiredTokenException", "The security token included in the request is expired").into_response();
+    }
+    let ctx = sim.request_ctx(authorization).await;
     tracing::debug!(op, account = ctx.account, region = ctx.region, "request");
     *sim.lock().calls.entry(op.clone()).or_default() += 1;
     let effect = match take_fault(&sim, &op) {

@@ -1,5 +1,5 @@
-//! The simulator's own endpoints under `/_sim/`: listener URLs, task processes, reset and
-//! injectable API faults. Routing of the ECS API itself lives in `api`.
+//! The simulator's own endpoints under `/_sim/`: listener URLs, task processes, reset,
+//! injectable API faults and access-key expiry. Routing of the ECS API itself lives in `api`.
 
 use std::sync::Arc;
 
@@ -25,6 +25,7 @@ pub fn router(sim: Arc<Sim>) -> axum::Router {
         .route("/_sim/tasks", get(tasks))
         .route("/_sim/reset", post(reset))
         .route("/_sim/faults", post(add_fault).get(list_faults).delete(clear_faults))
+        .route("/_sim/credentials", post(add_credentials).get(list_credentials))
         .route("/_sim/calls", get(calls))
         .with_state(sim)
 }
@@ -129,4 +130,29 @@ async fn calls(AxState(sim): AxState<Arc<Sim>>) -> Json<Value> {
 async fn clear_faults(AxState(sim): AxState<Arc<Sim>>) -> Json<Value> {
     sim.lock().faults.clear();
     Json(json!({"ok": true}))
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct CredentialsIn {
+    access_key_id: String,
+    /// Epoch seconds.
+    expires_at: f64,
+}
+
+async fn add_credentials(AxState(sim): AxState<Arc<Sim>>, body: axum::body::Bytes) -> Response {
+    let c: CredentialsIn = match serde_json::from_slice(&body) {
+        Ok(c) => c,
+        Err(e) => return (StatusCode::BAD_REQUEST, Json(json!({"error": e.to_string()}))).into_response(),
+    };
+    let mut keys = sim.key_expiry.lock().unwrap_or_else(|e| e.into_inner());
+    keys.entry(c.access_key_id).or_default().expires_at = c.expires_at;
+    Json(json!({"ok": true})).into_response()
+}
+
+async fn list_credentials(AxState(sim): AxState<Arc<Sim>>) -> Json<Value> {
+    let keys = sim.key_expiry.lock().unwrap_or_else(|e| e.into_inner());
+    let v: serde_json::Map<String, Value> =
+        keys.iter().map(|(k, u)| (k.clone(), serde_json::to_value(u).unwrap_or(Value::Null))).collect();
+    Json(json!({"credentials": v}))
 }

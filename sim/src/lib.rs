@@ -50,6 +50,21 @@ pub struct Sim {
     pub listeners: Mutex<HashMap<String, Vec<tokio::task::AbortHandle>>>,
     /// Accounts of access keys moto issued, learned from moto's STS GetCallerIdentity.
     pub key_accounts: Mutex<HashMap<String, String>>,
+    /// Access keys with an expiry (told through `/_sim/credentials`): after it, requests signed
+    /// with them fail with ExpiredTokenException, as ECS answers an expired STS session.
+    pub key_expiry: Mutex<HashMap<String, KeyUse>>,
+}
+
+/// An access key the sim enforces an expiry on, and what it was used for.
+#[derive(Clone, Debug, Default, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct KeyUse {
+    /// Epoch seconds.
+    pub expires_at: f64,
+    /// Accepted requests per operation.
+    pub operations: std::collections::BTreeMap<String, u64>,
+    /// Requests refused because the key had expired.
+    pub rejected: u64,
 }
 
 impl Sim {
@@ -71,6 +86,7 @@ impl Sim {
             pids: Mutex::new(HashSet::new()),
             listeners: Mutex::new(HashMap::new()),
             key_accounts: Mutex::new(HashMap::new()),
+            key_expiry: Mutex::new(HashMap::new()),
         }
     }
 
@@ -117,6 +133,20 @@ impl Sim {
             ctx.account = a.to_string();
         }
         ctx
+    }
+
+    /// Whether a request signed with `authorization` may run `op`: false (and counted) when its
+    /// access key has a known expiry that has passed; accepted requests are counted per key.
+    pub fn credentials_valid(&self, authorization: Option<&str>, op: &str) -> bool {
+        let Some(akid) = util::Ctx::access_key(authorization) else { return true };
+        let mut keys = self.key_expiry.lock().unwrap_or_else(|e| e.into_inner());
+        let Some(k) = keys.get_mut(&akid) else { return true };
+        if util::now_epoch() >= k.expires_at {
+            k.rejected += 1;
+            return false;
+        }
+        *k.operations.entry(op.to_string()).or_default() += 1;
+        true
     }
 
     pub fn lock(&self) -> std::sync::MutexGuard<'_, State> {

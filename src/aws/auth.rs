@@ -3,7 +3,8 @@
 //! Input checks (role ARN, session name, duration) are pure functions that run before any
 //! network call; STS failures are explained in terms of the token's claims. Every credential
 //! is `::add-mask::`ed the moment it is obtained (in Actions), before anything can print it;
-//! `Credentials`' own `Debug` redacts the secret key and session token.
+//! `Credentials`' own `Debug` redacts the secret key and session token. Assumed sessions are
+//! renewed before they end by `refresh::Refreshing` (renewals are masked the same way).
 
 use std::time::SystemTime;
 
@@ -14,6 +15,7 @@ use aws_sdk_sts::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
 use aws_sdk_sts::primitives::DateTime;
 
 use crate::aws::clients;
+use crate::aws::refresh::{Reach, Refreshing, Renewal, TokenSource};
 use crate::github::oidc::{self, IdToken, OidcError, TokenEndpoint};
 use crate::retry::{self, Attempt, Backoff};
 
@@ -170,6 +172,10 @@ pub struct Session {
     /// The role whose credentials these are (the chained one when chaining).
     pub role_arn: Option<String>,
     pub source: &'static str,
+    /// How long the credentials can last when deployer cannot renew them.
+    pub reach: Reach,
+    /// The provider renewing an assumed session (none: the default chain renews itself).
+    pub refreshing: Option<Refreshing>,
 }
 
 impl Session {
@@ -186,45 +192,66 @@ pub fn format_time(t: SystemTime) -> String {
     DateTime::from(t).fmt(aws_sdk_sts::primitives::DateTimeFormat::DateTime).unwrap_or_default()
 }
 
-/// Run the whole exchange.
+/// Run the whole exchange. Assumed sessions are served by a [`Refreshing`] provider that
+/// renews them before they end, so every client built from the session's config outlives them.
 pub async fn authenticate(req: &AuthRequest, source: Source, http: &reqwest::Client) -> Result<Session, AuthError> {
-    let (base, first, source_name) = match source {
+    let (base, renewal, source_name) = match source {
         Source::GithubOidc(endpoint) => {
-            let role = req.role.as_ref().ok_or(AuthError::RoleRequired)?;
+            req.role.as_ref().ok_or(AuthError::RoleRequired)?;
             let base = clients::load(req.region.as_deref(), clients::BaseCredentials::Anonymous).await?;
-            let token = endpoint.fetch(http, &req.audience, Backoff::default()).await?;
-            let creds = assume_with_web_identity(&base, role, &token, req).await?;
-            (base, creds, "github-oidc")
+            let tokens = TokenSource::new(endpoint, http.clone(), &req.audience);
+            (base, Renewal::Oidc(std::sync::Arc::new(tokens)), "github-oidc")
         }
         Source::DefaultChain => {
             let base = clients::load(req.region.as_deref(), clients::BaseCredentials::DefaultChain).await?;
             let provider = base
                 .credentials_provider()
                 .ok_or_else(|| AuthError::NoCredentials("the default chain is empty".into()))?;
+            (base, Renewal::DefaultChain(provider), "default-chain")
+        }
+    };
+    let creds = exchange(&base, &renewal, req).await?;
+    let role_arn = req.chain_role.as_ref().or(req.role.as_ref()).map(|r| r.arn.clone());
+    let oidc = matches!(renewal, Renewal::Oidc(_));
+    // The default chain without a role renews itself (SSO, profiles, instance roles).
+    let (config, refreshing) = if oidc || role_arn.is_some() {
+        let provider = Refreshing::new(base.clone(), req.clone(), renewal, creds.clone());
+        (clients::with_provider(&base, provider.clone()), Some(provider))
+    } else {
+        (base.clone(), None)
+    };
+    let reach = if oidc { Reach::renewable() } else { Reach::from_env(|k| std::env::var(k).ok()) };
+    let (account_id, caller_arn) = caller_identity(&config, role_arn.as_deref()).await?;
+    if !req.allowed_account_ids.is_empty() && !req.allowed_account_ids.contains(&account_id) {
+        return Err(AuthError::AccountNotAllowed { account: account_id, allowed: req.allowed_account_ids.join(", ") });
+    }
+    Ok(Session { config, credentials: creds, account_id, caller_arn, role_arn, source: source_name, reach, refreshing })
+}
+
+/// One session: the first credentials (OIDC token or default chain, then the role), then the
+/// chained role. [`Refreshing`] calls this again to renew.
+pub(crate) async fn exchange(base: &SdkConfig, renewal: &Renewal, req: &AuthRequest) -> Result<Credentials, AuthError> {
+    let first = match renewal {
+        Renewal::Oidc(tokens) => {
+            let role = req.role.as_ref().ok_or(AuthError::RoleRequired)?;
+            assume_with_web_identity(base, role, tokens, req).await?
+        }
+        Renewal::DefaultChain(provider) => {
             let creds = provider
                 .provide_credentials()
                 .await
                 .map_err(|e| AuthError::NoCredentials(DisplayErrorContext(&e).to_string()))?;
             mask(&creds);
-            let creds = match &req.role {
-                Some(role) => assume_role(&clients::with_credentials(&base, creds), role, req).await?,
+            match &req.role {
+                Some(role) => assume_role(&clients::with_credentials(base, creds), role, req).await?,
                 None => creds,
-            };
-            (base, creds, "default-chain")
+            }
         }
     };
-    let (creds, role_arn) = match &req.chain_role {
-        Some(chain) => {
-            (assume_role(&clients::with_credentials(&base, first), chain, req).await?, Some(chain.arn.clone()))
-        }
-        None => (first, req.role.as_ref().map(|r| r.arn.clone())),
-    };
-    let config = clients::with_credentials(&base, creds.clone());
-    let (account_id, caller_arn) = caller_identity(&config, role_arn.as_deref()).await?;
-    if !req.allowed_account_ids.is_empty() && !req.allowed_account_ids.contains(&account_id) {
-        return Err(AuthError::AccountNotAllowed { account: account_id, allowed: req.allowed_account_ids.join(", ") });
+    match &req.chain_role {
+        Some(chain) => assume_role(&clients::with_credentials(base, first), chain, req).await,
+        None => Ok(first),
     }
-    Ok(Session { config, credentials: creds, account_id, caller_arn, role_arn, source: source_name })
 }
 
 /// The account and ARN the configuration's credentials belong to (GetCallerIdentity).
@@ -237,48 +264,90 @@ pub async fn caller_identity(config: &SdkConfig, role_arn: Option<&str>) -> Resu
     Ok((identity.account().unwrap_or_default().to_string(), identity.arn().unwrap_or_default().to_string()))
 }
 
+/// What STS asks callers to retry: IDPCommunicationError, throttling, 5xx, and the transport.
+fn retryable<E: ProvideErrorMetadata>(e: &SdkError<E, aws_smithy_runtime_api::http::Response>) -> bool {
+    match e {
+        SdkError::DispatchFailure(_) | SdkError::TimeoutError(_) | SdkError::ResponseError(_) => true,
+        SdkError::ServiceError(s) => {
+            s.raw().status().as_u16() >= 500
+                || matches!(
+                    e.code(),
+                    Some("IDPCommunicationError" | "Throttling" | "ThrottlingException" | "RequestLimitExceeded")
+                )
+        }
+        _ => false,
+    }
+}
+
+/// Why one AssumeRoleWithWebIdentity attempt failed.
+enum WebIdentityFailure {
+    Token(OidcError),
+    Sts(Box<WebIdentityError>, IdToken),
+}
+
+type WebIdentityError = SdkError<
+    aws_sdk_sts::operation::assume_role_with_web_identity::AssumeRoleWithWebIdentityError,
+    aws_smithy_runtime_api::http::Response,
+>;
+
 async fn assume_with_web_identity(
     base: &SdkConfig,
     role: &RoleArn,
-    token: &IdToken,
+    tokens: &TokenSource,
     req: &AuthRequest,
 ) -> Result<Credentials, AuthError> {
     const ACTION: &str = "AssumeRoleWithWebIdentity";
-    let sts = aws_sdk_sts::Client::new(base);
-    // The SDK retries throttling; STS also asks callers to retry IDPCommunicationError.
+    // deployer retries this call itself, not the SDK (which would resend the same token):
+    // each attempt takes a token with more than a minute left, so a retry after a long wait
+    // presents a fresh one, and a token STS calls expired is replaced before the next attempt.
+    let sts = aws_sdk_sts::Client::from_conf(
+        aws_sdk_sts::config::Builder::from(base).retry_config(aws_config::retry::RetryConfig::disabled()).build(),
+    );
     let result = retry::retry(Backoff::default(), |_| {
-        let call = sts
-            .assume_role_with_web_identity()
-            .role_arn(&role.arn)
-            .role_session_name(&req.session_name)
-            .duration_seconds(req.duration_seconds as i32)
-            .web_identity_token(token.expose())
-            .send();
+        let sts = sts.clone();
         async move {
+            let token = match tokens.token().await {
+                Ok(t) => t,
+                Err(e) => return Attempt::Fatal(WebIdentityFailure::Token(e)),
+            };
+            let call = sts
+                .assume_role_with_web_identity()
+                .role_arn(&role.arn)
+                .role_session_name(&req.session_name)
+                .duration_seconds(req.duration_seconds as i32)
+                .web_identity_token(token.expose())
+                .send();
             match call.await {
                 Ok(out) => Attempt::Done(out),
-                Err(e) if e.code() == Some("IDPCommunicationError") => Attempt::Retry(e),
-                Err(e) => Attempt::Fatal(e),
+                Err(e) if retryable(&e) => Attempt::Retry(WebIdentityFailure::Sts(Box::new(e), token)),
+                Err(e) if e.code() == Some("ExpiredTokenException") => {
+                    tokens.discard().await;
+                    Attempt::Retry(WebIdentityFailure::Sts(Box::new(e), token))
+                }
+                Err(e) => Attempt::Fatal(WebIdentityFailure::Sts(Box::new(e), token)),
             }
         }
     })
     .await;
-    let out = result.map_err(|(e, _)| {
-        let message = sdk_message(&e);
-        if e.code() == Some("AccessDenied") {
-            let claims = token.claims();
-            AuthError::AccessDenied {
-                action: ACTION,
-                role_arn: role.arn.clone(),
-                message,
-                claims: match &claims {
-                    Ok(c) => oidc::describe_claims(c),
-                    Err(err) => format!("  (cannot read the token's claims: {err})"),
-                },
-                condition: claims.map(|c| oidc::trust_condition(&c)).unwrap_or_default(),
+    let out = result.map_err(|(failure, _)| match failure {
+        WebIdentityFailure::Token(e) => AuthError::Oidc(e),
+        WebIdentityFailure::Sts(e, token) => {
+            let message = sdk_message(e.as_ref());
+            if e.code() == Some("AccessDenied") {
+                let claims = token.claims();
+                AuthError::AccessDenied {
+                    action: ACTION,
+                    role_arn: role.arn.clone(),
+                    message,
+                    claims: match &claims {
+                        Ok(c) => oidc::describe_claims(c),
+                        Err(err) => format!("  (cannot read the token's claims: {err})"),
+                    },
+                    condition: claims.map(|c| oidc::trust_condition(&c)).unwrap_or_default(),
+                }
+            } else {
+                AuthError::Sts { action: ACTION, role_arn: role.arn.clone(), message }
             }
-        } else {
-            AuthError::Sts { action: ACTION, role_arn: role.arn.clone(), message }
         }
     })?;
     to_credentials(out.credentials(), ACTION, &role.arn)

@@ -5,7 +5,7 @@
 use aws_config::retry::RetryConfig;
 use aws_config::{BehaviorVersion, Region, SdkConfig};
 use aws_credential_types::Credentials;
-use aws_credential_types::provider::SharedCredentialsProvider;
+use aws_credential_types::provider::{ProvideCredentials, SharedCredentialsProvider};
 use aws_smithy_http_client::tls;
 
 /// Where the first credentials come from.
@@ -47,4 +47,9 @@ pub async fn load(region: Option<&str>, credentials: BaseCredentials) -> Result<
 /// The same configuration with fixed credentials (an assumed role's).
 pub fn with_credentials(base: &SdkConfig, credentials: Credentials) -> SdkConfig {
     base.to_builder().credentials_provider(SharedCredentialsProvider::new(credentials)).build()
+}
+
+/// The same configuration with a credentials provider (one that renews a session).
+pub fn with_provider(base: &SdkConfig, provider: impl ProvideCredentials + 'static) -> SdkConfig {
+    base.to_builder().credentials_provider(SharedCredentialsProvider::new(provider)).build()
 }

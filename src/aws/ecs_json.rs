@@ -5,15 +5,10 @@
 //! RegisterTaskDefinition and DescribeTaskDefinition go over the wire as the JSON the user
 //! wrote and the CLI shows: nothing is lost in between. Everything else uses aws-sdk-ecs.
 
-use std::time::SystemTime;
-
 use aws_config::SdkConfig;
-use aws_credential_types::provider::ProvideCredentials;
-use aws_sigv4::http_request::{SignableBody, SignableRequest, SigningSettings, sign};
-use aws_sigv4::sign::v4;
 use serde_json::Value;
 
-use crate::retry::{Attempt, Backoff, retry};
+use super::raw::{RawClient, RawError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum EcsJsonError {
@@ -36,116 +31,30 @@ impl EcsJsonError {
     }
 }
 
-/// A minimal ECS JSON client sharing the SdkConfig's region, credentials and endpoint.
-pub struct EcsJson {
-    http: reqwest::Client,
-    endpoint: String,
-    region: String,
-    config: SdkConfig,
+impl From<RawError> for EcsJsonError {
+    fn from(e: RawError) -> Self {
+        match e {
+            RawError::Service { op, code, message, .. } => EcsJsonError::Service { op, code, message },
+            RawError::Transport { op, endpoint, message, .. } => EcsJsonError::Transport { op, endpoint, message },
+            RawError::Credentials(_, m) => EcsJsonError::Credentials(m),
+            RawError::Signing(_, m) => EcsJsonError::Signing(m),
+        }
+    }
 }
 
-/// `AWS_ENDPOINT_URL_ECS`, then `AWS_ENDPOINT_URL` (via the config), then the public endpoint.
-fn endpoint(config: &SdkConfig, region: &str) -> String {
-    if let Some(url) = std::env::var("AWS_ENDPOINT_URL_ECS").ok().filter(|v| !v.is_empty()) {
-        return url;
-    }
-    if let Some(url) = config.endpoint_url() {
-        return url.to_string();
-    }
-    let suffix = if region.starts_with("cn-") { "amazonaws.com.cn" } else { "amazonaws.com" };
-    format!("https://ecs.{region}.{suffix}")
+/// A minimal ECS JSON client sharing the SdkConfig's region, credentials and endpoint
+/// (`AWS_ENDPOINT_URL_ECS`, then `AWS_ENDPOINT_URL`, then the public endpoint).
+pub struct EcsJson {
+    raw: RawClient,
 }
 
 impl EcsJson {
     pub fn new(config: &SdkConfig) -> Self {
-        let region = config.region().map(|r| r.to_string()).unwrap_or_else(|| "us-east-1".into());
-        EcsJson {
-            http: reqwest::Client::builder()
-                .timeout(std::time::Duration::from_secs(60))
-                .build()
-                .unwrap_or_else(|_| reqwest::Client::new()),
-            endpoint: endpoint(config, &region),
-            region,
-            config: config.clone(),
-        }
+        EcsJson { raw: RawClient::ecs(config) }
     }
 
     /// Call `op` with `body`, retrying throttling and 5xx with backoff.
     pub async fn call(&self, op: &str, body: &Value) -> Result<Value, EcsJsonError> {
-        let payload = serde_json::to_vec(body).map_err(|e| EcsJsonError::Signing(e.to_string()))?;
-        let provider =
-            self.config.credentials_provider().ok_or_else(|| EcsJsonError::Credentials("none configured".into()))?;
-        let creds = provider.provide_credentials().await.map_err(|e| EcsJsonError::Credentials(e.to_string()))?;
-        let target = format!("AmazonEC2ContainerServiceV20141113.{op}");
-        let result = retry(Backoff::default(), |_| {
-            let payload = payload.clone();
-            let creds = creds.clone();
-            let target = target.clone();
-            async move {
-                let identity = creds.into();
-                let params = match v4::SigningParams::builder()
-                    .identity(&identity)
-                    .region(&self.region)
-                    .name("ecs")
-                    .time(SystemTime::now())
-                    .settings(SigningSettings::default())
-                    .build()
-                {
-                    Ok(p) => p.into(),
-                    Err(e) => return Attempt::Fatal(EcsJsonError::Signing(e.to_string())),
-                };
-                let headers = [("content-type", "application/x-amz-json-1.1"), ("x-amz-target", target.as_str())];
-                let signable = match SignableRequest::new(
-                    "POST",
-                    &self.endpoint,
-                    headers.iter().copied(),
-                    SignableBody::Bytes(&payload),
-                ) {
-                    Ok(s) => s,
-                    Err(e) => return Attempt::Fatal(EcsJsonError::Signing(e.to_string())),
-                };
-                let instructions = match sign(signable, &params) {
-                    Ok(out) => out.into_parts().0,
-                    Err(e) => return Attempt::Fatal(EcsJsonError::Signing(e.to_string())),
-                };
-                let mut req = self.http.post(&self.endpoint).body(payload.clone());
-                for (name, value) in headers.iter().copied().chain(instructions.headers()) {
-                    req = req.header(name, value);
-                }
-                let resp = match req.send().await {
-                    Ok(r) => r,
-                    Err(e) => {
-                        return Attempt::Retry(EcsJsonError::Transport {
-                            op: op.to_string(),
-                            endpoint: self.endpoint.clone(),
-                            message: crate::github::oidc::without_url(&e),
-                        });
-                    }
-                };
-                let status = resp.status();
-                let text = resp.text().await.unwrap_or_default();
-                let value: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
-                if status.is_success() {
-                    return Attempt::Done(value);
-                }
-                let code = value["__type"]
-                    .as_str()
-                    .map(|t| t.rsplit('#').next().unwrap_or(t).to_string())
-                    .unwrap_or_else(|| format!("HTTP {status}"));
-                let message = value["message"]
-                    .as_str()
-                    .or_else(|| value["Message"].as_str())
-                    .map(str::to_string)
-                    .unwrap_or_else(|| text.chars().take(300).collect());
-                let err = EcsJsonError::Service { op: op.to_string(), code: code.clone(), message };
-                if status.is_server_error() || code.contains("Throttling") || code == "TooManyRequestsException" {
-                    Attempt::Retry(err)
-                } else {
-                    Attempt::Fatal(err)
-                }
-            }
-        })
-        .await;
-        result.map_err(|(e, _)| e)
+        Ok(self.raw.json("AmazonEC2ContainerServiceV20141113", op, body).await?)
     }
 }

@@ -1,6 +1,11 @@
-//! AWS plumbing: one shared `SdkConfig` builder ([`clients`]) and the credential exchange
-//! of the `auth` stage ([`auth`]). Service calls of later stages live beside their stage.
+//! AWS plumbing: one shared `SdkConfig` builder ([`clients`]), the credential exchange of the
+//! `auth` stage ([`auth`]), raw SigV4 calls for task definitions ([`ecs_json`]) and for the few
+//! operations without an SDK crate here ([`raw`]: IAM, KMS, CloudWatch Logs). Service calls of
+//! later stages live beside their stage.
 
 pub mod auth;
 pub mod clients;
 pub mod ecs_json;
+pub mod iam;
+pub mod raw;
+pub mod refresh;

@@ -70,6 +70,10 @@ pub async fn run(args: &AuthCommandArgs, global: &GlobalArgs, printer: &Printer)
     if let Some(token) = creds.session_token() {
         vars.push(("AWS_SESSION_TOKEN", token.to_string()));
     }
+    // When they end, so a later step can tell whether its work fits (deployer checks it).
+    if let Some(expiration) = session.expiration() {
+        vars.push(("AWS_CREDENTIAL_EXPIRATION", expiration));
+    }
     vars.push(("AWS_REGION", region.clone()));
     vars.push(("AWS_DEFAULT_REGION", region.clone()));
     let exported_to = match mode {

@@ -1,18 +1,21 @@
-//! `deployer deploy` and `deployer rollback`. Deploy: the flags as a deploy plan, every
-//! service checked before any change (a task-definition file is registered only after the
-//! checks pass), the deploy stage, the result; the exit code comes from every service.
+//! `deployer deploy` and `deployer rollback`. Deploy: the flags as a deploy plan, credentials
+//! that cannot be renewed checked against the timeout, every service checked before any
+//! change (a task-definition file is registered only after the checks pass), the deploy stage,
+//! the result; the exit code comes from every service. Rollback warns about parameters and
+//! secrets that changed since the revision it returned to.
 
 use std::fmt;
 
 use serde::Serialize;
 
 use super::plan::{deploy_plan, poll_from_env};
+use crate::aws::refresh::{Reach, deploy_budget};
 use crate::cli::{DeployArgs, GlobalArgs, RollbackArgs};
 use crate::deploy::Cancel;
 use crate::deploy::driver::{self, Context, ServiceError};
 use crate::deploy::report::Restored;
 use crate::deploy::view::short;
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::exit::Exit;
 use crate::output::Printer;
 use crate::pipeline::{Session, http_client, taskdef};
@@ -20,6 +23,11 @@ use crate::pipeline::{Session, http_client, taskdef};
 pub async fn run(args: &DeployArgs, global: &GlobalArgs, printer: &Printer) -> Result<Exit> {
     let plan = deploy_plan(&args.cluster, &args.services, &args.gate)?;
     let session = Session::from_default_chain(global).await?;
+    // Keys from the environment cannot be renewed: they must outlast the deploy.
+    let timeout = plan.gate.timeout;
+    Reach::from_env(|k| std::env::var(k).ok())
+        .check(std::time::SystemTime::now(), deploy_budget(timeout), timeout)
+        .map_err(Error::Input)?;
     let (ecs, http, cancel) = (aws_sdk_ecs::Client::new(&session.config), http_client()?, Cancel::on_signals());
     let codedeploy = aws_sdk_codedeploy::Client::new(&session.config);
     let ctx = Context { ecs: &ecs, codedeploy: &codedeploy, http: &http, cancel: &cancel };
@@ -38,6 +46,9 @@ pub struct RollbackResult {
     pub to: String,
     pub healthy: bool,
     pub state: Option<String>,
+    /// Parameters and secrets the revision references that changed after it was registered.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
 }
 
 impl fmt::Display for RollbackResult {
@@ -66,7 +77,9 @@ pub async fn run_rollback(args: &RollbackArgs, global: &GlobalArgs, printer: &Pr
         Restored::Healthy => None,
         Restored::NotConfirmed(s) => Some(s),
     };
-    let result = RollbackResult { service: args.service.clone(), from, to, healthy: state.is_none(), state };
+    // The task definition is back; its parameters and secrets may not be.
+    let warnings = crate::taskdef::pins::warn_after_rollback(&session.config, &to, &printer.runner).await;
+    let result = RollbackResult { service: args.service.clone(), from, to, healthy: state.is_none(), state, warnings };
     printer.result(&result);
     Ok(if result.healthy { Exit::Ok } else { Exit::Unknown })
 }

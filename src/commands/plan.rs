@@ -148,6 +148,7 @@ pub fn promote_request(
         from: from.to_string(),
         from_registry: source.from_registry.clone(),
         from_role_arn: source.from_role_arn.clone(),
+        from_registry_endpoint: source.from_registry_endpoint.clone(),
         session_name: default_session_name(),
         repository: repository.to_string(),
         tags: target.tags.clone(),
@@ -162,5 +163,6 @@ pub fn taskdef_plan(args: &TaskDefArgs) -> TaskDefPlan {
         service: args.service.clone(),
         render: args.render.clone(),
         registry_endpoint: args.registry_endpoint.clone(),
+        permissions: args.permissions,
     }
 }

@@ -140,6 +140,7 @@ fn release_plan(m: &ReleaseArgs, region: Option<String>, env: &str, printer: &Pr
             service: m.services.first().cloned(),
             render: m.render.clone(),
             registry_endpoint: m.target.registry_endpoint.clone(),
+            permissions: m.permissions,
         },
         deploy: plan::deploy_plan(&cluster, &m.services, &m.gate)?,
         github: GithubPlan {

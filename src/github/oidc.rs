@@ -190,6 +190,15 @@ pub struct Claims {
     pub environment: Option<String>,
     pub job_workflow_ref: Option<String>,
     pub event_name: Option<String>,
+    /// Expiry (epoch seconds), so a token about to expire is replaced before STS sees it.
+    #[serde(default, deserialize_with = "numeric_date")]
+    pub exp: Option<u64>,
+}
+
+/// A JWT NumericDate: an integer or a fractional number of seconds (read as whole seconds).
+fn numeric_date<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
+    let v = Option::<serde_json::Number>::deserialize(d)?;
+    Ok(v.and_then(|n| n.as_u64().or_else(|| n.as_f64().filter(|f| *f >= 0.0).map(|f| f as u64))))
 }
 
 fn one_or_many<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
@@ -400,6 +409,14 @@ mod tests {
         ] {
             assert!(decode_claims(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn the_expiry_is_read_as_whole_seconds() {
+        let enc = |v: &str| format!("h.{}.s", base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(v));
+        assert_eq!(decode_claims(&enc(r#"{"sub":"s","exp":1700000000}"#)).unwrap().exp, Some(1_700_000_000));
+        assert_eq!(decode_claims(&enc(r#"{"sub":"s","exp":1700000000.7}"#)).unwrap().exp, Some(1_700_000_000));
+        assert_eq!(decode_claims(&enc(r#"{"sub":"s"}"#)).unwrap().exp, None);
     }
 
     #[test]

@@ -1,13 +1,18 @@
 //! The ECR control plane as push and promote need it: the repository (checked, or created with
-//! `--create-repository`) and the registry credential from `GetAuthorizationToken`. The token is
-//! a credential: it is masked in Actions and never logged or printed.
+//! `--create-repository`), the registry credential from `GetAuthorizationToken`, and where that
+//! credential may go ([`registry_base`]). The token is a credential: it is held as a
+//! [`Secret`], masked in Actions, and never logged or printed. It goes to a real ECR host over
+//! https (the one notion of that is [`EcrHost`]) or to the `--registry-endpoint` the user named,
+//! nowhere else.
 
 use aws_sdk_ecr::Client;
 use aws_sdk_ecr::types::{ImageScanningConfiguration, ImageTagMutability};
 use base64::Engine as _;
 
 use super::ImageError;
+use super::registry::Secret;
 use crate::aws::auth::sdk_message;
+use crate::image_ref::EcrHost;
 
 /// A repository as ECR describes it.
 #[derive(Debug, Clone)]
@@ -93,17 +98,13 @@ async fn whoami(sts: &aws_sdk_sts::Client, ecr: &Client) -> (String, String) {
 }
 
 /// A registry credential: the `Authorization` header value and where ECR says the registry is.
+/// `Debug` shows only the endpoint.
+#[derive(Debug)]
 pub struct Token {
-    pub header: String,
+    pub header: Secret,
     pub proxy_endpoint: String,
     /// The secrets to mask (the token and the password inside it).
-    pub secrets: Vec<String>,
-}
-
-impl std::fmt::Debug for Token {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Token").field("proxy_endpoint", &self.proxy_endpoint).finish_non_exhaustive()
-    }
+    pub secrets: Vec<Secret>,
 }
 
 pub async fn token(client: &Client, registry_id: Option<&str>) -> Result<Token, ImageError> {
@@ -123,26 +124,99 @@ pub async fn token(client: &Client, registry_id: Option<&str>) -> Result<Token, 
         .first()
         .ok_or_else(|| ImageError::Ecr("ecr:GetAuthorizationToken returned no authorization data".into()))?;
     let token = data.authorization_token().unwrap_or_default().to_string();
-    let mut secrets = vec![token.clone()];
+    let mut secrets = vec![Secret::new(token.clone())];
     if let Ok(plain) = base64::engine::general_purpose::STANDARD.decode(&token)
         && let Ok(plain) = String::from_utf8(plain)
         && let Some((_, password)) = plain.split_once(':')
     {
-        secrets.push(password.to_string());
+        secrets.push(Secret::new(password.to_string()));
     }
     Ok(Token {
-        header: format!("Basic {token}"),
+        header: Secret::new(format!("Basic {token}")),
         proxy_endpoint: data.proxy_endpoint().unwrap_or_default().to_string(),
         secrets,
     })
 }
 
-/// `<account>.dkr.ecr.<region>.amazonaws.com` → account, for a registry host that is ECR.
-pub fn ecr_account(host: &str) -> Option<&str> {
-    let host = host.trim_start_matches("https://").trim_start_matches("http://");
-    let (account, rest) = host.split_once('.')?;
-    (account.len() == 12 && account.bytes().all(|b| b.is_ascii_digit()) && rest.starts_with("dkr.ecr."))
-        .then_some(account)
+/// A registry address taken apart: the scheme (`https` when none was written) and
+/// `host[:port]` (the port only when it is not the scheme's default).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Address {
+    pub scheme: String,
+    pub host: String,
+    /// `scheme://host[:port]`
+    pub url: String,
+}
+
+impl Address {
+    /// `what` names the input in errors (`--registry-endpoint`, `--from`, …).
+    pub fn parse(what: &str, input: &str) -> Result<Address, ImageError> {
+        let trimmed = input.trim_end_matches('/');
+        let with_scheme = if trimmed.contains("://") { trimmed.to_string() } else { format!("https://{trimmed}") };
+        let bad = |why: &str| ImageError::Input(format!("{what} {input:?} is not a registry address ({why})"));
+        let url = reqwest::Url::parse(&with_scheme).map_err(|e| bad(&e.to_string()))?;
+        if !matches!(url.scheme(), "http" | "https") {
+            return Err(bad("use https://HOST[:PORT]"));
+        }
+        if !url.username().is_empty() || url.password().is_some() {
+            return Err(bad("credentials do not belong in the address"));
+        }
+        let host = url.host_str().ok_or_else(|| bad("no host"))?;
+        let host = match url.port() {
+            Some(p) => format!("{host}:{p}"),
+            None => host.to_string(),
+        };
+        Ok(Address { scheme: url.scheme().to_string(), url: format!("{}://{host}", url.scheme()), host })
+    }
+
+    /// The ECR registry this is, when it is one over https; an error for an address named like
+    /// ECR that is not one, or ECR over plain http.
+    pub fn ecr(&self, what: &str) -> Result<Option<EcrHost>, ImageError> {
+        if EcrHost::looks_like(&self.host) {
+            return Err(ImageError::Trust(format!(
+                "{what}: {} is named like an Amazon ECR registry but is not one (ECR registries are <account>.dkr.ecr.<region>.amazonaws.com[.cn], or <account>.dkr-ecr.<region>.on.aws); deployer sends no ECR credential there and refuses to use it — check the host for a typo",
+                self.host
+            )));
+        }
+        match EcrHost::parse(&self.host) {
+            Some(_) if self.scheme != "https" => Err(ImageError::Trust(format!(
+                "{what}: {} is Amazon ECR, which is reached over https only; drop the {}:// prefix",
+                self.host, self.scheme
+            ))),
+            ecr => Ok(ecr),
+        }
+    }
+}
+
+/// An explicit endpoint (`flag`) that stands in for an ECR registry: any address but a
+/// look-alike of ECR or ECR over http. Returns it without a trailing slash.
+pub fn check_endpoint(flag: &str, endpoint: &str) -> Result<String, ImageError> {
+    Address::parse(flag, endpoint)?.ecr(flag)?;
+    Ok(endpoint.trim_end_matches('/').to_string())
+}
+
+/// Where push sends blobs, manifests and the ECR token: the `--registry-endpoint` the user
+/// named (explicitly, so anywhere but a look-alike of ECR or ECR over http), else the registry
+/// `GetAuthorizationToken` reported, which must be a real ECR host over https.
+pub fn registry_base(proxy_endpoint: &str, registry_endpoint: Option<&str>) -> Result<String, ImageError> {
+    if let Some(endpoint) = registry_endpoint {
+        return check_endpoint("--registry-endpoint", endpoint);
+    }
+    if proxy_endpoint.is_empty() {
+        return Err(ImageError::Ecr(
+            "ecr:GetAuthorizationToken returned no proxyEndpoint; pass --registry-endpoint".into(),
+        ));
+    }
+    let refuse = || {
+        ImageError::Trust(format!(
+            "ecr:GetAuthorizationToken named {proxy_endpoint} as the registry, which is not an Amazon ECR host over https; deployer sends the ECR token only to ECR, or to a --registry-endpoint you name"
+        ))
+    };
+    let a = Address::parse("the proxyEndpoint", proxy_endpoint).map_err(|_| refuse())?;
+    match a.ecr("the proxyEndpoint") {
+        Ok(Some(_)) if a.scheme == "https" => Ok(a.url),
+        _ => Err(refuse()),
+    }
 }
 
 #[cfg(test)]
@@ -150,10 +224,60 @@ mod tests {
     use super::*;
 
     #[test]
-    fn ecr_hosts_are_recognised() {
-        assert_eq!(ecr_account("123456789012.dkr.ecr.eu-west-1.amazonaws.com"), Some("123456789012"));
-        assert_eq!(ecr_account("https://123456789012.dkr.ecr.eu-west-1.amazonaws.com"), Some("123456789012"));
-        assert_eq!(ecr_account("127.0.0.1:5000"), None);
-        assert_eq!(ecr_account("ghcr.io"), None);
+    fn the_token_goes_to_ecr_or_to_the_named_endpoint_only() {
+        let ecr = "https://123456789012.dkr.ecr.eu-west-1.amazonaws.com";
+        let table: [(&str, Option<&str>, Result<&str, &str>); 11] = [
+            (ecr, None, Ok(ecr)),
+            (
+                "https://123456789012.dkr-ecr.eu-west-1.on.aws",
+                None,
+                Ok("https://123456789012.dkr-ecr.eu-west-1.on.aws"),
+            ),
+            (ecr, Some("http://127.0.0.1:5000/"), Ok("http://127.0.0.1:5000")),
+            (ecr, Some("https://registry.internal:8443"), Ok("https://registry.internal:8443")),
+            ("http://123456789012.dkr.ecr.eu-west-1.amazonaws.com", None, Err("not an Amazon ECR host over https")),
+            ("https://123456789012.dkr.ecr.attacker.test", None, Err("not an Amazon ECR host over https")),
+            ("https://registry.example.com", None, Err("not an Amazon ECR host over https")),
+            ("", None, Err("no proxyEndpoint")),
+            (ecr, Some("http://123456789012.dkr.ecr.attacker.test:8080"), Err("named like an Amazon ECR registry")),
+            (ecr, Some("http://123456789012.dkr.ecr.eu-west-1.amazonaws.com"), Err("https only")),
+            (ecr, Some("ftp://x"), Err("not a registry address")),
+        ];
+        for (proxy, endpoint, want) in table {
+            let got = registry_base(proxy, endpoint);
+            match want {
+                Ok(base) => assert_eq!(got.unwrap(), base, "{proxy} {endpoint:?}"),
+                Err(part) => {
+                    let msg = got.expect_err("refused").to_string();
+                    assert!(msg.contains(part), "{proxy} {endpoint:?}: {msg}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn addresses_are_taken_apart() {
+        let a = Address::parse("--from", "127.0.0.1:5000").unwrap();
+        assert_eq!(
+            (a.scheme.as_str(), a.host.as_str(), a.url.as_str()),
+            ("https", "127.0.0.1:5000", "https://127.0.0.1:5000")
+        );
+        let a = Address::parse("--from", "http://Registry.Example:80/").unwrap();
+        assert_eq!((a.host.as_str(), a.url.as_str()), ("registry.example", "http://registry.example"));
+        assert!(Address::parse("--from", "https://user:pw@host").is_err());
+        assert!(Address::parse("--from", "").is_err());
+        assert!(Address::parse("--from", "https://a b").is_err());
+    }
+
+    #[test]
+    fn tokens_never_show_in_debug_output() {
+        let t = Token {
+            header: Secret::new("Basic QVdTOnNlY3JldA=="),
+            proxy_endpoint: "https://123456789012.dkr.ecr.eu-west-1.amazonaws.com".into(),
+            secrets: vec![Secret::new("hunter2")],
+        };
+        let shown = format!("{t:?} {}", t.header);
+        assert!(!shown.contains("QVdT") && !shown.contains("hunter2"), "{shown}");
+        assert!(shown.contains("dkr.ecr"), "{shown}");
     }
 }

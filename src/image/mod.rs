@@ -1,8 +1,12 @@
-//! Container images without a daemon: read an image from disk (`source`), talk the OCI
-//! distribution API (`registry`), upload with bounded parallelism and retries (`push`), and copy
-//! an image between repositories or registries without rebuilding it (`promote`). `ecr` is the
-//! small part that speaks the ECR control plane (repositories, the auth token).
+//! Container images without a daemon: read an image from disk (`source`, with the layer
+//! `cache`), talk the OCI distribution API (`registry`), upload with bounded parallelism and
+//! retries (`push`), and copy an image between repositories or registries without rebuilding it
+//! (`promote`). `ecr` is the small part that speaks the ECR control plane (repositories, the auth
+//! token, and where that token may be sent); `digest` checks bytes against their digests as they
+//! pass.
 
+pub mod cache;
+pub mod digest;
 pub mod ecr;
 pub mod promote;
 pub mod push;
@@ -47,6 +51,13 @@ pub enum ImageError {
     ImmutableTag { repository: String, tag: String, existing: String, ours: String },
     #[error("cannot use the layer cache at {}: {source}", path.display())]
     Cache { path: PathBuf, source: std::io::Error },
+    /// Bytes about to leave are not the bytes their digest names; the upload was cut short.
+    #[error("{0}")]
+    Integrity(String),
+    /// A registry address or credential binding deployer refuses (look-alike ECR hosts, an ECR
+    /// token sent anywhere but ECR or the explicit endpoint).
+    #[error("{0}")]
+    Trust(String),
 }
 
 /// `sha256:<64 hex>`.

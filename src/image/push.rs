@@ -3,17 +3,19 @@
 //! layer size), then the child manifests of an index by digest, then the top manifest under
 //! each tag — HEAD first, skipping a tag that already has this digest. A tag of an immutable
 //! repository that points elsewhere is found before any byte moves and reported with both
-//! digests.
+//! digests. Every blob is hashed as it is read for its upload, and one that is not the blob its
+//! digest names never reaches the registry whole (`digest::Verifier`).
 
 use std::io::{IsTerminal, Read};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
 use bytes::Bytes;
 use futures_util::{StreamExt, TryStreamExt, stream};
 
 use super::ImageError;
+use super::digest::{Mismatch, Verifier};
 use super::registry::{BlobBody, Registry};
 use super::source::{Blob, Image, Location, Manifest, human};
 
@@ -253,23 +255,32 @@ async fn upload(
         .upload_blob(repo, &blob.digest, blob.size, || {
             let location = blob.location.clone();
             let bar = bar.clone();
-            let (digest, size) = (blob.digest.clone(), blob.size);
             async move {
                 if let Some(bar) = &bar {
                     bar.set_position(0);
                 }
-                body_of(location, &digest, size, bar).await
+                body_of(location, blob, bar).await
             }
         })
         .await
 }
 
-/// A request body for `location`. Files are read on a blocking thread, 1 MiB at a time and at
-/// most a few chunks ahead of the network; a remote blob is a GET whose body is passed on.
+/// What to say when `blob`'s bytes are not the blob its digest names.
+fn refusal(blob: &Blob, why: &Mismatch) -> String {
+    format!(
+        "{} ({}): {why}, not the blob its digest names; the upload was stopped before its last byte, so the registry did not store it. The source changed or is corrupt: export or build the image again",
+        blob.name, blob.digest
+    )
+}
+
+/// A request body for `blob` at `location`, checked on the way by a [`Verifier`]: the chunk
+/// that would complete the blob is sent only when the blob hashed to its digest, so a mismatch
+/// ends the body early with an error (and sets [`BlobBody::refused`]). Files are read on a
+/// blocking thread, 1 MiB at a time and at most a few chunks ahead of the network (hashed in
+/// that thread); a remote blob is a GET whose body is passed on.
 pub async fn body_of(
     location: Location,
-    digest: &str,
-    size: u64,
+    blob: &Blob,
     bar: Option<indicatif::ProgressBar>,
 ) -> Result<BlobBody, ImageError> {
     let inc = move |n: usize| {
@@ -277,12 +288,40 @@ pub async fn body_of(
             bar.inc(n as u64);
         }
     };
+    let refused: Arc<OnceLock<String>> = Arc::new(OnceLock::new());
+    let mut verifier = Verifier::new(&blob.digest, blob.size);
     let (len, body) = match location {
-        Location::Memory(b) => (b.len() as u64, reqwest::Body::from(b)),
+        Location::Memory(b) => {
+            if let Err(why) = verifier.feed(&b).and_then(|()| verifier.finish()) {
+                return Err(ImageError::Integrity(refusal(blob, &why)));
+            }
+            (b.len() as u64, reqwest::Body::from(b))
+        }
         Location::Remote { registry, repo } => {
-            let resp = registry.get_blob(&repo, digest).await?;
-            let len = resp.content_length().unwrap_or(size);
-            let stream = resp.bytes_stream().inspect(move |c| {
+            let resp = registry.get_blob(&repo, &blob.digest).await?;
+            let len = resp.content_length().unwrap_or(blob.size);
+            let (refused, checked) = (refused.clone(), blob.clone());
+            let stream = stream::unfold(Some((resp.bytes_stream(), verifier)), move |state| {
+                let (refused, checked) = (refused.clone(), checked.clone());
+                async move {
+                    let (mut inner, mut v) = state?;
+                    let verdict = match inner.next().await {
+                        Some(Ok(chunk)) => match v.feed(&chunk) {
+                            Ok(()) => return Some((Ok(chunk), Some((inner, v)))),
+                            Err(why) => why,
+                        },
+                        Some(Err(e)) => return Some((Err(std::io::Error::other(e)), None)),
+                        None => match v.finish() {
+                            Ok(()) => return None,
+                            Err(why) => why,
+                        },
+                    };
+                    let msg = refusal(&checked, &verdict);
+                    let _ = refused.set(msg.clone());
+                    Some((Err(std::io::Error::other(msg)), None))
+                }
+            })
+            .inspect(move |c| {
                 if let Ok(c) = c {
                     inc(c.len());
                 }
@@ -291,31 +330,40 @@ pub async fn body_of(
         }
         Location::File { len, .. } => {
             let (tx, rx) = tokio::sync::mpsc::channel::<std::io::Result<Bytes>>(4);
+            let (refused, checked) = (refused.clone(), blob.clone());
             tokio::task::spawn_blocking(move || {
+                let refuse = |why: Mismatch| {
+                    let msg = refusal(&checked, &why);
+                    let _ = refused.set(msg.clone());
+                    let _ = tx.blocking_send(Err(std::io::Error::other(msg)));
+                };
                 let mut reader = match location.open() {
                     Ok(r) => r,
                     Err(e) => {
-                        let _ = tx.blocking_send(Err(e));
+                        // Gone or replaced since the image was loaded: not worth a retry.
+                        let msg = format!("{} ({}): cannot read it again: {e}", checked.name, checked.digest);
+                        let _ = refused.set(msg.clone());
+                        let _ = tx.blocking_send(Err(std::io::Error::other(msg)));
                         return;
                     }
                 };
                 loop {
-                    let mut buf = vec![0u8; CHUNK];
-                    let mut filled = 0;
-                    while filled < CHUNK {
-                        match reader.read(&mut buf[filled..]) {
-                            Ok(0) => break,
-                            Ok(k) => filled += k,
-                            Err(e) => {
-                                let _ = tx.blocking_send(Err(e));
-                                return;
-                            }
-                        }
-                    }
-                    if filled == 0 {
+                    // Up to one chunk, into memory that is not zeroed first.
+                    let mut buf = Vec::with_capacity(CHUNK);
+                    if let Err(e) = (&mut reader).take(CHUNK as u64).read_to_end(&mut buf) {
+                        let _ = tx.blocking_send(Err(e));
                         return;
                     }
-                    buf.truncate(filled);
+                    if buf.is_empty() {
+                        if let Err(why) = verifier.finish() {
+                            refuse(why);
+                        }
+                        return;
+                    }
+                    if let Err(why) = verifier.feed(&buf) {
+                        refuse(why);
+                        return;
+                    }
                     if tx.blocking_send(Ok(Bytes::from(buf))).is_err() {
                         return; // the request was dropped (a retry, or an abort)
                     }
@@ -329,7 +377,7 @@ pub async fn body_of(
             (len, reqwest::Body::wrap_stream(stream))
         }
     };
-    Ok(BlobBody { len, body })
+    Ok(BlobBody { len, body, refused })
 }
 
 fn tokio_stream_from<T: Send + 'static>(

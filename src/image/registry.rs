@@ -2,12 +2,18 @@
 //! PUT. Every call retries 5xx, 429 and transport failures with jittered backoff
 //! ([`crate::retry`]); a 401 refreshes the credential once (the ECR token expires after 12 h).
 //! Blob uploads are monolithic (POST, then one streaming PUT with a Content-Length), which ECR
-//! accepts for any size; each retry starts a fresh upload session, as ECR requires. The
-//! credential is never logged.
+//! accepts for any size; each retry starts a fresh upload session, as ECR requires. A body
+//! whose bytes fail their digest on the way ([`BlobBody::refused`]) ends the upload for good.
+//!
+//! The credential is bound to the registry's origin (scheme, host and port of its base URL):
+//! it is attached only to requests for that origin, an upload `Location` on another origin is
+//! refused, and a redirect elsewhere is followed without it (reqwest drops `Authorization` when
+//! the host or port changes; a redirect from https to http is refused). It is held as a
+//! [`Secret`] (the crate's one credential type), never logged, printed or debug-formatted.
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -17,15 +23,18 @@ use tokio::sync::RwLock;
 
 use super::{ImageError, MANIFEST_ACCEPT};
 use crate::retry::{Attempt, Backoff, retry};
+pub use crate::secret::Secret;
 
 /// Produces a fresh `Authorization` header value (e.g. `Basic …` from ECR).
-pub type Refresh = Arc<dyn Fn() -> Pin<Box<dyn Future<Output = Result<String, ImageError>> + Send>> + Send + Sync>;
+pub type Refresh = Arc<dyn Fn() -> Pin<Box<dyn Future<Output = Result<Secret, ImageError>> + Send>> + Send + Sync>;
 
 pub struct Registry {
     http: reqwest::Client,
     /// `https://host` or `http://127.0.0.1:PORT`, no trailing slash.
     base: String,
-    auth: RwLock<Option<String>>,
+    /// `base` parsed: the origin the credential is bound to.
+    base_url: reqwest::Url,
+    auth: RwLock<Option<Secret>>,
     refresh: Option<Refresh>,
     pub backoff: Backoff,
 }
@@ -47,6 +56,9 @@ enum Fail {
 pub struct BlobBody {
     pub len: u64,
     pub body: reqwest::Body,
+    /// Set (with the reason) when the body's bytes failed their digest on the way: the stream
+    /// then ended with an error before its last byte, and the upload must not be retried.
+    pub refused: Arc<OnceLock<String>>,
 }
 
 /// The answer to a manifest GET.
@@ -58,9 +70,27 @@ pub struct FetchedManifest {
 }
 
 impl Registry {
-    pub fn new(base: &str, auth: Option<String>, refresh: Option<Refresh>) -> Result<Self, ImageError> {
+    /// A client for the registry at `base`; `auth` (and what `refresh` gives) is sent to that
+    /// origin only. Callers decide whether `base` may have the credential at all
+    /// (`ecr::registry_base`, `promote::plan_source`).
+    pub fn new(base: &str, auth: Option<Secret>, refresh: Option<Refresh>) -> Result<Self, ImageError> {
         let base = normalize_base(base)?;
+        let base_url = reqwest::Url::parse(&base)
+            .map_err(|e| ImageError::Input(format!("registry endpoint {base:?} is not a URL: {e}")))?;
         let http = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::custom(|attempt| {
+                let downgrade =
+                    attempt.url().scheme() == "http" && attempt.previous().iter().any(|u| u.scheme() == "https");
+                if attempt.previous().len() > 5 {
+                    attempt.error("more than 5 redirects")
+                } else if downgrade {
+                    let to = attempt.url().host_str().unwrap_or_default().to_string();
+                    attempt.error(format!("refused a redirect from https to http://{to}"))
+                } else {
+                    // reqwest drops Authorization when the host or port changes.
+                    attempt.follow()
+                }
+            }))
             .connect_timeout(Duration::from_secs(10))
             // A stalled transfer is retried rather than waited on for ever.
             .read_timeout(Duration::from_secs(60))
@@ -69,7 +99,12 @@ impl Registry {
             .http1_only()
             .build()
             .map_err(|e| ImageError::Registry(format!("cannot build an HTTP client: {e}")))?;
-        Ok(Registry { http, base, auth: RwLock::new(auth), refresh, backoff: Backoff::default() })
+        Ok(Registry { http, base, base_url, auth: RwLock::new(auth), refresh, backoff: Backoff::default() })
+    }
+
+    /// Whether `url` is on the origin the credential is bound to.
+    fn same_origin(&self, url: &str) -> bool {
+        reqwest::Url::parse(url).is_ok_and(|u| u.origin() == self.base_url.origin())
     }
 
     pub fn base(&self) -> &str {
@@ -80,19 +115,42 @@ impl Registry {
         format!("{}{path}", self.base)
     }
 
-    /// An upload `Location`, absolute or relative.
-    fn absolute(&self, location: &str) -> String {
-        if location.starts_with("http://") || location.starts_with("https://") {
-            location.to_string()
-        } else {
-            self.url(location)
+    /// An upload `Location`, absolute or relative; one on another origin is refused, since the
+    /// blob and the credential go to this registry only.
+    fn absolute(&self, location: &str) -> Result<String, Fail> {
+        if !(location.starts_with("http://") || location.starts_with("https://")) {
+            let sep = if location.starts_with('/') { "" } else { "/" };
+            return Ok(format!("{}{sep}{location}", self.base));
         }
+        if self.same_origin(location) {
+            return Ok(location.to_string());
+        }
+        let other = reqwest::Url::parse(location).map_or_else(
+            |_| short(location),
+            |u| {
+                format!(
+                    "{}://{}{}",
+                    u.scheme(),
+                    u.host_str().unwrap_or_default(),
+                    u.port().map(|p| format!(":{p}")).unwrap_or_default()
+                )
+            },
+        );
+        Err(Fail::Fatal(ImageError::Trust(format!(
+            "the registry at {} answered with an upload location on another host, {other}; deployer sends blobs and the registry credential only to {}, so it stopped (if the registry really hands uploads to another host, point --registry-endpoint at it)",
+            self.base, self.base
+        ))))
     }
 
+    /// A request with the credential attached when `url` is on the registry's own origin.
     async fn request(&self, method: Method, url: &str) -> reqwest::RequestBuilder {
         let mut rb = self.http.request(method, url);
-        if let Some(a) = self.auth.read().await.as_ref() {
-            rb = rb.header(AUTHORIZATION, a.as_str());
+        if self.same_origin(url)
+            && let Some(a) = self.auth.read().await.as_ref()
+            && let Ok(mut value) = HeaderValue::from_str(a.expose())
+        {
+            value.set_sensitive(true);
+            rb = rb.header(AUTHORIZATION, value);
         }
         rb
     }
@@ -170,15 +228,20 @@ impl Registry {
             if body.len != size {
                 return Err(Fail::Fatal(ImageError::Source(format!("blob {digest} is {} bytes, expected {size}", body.len))));
             }
-            let resp = self
+            let refused = body.refused.clone();
+            let sent = self
                 .request(Method::PUT, &put_url)
                 .await
                 .header(CONTENT_TYPE, "application/octet-stream")
                 .header(CONTENT_LENGTH, size)
                 .body(body.body)
                 .send()
-                .await
-                .map_err(transport)?;
+                .await;
+            // A body that failed its digest is final, whatever the registry made of the rest.
+            if let Some(why) = refused.get() {
+                return Err(Fail::Fatal(ImageError::Integrity(why.clone())));
+            }
+            let resp = sent.map_err(transport)?;
             let status = resp.status();
             if status == StatusCode::CREATED || status == StatusCode::NO_CONTENT || status == StatusCode::ACCEPTED {
                 check_reported_digest(resp.headers(), digest)?;
@@ -204,7 +267,7 @@ impl Registry {
                 .get(LOCATION)
                 .and_then(|v| v.to_str().ok())
                 .ok_or_else(|| Fail::Retry(format!("{status} without a Location header from POST {url}")))?;
-            return Ok(self.absolute(loc));
+            return self.absolute(loc);
         }
         let text = resp.text().await.unwrap_or_default();
         Err(classify(status, text, url))
@@ -220,8 +283,9 @@ impl Registry {
             match resp.status() {
                 StatusCode::CREATED => Ok(true),
                 StatusCode::ACCEPTED => {
-                    if let Some(loc) = resp.headers().get(LOCATION).and_then(|v| v.to_str().ok()) {
-                        let cancel = self.absolute(loc);
+                    if let Some(loc) = resp.headers().get(LOCATION).and_then(|v| v.to_str().ok())
+                        && let Ok(cancel) = self.absolute(loc)
+                    {
                         let _ = self.request(Method::DELETE, &cancel).await.send().await;
                     }
                     Ok(false)
@@ -426,6 +490,33 @@ mod tests {
             normalize_base("123456789012.dkr.ecr.us-east-1.amazonaws.com").unwrap(),
             "https://123456789012.dkr.ecr.us-east-1.amazonaws.com"
         );
+    }
+
+    #[test]
+    fn the_credential_stays_on_the_registry_origin() {
+        let r = Registry::new("http://127.0.0.1:5000/", Some(Secret::new("Basic x")), None).unwrap();
+        assert!(r.same_origin("http://127.0.0.1:5000/v2/a/blobs/uploads/1?x=y"));
+        for other in [
+            "http://127.0.0.1:5001/v2/",
+            "https://127.0.0.1:5000/v2/",
+            "http://localhost:5000/v2/",
+            "http://123456789012.dkr.ecr.attacker.test:5000/v2/",
+            "not a url",
+        ] {
+            assert!(!r.same_origin(other), "{other}");
+        }
+        assert_eq!(r.absolute("/v2/a/blobs/uploads/1").unwrap(), "http://127.0.0.1:5000/v2/a/blobs/uploads/1");
+        assert_eq!(r.absolute("http://127.0.0.1:5000/v2/u").unwrap(), "http://127.0.0.1:5000/v2/u");
+        match r.absolute("http://123456789012.dkr.ecr.attacker.test:8080/v2/a/blobs/uploads/1?_state=x") {
+            Err(Fail::Fatal(e)) => {
+                let msg = e.to_string();
+                assert!(msg.contains("http://123456789012.dkr.ecr.attacker.test:8080"), "{msg}");
+                assert!(!msg.contains("_state"), "{msg}");
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(format!("{:?} {}", Secret::new("Basic x"), Secret::new("y")), "Secret(<redacted>) <redacted>");
+        assert!(!format!("{r:?}").contains("Basic x"));
     }
 
     #[test]

@@ -5,18 +5,31 @@
 //! Loading never reads a layer into memory: it records where each blob's bytes are (a file, or
 //! an offset range inside a tar) so the uploader can stream them. OCI manifests and indexes are
 //! kept as their original bytes, so every digest is preserved. Uncompressed docker-archive layers
-//! are gzip-compressed once into a cache, with the compressed digest and size computed in the
-//! same pass and the uncompressed→compressed mapping remembered for the next push.
+//! are gzip-compressed once into the cache (`cache`), with the compressed digest and size
+//! computed in the same pass and the uncompressed→compressed mapping remembered for the next
+//! push.
+//!
+//! What is read is what was checked: an OCI layout's files must resolve inside the layout (a
+//! blob that is a symbolic link out of it is refused), and every file is opened without
+//! following a final symbolic link and must still be the file (device and inode) found when the
+//! image was loaded. A docker-archive layer's diff id is checked in the pass that reads it —
+//! compressed layers are decompressed on the way — and so is a cache hit, before any manifest
+//! names it. The uploader hashes every blob once more as it sends it (`digest::Verifier`).
 
 use std::collections::HashMap;
-use std::fs::File;
+use std::fs::{File, Metadata};
 use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use bytes::Bytes;
 use serde::Deserialize;
 use sha2::Digest as _;
 
+pub use super::cache::Cache;
+use super::cache::{Entry, PrivateDir};
+use super::digest::{self, Compression};
 use super::{
     Descriptor, ImageError, ManifestDoc, OCI_CONFIG, OCI_LAYER_GZIP, OCI_MANIFEST, check_digest, hex, is_index,
     sha256_hex,
@@ -62,14 +75,40 @@ impl SourceSpec {
     }
 }
 
+/// A file as it was found: opening it again must give the same file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FileId {
+    dev: u64,
+    ino: u64,
+}
+
+impl FileId {
+    pub fn of(meta: &Metadata) -> Self {
+        FileId { dev: meta.dev(), ino: meta.ino() }
+    }
+}
+
+/// Open `path` for reading without following a symbolic link at its end, and only when it is
+/// still the file `id` names (not replaced since it was checked).
+pub fn open_pinned(path: &Path, id: FileId) -> io::Result<File> {
+    let f = std::fs::OpenOptions::new().read(true).custom_flags(libc::O_NOFOLLOW).open(path)?;
+    let meta = f.metadata()?;
+    if FileId::of(&meta) != id || !meta.is_file() {
+        return Err(io::Error::other(format!("{} was replaced after it was checked", path.display())));
+    }
+    Ok(f)
+}
+
 /// Where a blob's bytes are.
 #[derive(Debug, Clone)]
 pub enum Location {
-    /// `len` bytes of `path` from `offset` (a whole file, or a member of a tar).
+    /// `len` bytes of `path` from `offset` (a whole file, or a member of a tar), which must still
+    /// be the file `id` when it is opened.
     File {
         path: PathBuf,
         offset: u64,
         len: u64,
+        id: FileId,
     },
     Memory(Bytes),
     /// A blob of another repository or registry (promote): streamed by a GET.
@@ -83,8 +122,8 @@ impl Location {
     /// A blocking reader over exactly these bytes.
     pub fn open(&self) -> io::Result<Box<dyn Read + Send>> {
         match self {
-            Location::File { path, offset, len } => {
-                let mut f = File::open(path)?;
+            Location::File { path, offset, len, id } => {
+                let mut f = open_pinned(path, *id)?;
                 f.seek(SeekFrom::Start(*offset))?;
                 Ok(Box::new(f.take(*len)))
             }
@@ -100,6 +139,8 @@ pub struct Blob {
     pub size: u64,
     pub media_type: String,
     pub location: Location,
+    /// What the blob is, for messages ("layer 2/3 (blobs/sha256/…) of oci:DIR").
+    pub name: String,
 }
 
 #[derive(Debug, Clone)]
@@ -124,23 +165,15 @@ pub struct Image {
     pub blobs: Vec<Blob>,
     /// What the image was read from, for messages.
     pub origin: String,
-    _temp: Option<TempDir>,
+    /// Private directories the blobs are read from (a `docker save` export, compressions made
+    /// without a cache), removed when the image is dropped.
+    _keep: Vec<Arc<PrivateDir>>,
 }
 
 impl Image {
     /// An image whose parts are described elsewhere (promote).
     pub fn new(top: Manifest, children: Vec<Manifest>, blobs: Vec<Blob>, origin: String) -> Self {
-        Image { top, children, blobs, origin, _temp: None }
-    }
-}
-
-/// A directory removed when dropped (the `docker save` export).
-#[derive(Debug)]
-struct TempDir(PathBuf);
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
+        Image { top, children, blobs, origin, _keep: Vec::new() }
     }
 }
 
@@ -154,19 +187,13 @@ pub fn load(spec: &SourceSpec, cache: &Cache, threads: usize) -> Result<Image, I
         }
         SourceSpec::DockerArchive { file, reference } => load_archive(file, reference.as_deref(), cache, threads),
         SourceSpec::Docker { image } => {
-            let dir = std::env::temp_dir().join(format!(
-                "deployer-docker-save-{}-{}",
-                std::process::id(),
-                rand::random::<u32>()
-            ));
-            std::fs::create_dir_all(&dir)
-                .map_err(|e| ImageError::Source(format!("cannot create {}: {e}", dir.display())))?;
-            let temp = TempDir(dir.clone());
-            let file = dir.join("image.tar");
+            let temp = PrivateDir::new("deployer-docker-save")
+                .map_err(|e| ImageError::Source(format!("cannot make a directory for `docker save`: {e}")))?;
+            let file = temp.path().join("image.tar");
             docker_save(image, &file)?;
             let mut img = load_archive(&file, None, cache, threads)?;
             img.origin = format!("docker:{image}");
-            img._temp = Some(temp);
+            img._keep.push(Arc::new(temp));
             Ok(img)
         }
     }
@@ -195,14 +222,33 @@ fn docker_save(image: &str, file: &Path) -> Result<(), ImageError> {
     }
 }
 
+/// A file of an OCI layout that resolves outside the layout.
+#[derive(Debug)]
+struct Outside {
+    target: PathBuf,
+}
+
+impl Outside {
+    fn error(&self, origin: &str, what: &str) -> ImageError {
+        ImageError::Source(format!(
+            "{origin}: {what} is a symbolic link to {}, outside the layout; deployer reads only files inside the layout, so copy the file into it (`cp -L`) or build the layout again",
+            self.target.display()
+        ))
+    }
+}
+
 /// Files of an image layout or archive, by relative path.
 trait Store {
-    /// Where `rel`'s bytes are, or None when absent.
-    fn locate(&self, rel: &str) -> Option<Location>;
+    /// Where `rel`'s bytes are, or None when absent; `Outside` when it exists but resolves out
+    /// of the layout, so must not be read.
+    fn locate(&self, rel: &str) -> Result<Option<Location>, Outside>;
     fn origin(&self) -> &str;
 
     fn read(&self, rel: &str, limit: u64) -> Result<Vec<u8>, ImageError> {
-        let loc = self.locate(rel).ok_or_else(|| ImageError::Source(format!("{}: {rel} is missing", self.origin())))?;
+        let loc = self
+            .locate(rel)
+            .map_err(|o| o.error(self.origin(), rel))?
+            .ok_or_else(|| ImageError::Source(format!("{}: {rel} is missing", self.origin())))?;
         if let Location::File { len, .. } = &loc
             && *len > limit
         {
@@ -220,7 +266,8 @@ trait Store {
 }
 
 struct DirStore {
-    dir: PathBuf,
+    /// The layout directory, canonical: every file read must resolve inside it.
+    root: PathBuf,
     origin: String,
 }
 
@@ -248,24 +295,37 @@ impl DirStore {
                 dir.display()
             )));
         }
-        Ok(DirStore { dir: dir.to_path_buf(), origin })
+        let root = std::fs::canonicalize(dir)
+            .map_err(|e| ImageError::Source(format!("--source {origin}: cannot resolve {}: {e}", dir.display())))?;
+        Ok(DirStore { root, origin })
     }
 }
 
 impl Store for DirStore {
-    fn locate(&self, rel: &str) -> Option<Location> {
-        let path = self.dir.join(rel);
-        let meta = std::fs::metadata(&path).ok().filter(|m| m.is_file())?;
-        Some(Location::File { path, offset: 0, len: meta.len() })
+    fn locate(&self, rel: &str) -> Result<Option<Location>, Outside> {
+        let path = self.root.join(rel);
+        if std::fs::symlink_metadata(&path).is_err() {
+            return Ok(None);
+        }
+        // Links are resolved here, once, and must stay inside the layout; the file is then
+        // opened by its resolved path without following links, and must be this very file.
+        let Ok(real) = std::fs::canonicalize(&path) else { return Ok(None) };
+        if !real.starts_with(&self.root) {
+            return Err(Outside { target: real });
+        }
+        let Some(meta) = std::fs::symlink_metadata(&real).ok().filter(|m| m.is_file()) else { return Ok(None) };
+        Ok(Some(Location::File { path: real, offset: 0, len: meta.len(), id: FileId::of(&meta) }))
     }
     fn origin(&self) -> &str {
         &self.origin
     }
 }
 
-/// The members of a tar file, indexed once (symlinks and hardlinks resolved).
+/// The members of a tar file, indexed once (symlinks and hardlinks resolved within the tar).
 struct TarStore {
+    /// The tar, resolved; opened again only when it is still the file `id`.
     file: PathBuf,
+    id: FileId,
     members: HashMap<String, (u64, u64)>,
     links: HashMap<String, String>,
     origin: String,
@@ -305,7 +365,10 @@ impl TarStore {
                 file.display()
             ))
         };
-        let f = File::open(file).map_err(|e| ImageError::Source(format!("--source {origin}: cannot open: {e}")))?;
+        let file = std::fs::canonicalize(file)
+            .map_err(|e| ImageError::Source(format!("--source {origin}: cannot resolve: {e}")))?;
+        let f = File::open(&file).map_err(|e| ImageError::Source(format!("--source {origin}: cannot open: {e}")))?;
+        let id = FileId::of(&f.metadata().map_err(|e| ImageError::Source(format!("--source {origin}: {e}")))?);
         let mut magic = [0u8; 2];
         if (&f).read_exact(&mut magic).is_ok() && magic == [0x1f, 0x8b] {
             return Err(not_tar("it is gzip-compressed".into()));
@@ -338,20 +401,23 @@ impl TarStore {
         if members.is_empty() {
             return Err(not_tar("no files in it".into()));
         }
-        Ok(TarStore { file: file.to_path_buf(), members, links, origin })
+        Ok(TarStore { file, id, members, links, origin })
     }
 }
 
 impl Store for TarStore {
-    fn locate(&self, rel: &str) -> Option<Location> {
+    fn locate(&self, rel: &str) -> Result<Option<Location>, Outside> {
         let mut p = normalize(rel);
         for _ in 0..16 {
             if let Some(&(offset, len)) = self.members.get(&p) {
-                return Some(Location::File { path: self.file.clone(), offset, len });
+                return Ok(Some(Location::File { path: self.file.clone(), offset, len, id: self.id }));
             }
-            p = self.links.get(&p)?.clone();
+            match self.links.get(&p) {
+                Some(next) => p = next.clone(),
+                None => return Ok(None),
+            }
         }
-        None
+        Ok(None)
     }
     fn origin(&self) -> &str {
         &self.origin
@@ -367,6 +433,7 @@ fn blob_path(digest: &str) -> Result<String, ImageError> {
 /// Read a manifest blob and check it is what its digest says.
 fn read_manifest(store: &dyn Store, desc: &Descriptor) -> Result<Manifest, ImageError> {
     let rel = blob_path(&desc.digest)?;
+    store.locate(&rel).map_err(|o| o.error(store.origin(), &format!("manifest {} ({rel})", desc.digest)))?;
     let bytes = store.read(&rel, MANIFEST_LIMIT).map_err(|_| {
         ImageError::Source(format!(
             "{}: manifest {} is missing ({rel}); the layout is incomplete",
@@ -389,7 +456,8 @@ fn read_manifest(store: &dyn Store, desc: &Descriptor) -> Result<Manifest, Image
 /// Where a referenced blob is; its size must match the descriptor.
 fn locate_blob(store: &dyn Store, desc: &Descriptor, what: &str) -> Result<Blob, ImageError> {
     let rel = blob_path(&desc.digest)?;
-    let location = store.locate(&rel).ok_or_else(|| {
+    let name = format!("{what} {} ({rel})", desc.digest);
+    let location = store.locate(&rel).map_err(|o| o.error(store.origin(), &name))?.ok_or_else(|| {
         ImageError::Source(format!(
             "{}: {what} {} is missing ({rel} does not exist); the image is incomplete, export it again",
             store.origin(),
@@ -406,7 +474,13 @@ fn locate_blob(store: &dyn Store, desc: &Descriptor, what: &str) -> Result<Blob,
             desc.size
         )));
     }
-    Ok(Blob { digest: desc.digest.clone(), size: desc.size, media_type: desc.media_type.clone(), location })
+    Ok(Blob {
+        digest: desc.digest.clone(),
+        size: desc.size,
+        media_type: desc.media_type.clone(),
+        location,
+        name: format!("{name} of {}", store.origin()),
+    })
 }
 
 fn push_unique(blobs: &mut Vec<Blob>, blob: Blob) {
@@ -423,8 +497,8 @@ fn manifest_blobs(store: &dyn Store, m: &Manifest, blobs: &mut Vec<Blob>) -> Res
         .as_ref()
         .ok_or_else(|| ImageError::Source(format!("{}: manifest {} has no config", store.origin(), m.digest)))?;
     push_unique(blobs, locate_blob(store, config, "config")?);
-    for layer in &doc.layers {
-        push_unique(blobs, locate_blob(store, layer, "layer")?);
+    for (i, layer) in doc.layers.iter().enumerate() {
+        push_unique(blobs, locate_blob(store, layer, &format!("layer {}/{}", i + 1, doc.layers.len()))?);
     }
     Ok(())
 }
@@ -478,7 +552,7 @@ fn load_oci(store: &dyn Store, reference: Option<&str>, origin: &str) -> Result<
     } else {
         manifest_blobs(store, &top, &mut blobs)?;
     }
-    Ok(Image { top, children, blobs, origin: origin.to_string(), _temp: None })
+    Ok(Image { top, children, blobs, origin: origin.to_string(), _keep: Vec::new() })
 }
 
 fn list(items: &[String]) -> String {
@@ -509,8 +583,9 @@ struct RootFs {
 fn load_archive(file: &Path, reference: Option<&str>, cache: &Cache, threads: usize) -> Result<Image, ImageError> {
     let store = TarStore::open(file)?;
     let origin = store.origin.clone();
-    if store.locate("manifest.json").is_none() {
-        if store.locate("index.json").is_some() && store.locate("oci-layout").is_some() {
+    let has = |rel: &str| matches!(store.locate(rel), Ok(Some(_)));
+    if !has("manifest.json") {
+        if has("index.json") && has("oci-layout") {
             // An OCI layout in a tar (buildx type=oci): push it as it is.
             return load_oci(&store, reference, &origin);
         }
@@ -556,7 +631,7 @@ fn load_archive(file: &Path, reference: Option<&str>, cache: &Cache, threads: us
     let mut layers = Vec::new();
     for (path, diff_id) in entry.layers.iter().zip(&diff_ids) {
         check_digest(diff_id)?;
-        let loc = store.locate(path).ok_or_else(|| {
+        let loc = store.locate(path).ok().flatten().ok_or_else(|| {
             ImageError::Source(format!(
                 "--source {origin}: layer {path} (diff id {diff_id}) is missing from the tar; the archive is incomplete, export it again with `docker save`"
             ))
@@ -568,6 +643,7 @@ fn load_archive(file: &Path, reference: Option<&str>, cache: &Cache, threads: us
         size: config_bytes.len() as u64,
         media_type: OCI_CONFIG.to_string(),
         location: Location::Memory(Bytes::from(config_bytes)),
+        name: format!("config {} of {origin}", entry.config),
     };
     let compressed = compress_all(&origin, layers, cache, threads)?;
     let manifest = serde_json::json!({
@@ -583,54 +659,7 @@ fn load_archive(file: &Path, reference: Option<&str>, cache: &Cache, threads: us
     for b in compressed {
         push_unique(&mut blobs, b);
     }
-    Ok(Image { top, children: Vec::new(), blobs, origin, _temp: None })
-}
-
-/// The gzip cache: `gzip/<uncompressed hex>` holds `sha256:<compressed hex> <size>`, and
-/// `blobs/sha256/<compressed hex>` the compressed bytes.
-#[derive(Debug, Clone)]
-pub struct Cache {
-    pub dir: PathBuf,
-}
-
-impl Cache {
-    /// `$DEPLOYER_CACHE_DIR`, else `$XDG_CACHE_HOME/deployer`, else `~/.cache/deployer`.
-    pub fn from_env() -> Self {
-        let var = |n: &str| std::env::var_os(n).filter(|v| !v.is_empty()).map(PathBuf::from);
-        let dir = var("DEPLOYER_CACHE_DIR")
-            .or_else(|| var("XDG_CACHE_HOME").map(|d| d.join("deployer")))
-            .or_else(|| var("HOME").map(|d| d.join(".cache/deployer")))
-            .unwrap_or_else(|| std::env::temp_dir().join("deployer-cache"));
-        Cache { dir }
-    }
-
-    fn mapping_path(&self, diff_hex: &str) -> PathBuf {
-        self.dir.join("gzip").join(diff_hex)
-    }
-
-    fn blob_path(&self, hex: &str) -> PathBuf {
-        self.dir.join("blobs/sha256").join(hex)
-    }
-
-    /// A cached compression of the layer whose uncompressed digest is `diff_id`.
-    fn lookup(&self, diff_id: &str) -> Option<Blob> {
-        let text = std::fs::read_to_string(self.mapping_path(check_digest(diff_id).ok()?)).ok()?;
-        let (digest, size) = text.trim().split_once(' ')?;
-        let size: u64 = size.parse().ok()?;
-        let path = self.blob_path(check_digest(digest).ok()?);
-        let meta = std::fs::metadata(&path).ok()?;
-        (meta.len() == size).then(|| Blob {
-            digest: digest.to_string(),
-            size,
-            media_type: OCI_LAYER_GZIP.to_string(),
-            location: Location::File { path, offset: 0, len: size },
-        })
-    }
-
-    fn err(&self, path: &Path) -> impl Fn(io::Error) -> ImageError {
-        let path = path.to_path_buf();
-        move |source| ImageError::Cache { path: path.clone(), source }
-    }
+    Ok(Image { top, children: Vec::new(), blobs, origin, _keep: cache.scratch_in_use().into_iter().collect() })
 }
 
 fn compress_all(
@@ -650,16 +679,46 @@ fn compress_all(
                     let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     let Some((path, diff_id, loc)) = layers.get(i) else { break };
                     let r = prepare_layer(origin, path, diff_id, loc, cache, i + 1, total);
-                    results.lock().expect("results")[i] = Some(r);
+                    results.lock().unwrap_or_else(|e| e.into_inner())[i] = Some(r);
                 }
             });
         }
     });
-    out.into_iter().map(|r| r.expect("every layer handled")).collect()
+    out.into_iter()
+        .enumerate()
+        .map(|(i, r)| r.unwrap_or_else(|| Err(ImageError::Source(format!("{origin}: layer {} was not read", i + 1)))))
+        .collect()
 }
 
-/// One docker-archive layer as a pushable gzip blob: from the cache, as-is when it is already
-/// gzip, or compressed now (into the cache, digest and size computed in the same pass).
+/// What a cached compression turned out to be when read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Hit {
+    /// Its bytes are the blob its mapping names, and decompress to the layer.
+    Good,
+    /// Its bytes are not what its mapping names (cut short, changed on disk, not gzip): a
+    /// broken entry, dropped and made again.
+    Corrupt(String),
+    /// Intact bytes of another layer: the mapping lies, which only a write into the cache does.
+    Planted { decompresses_to: String },
+}
+
+/// Judge one read of a cache entry (`got`) against its mapping and the layer's diff id.
+fn judge_hit(entry_digest: &str, entry_size: u64, diff_id: &str, got: Result<&digest::LayerDigests, &str>) -> Hit {
+    match got {
+        Err(e) => Hit::Corrupt(format!("cannot be read as gzip ({e})")),
+        Ok(g) if g.compressed != entry_digest || g.size != entry_size => Hit::Corrupt(format!(
+            "holds {} bytes hashing to {}, not the {entry_size} bytes of {entry_digest} its mapping names",
+            g.size, g.compressed
+        )),
+        Ok(g) if g.uncompressed != diff_id => Hit::Planted { decompresses_to: g.uncompressed.clone() },
+        Ok(_) => Hit::Good,
+    }
+}
+
+/// One docker-archive layer as a pushable blob, its diff id checked in the pass that reads it:
+/// a cache hit (read once and checked against both digests), the layer as it is when already
+/// compressed (decompressed on the way), or compressed now into the cache (digest and size
+/// computed in the same pass).
 fn prepare_layer(
     origin: &str,
     path: &str,
@@ -669,9 +728,33 @@ fn prepare_layer(
     n: usize,
     total: usize,
 ) -> Result<Blob, ImageError> {
-    if let Some(hit) = cache.lookup(diff_id) {
-        tracing::debug!("layer {n}/{total}: {diff_id} compressed earlier ({})", hit.digest);
-        return Ok(hit);
+    let name = format!("layer {n}/{total} ({path}, diff id {diff_id}) of {origin}");
+    if let Some(entry) = cache.lookup(diff_id) {
+        let got = open_pinned(&entry.path, entry.id)
+            .and_then(|f| digest::layer_digests(f, Compression::Gzip))
+            .map_err(|e| e.to_string());
+        match judge_hit(&entry.digest, entry.size, diff_id, got.as_ref().map_err(String::as_str)) {
+            Hit::Good => {
+                tracing::debug!("layer {n}/{total}: {diff_id} compressed earlier ({})", entry.digest);
+                return Ok(cached_blob(entry, name));
+            }
+            Hit::Corrupt(why) => {
+                tracing::warn!(
+                    "layer {n}/{total} ({path}): the cached compression {} {why}; dropped it, compressing the layer again",
+                    entry.path.display()
+                );
+                cache.forget(&entry);
+            }
+            Hit::Planted { decompresses_to } => {
+                cache.forget(&entry);
+                return Err(ImageError::Source(format!(
+                    "{origin}: layer {path} (diff id {diff_id}): the layer cache maps it to {} ({}), which decompresses to {decompresses_to}, another layer; only a write into the cache makes such an entry, so nothing was pushed and the entry was removed: check who can write to {}, then push again",
+                    entry.digest,
+                    entry.mapping.display(),
+                    cache.dir().map_or_else(|| "the cache".to_string(), |d| d.display().to_string())
+                )));
+            }
+        }
     }
     let read_err = |e: io::Error| ImageError::Source(format!("{origin}: cannot read layer {path}: {e}"));
     let mut reader = loc.open().map_err(read_err)?;
@@ -683,33 +766,44 @@ fn prepare_layer(
     let hlen = len.min(4) as usize;
     let mut head = [0u8; 4];
     reader.read_exact(&mut head[..hlen]).map_err(read_err)?;
-    let compressed = match &head[..hlen] {
-        [0x1f, 0x8b, ..] => Some(OCI_LAYER_GZIP),
-        [0x28, 0xb5, 0x2f, 0xfd] => Some("application/vnd.oci.image.layer.v1.tar+zstd"),
-        _ => None,
-    };
-    if let Some(media_type) = compressed {
-        // Already compressed (a containerd-backed `docker save`): push the bytes as they are.
-        let mut hasher = sha2::Sha256::new();
-        hasher.update(&head[..hlen]);
-        io::copy(&mut reader, &mut HashWriter(&mut hasher)).map_err(read_err)?;
+    if let Some(compression) = Compression::sniff(&head[..hlen]) {
+        // Already compressed (a containerd-backed `docker save`): pushed as it is, once
+        // decompressed here to check it is the layer the config names.
+        let got =
+            digest::layer_digests(io::Cursor::new(head[..hlen].to_vec()).chain(reader), compression).map_err(|e| {
+                ImageError::Source(format!(
+                    "{origin}: layer {path} is not valid {} data ({e}); the archive is corrupt, export it again",
+                    compression.name()
+                ))
+            })?;
+        if got.uncompressed != diff_id {
+            return Err(ImageError::Source(format!(
+                "{origin}: layer {path} decompresses to {} but the image config says its diff id is {diff_id}; the archive is corrupt (or was altered), export it again",
+                got.uncompressed
+            )));
+        }
         return Ok(Blob {
-            digest: format!("sha256:{}", hex(&hasher.finalize())),
-            size: len,
-            media_type: media_type.to_string(),
+            digest: got.compressed,
+            size: got.size,
+            media_type: compression.media_type().to_string(),
             location: loc.clone(),
+            name,
         });
     }
     let started = std::time::Instant::now();
-    let tmp_dir = cache.dir.join("tmp");
-    std::fs::create_dir_all(&tmp_dir).map_err(cache.err(&tmp_dir))?;
-    let tmp = tmp_dir.join(format!("{}-{}", std::process::id(), rand::random::<u64>()));
-    let file = File::create(&tmp).map_err(cache.err(&tmp))?;
+    let staging = cache.staging()?;
+    let cache_err = |path: &Path| {
+        let path = path.to_path_buf();
+        move |source| ImageError::Cache { path: path.clone(), source }
+    };
+    let tmp = staging.join(format!("{}-{:016x}", std::process::id(), rand::random::<u64>()));
+    let file =
+        std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&tmp).map_err(cache_err(&tmp))?;
     let mut counted = Counted { inner: io::BufWriter::with_capacity(1 << 20, file), hasher: sha2::Sha256::new(), n: 0 };
     let mut raw_hasher = sha2::Sha256::new();
-    {
+    let written = (|| -> Result<(), ImageError> {
         let mut gz = flate2::GzBuilder::new().write(&mut counted, flate2::Compression::new(6));
-        gz.write_all(&head[..hlen]).map_err(cache.err(&tmp))?;
+        gz.write_all(&head[..hlen]).map_err(cache_err(&tmp))?;
         raw_hasher.update(&head[..hlen]);
         let mut buf = vec![0u8; 1 << 20];
         loop {
@@ -718,12 +812,17 @@ fn prepare_layer(
                 break;
             }
             raw_hasher.update(&buf[..k]);
-            gz.write_all(&buf[..k]).map_err(cache.err(&tmp))?;
+            gz.write_all(&buf[..k]).map_err(cache_err(&tmp))?;
         }
-        gz.finish().map_err(cache.err(&tmp))?;
-    }
-    counted.inner.flush().map_err(cache.err(&tmp))?;
+        gz.finish().map_err(cache_err(&tmp))?;
+        Ok(())
+    })()
+    .and_then(|()| counted.inner.flush().map_err(cache_err(&tmp)));
     let raw = format!("sha256:{}", hex(&raw_hasher.finalize()));
+    if let Err(e) = written {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(e);
+    }
     if raw != diff_id {
         let _ = std::fs::remove_file(&tmp);
         return Err(ImageError::Source(format!(
@@ -732,18 +831,8 @@ fn prepare_layer(
     }
     let chex = hex(&counted.hasher.finalize());
     let size = counted.n;
-    let dest = cache.blob_path(&chex);
-    if let Some(parent) = dest.parent() {
-        std::fs::create_dir_all(parent).map_err(cache.err(parent))?;
-    }
-    std::fs::rename(&tmp, &dest).map_err(cache.err(&dest))?;
-    let map = cache.mapping_path(check_digest(diff_id)?);
-    if let Some(parent) = map.parent() {
-        std::fs::create_dir_all(parent).map_err(cache.err(parent))?;
-    }
-    let map_tmp = tmp_dir.join(format!("map-{}-{}", std::process::id(), rand::random::<u64>()));
-    std::fs::write(&map_tmp, format!("sha256:{chex} {size}\n")).map_err(cache.err(&map_tmp))?;
-    std::fs::rename(&map_tmp, &map).map_err(cache.err(&map))?;
+    let dest = cache.commit(&tmp, diff_id, &chex, size)?;
+    let meta = std::fs::symlink_metadata(&dest).map_err(cache_err(&dest))?;
     tracing::info!(
         "layer {n}/{total}: compressed {} → {} in {:.1} s",
         human(len),
@@ -754,19 +843,18 @@ fn prepare_layer(
         digest: format!("sha256:{chex}"),
         size,
         media_type: OCI_LAYER_GZIP.to_string(),
-        location: Location::File { path: dest, offset: 0, len: size },
+        location: Location::File { path: dest, offset: 0, len: size, id: FileId::of(&meta) },
+        name,
     })
 }
 
-struct HashWriter<'a>(&'a mut sha2::Sha256);
-
-impl Write for HashWriter<'_> {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        self.0.update(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> io::Result<()> {
-        Ok(())
+fn cached_blob(entry: Entry, name: String) -> Blob {
+    Blob {
+        digest: entry.digest,
+        size: entry.size,
+        media_type: OCI_LAYER_GZIP.to_string(),
+        location: Location::File { path: entry.path, offset: 0, len: entry.size, id: entry.id },
+        name,
     }
 }
 
@@ -819,6 +907,80 @@ mod tests {
         );
         assert!(SourceSpec::parse("registry.example/shop").is_err());
         assert!(SourceSpec::parse("docker:").is_err());
+    }
+
+    #[test]
+    fn cache_hits_are_judged_on_both_digests() {
+        let good = digest::LayerDigests { compressed: "sha256:c".into(), size: 10, uncompressed: "sha256:d".into() };
+        let table: Vec<(&str, Result<digest::LayerDigests, &str>, Hit)> = vec![
+            ("intact and the right layer", Ok(good.clone()), Hit::Good),
+            (
+                "not gzip",
+                Err("invalid gzip header"),
+                Hit::Corrupt("cannot be read as gzip (invalid gzip header)".into()),
+            ),
+            (
+                "bytes changed on disk",
+                Ok(digest::LayerDigests { compressed: "sha256:x".into(), ..good.clone() }),
+                Hit::Corrupt(
+                    "holds 10 bytes hashing to sha256:x, not the 10 bytes of sha256:c its mapping names".into(),
+                ),
+            ),
+            (
+                "cut short",
+                Ok(digest::LayerDigests { size: 9, ..good.clone() }),
+                Hit::Corrupt(
+                    "holds 9 bytes hashing to sha256:c, not the 10 bytes of sha256:c its mapping names".into(),
+                ),
+            ),
+            (
+                "intact bytes of another layer",
+                Ok(digest::LayerDigests { uncompressed: "sha256:other".into(), ..good.clone() }),
+                Hit::Planted { decompresses_to: "sha256:other".into() },
+            ),
+        ];
+        for (name, got, want) in table {
+            assert_eq!(judge_hit("sha256:c", 10, "sha256:d", got.as_ref().map_err(|e| *e)), want, "{name}");
+        }
+    }
+
+    #[test]
+    fn layout_files_resolve_inside_the_layout_and_are_opened_as_checked() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("layout");
+        std::fs::create_dir_all(dir.join("blobs/sha256")).unwrap();
+        std::fs::write(dir.join("oci-layout"), "{}").unwrap();
+        std::fs::write(dir.join("index.json"), "{}").unwrap();
+        std::fs::write(dir.join("blobs/sha256/inside"), "layer").unwrap();
+        std::fs::write(tmp.path().join("secret"), "not yours").unwrap();
+        std::os::unix::fs::symlink("inside", dir.join("blobs/sha256/alias")).unwrap();
+        std::os::unix::fs::symlink(tmp.path().join("secret"), dir.join("blobs/sha256/out")).unwrap();
+        std::os::unix::fs::symlink("../../../secret", dir.join("blobs/sha256/dotdot")).unwrap();
+        let store = DirStore::open(&dir).unwrap();
+        let read = |loc: &Location| {
+            let mut s = String::new();
+            loc.open().unwrap().read_to_string(&mut s).unwrap();
+            s
+        };
+        let inside = store.locate("blobs/sha256/inside").unwrap().unwrap();
+        assert_eq!(read(&inside), "layer");
+        assert_eq!(read(&store.locate("blobs/sha256/alias").unwrap().unwrap()), "layer", "a link within the layout");
+        for out in ["blobs/sha256/out", "blobs/sha256/dotdot"] {
+            let e = store.locate(out).expect_err(out);
+            assert!(e.target.ends_with("secret"), "{out}: {e:?}");
+        }
+        assert!(store.locate("blobs/sha256/missing").unwrap().is_none());
+        let msg = store.read("blobs/sha256/out", 100).unwrap_err().to_string();
+        assert!(msg.contains("symbolic link") && msg.contains("outside the layout"), "{msg}");
+        // The checked file replaced by a link, or by another file: refused when opened.
+        std::fs::rename(dir.join("blobs/sha256/inside"), tmp.path().join("checked")).unwrap();
+        std::os::unix::fs::symlink(tmp.path().join("secret"), dir.join("blobs/sha256/inside")).unwrap();
+        assert!(inside.open().is_err(), "a link in its place is not followed");
+        std::fs::remove_file(dir.join("blobs/sha256/inside")).unwrap();
+        // (the checked file is kept elsewhere, so its inode cannot be reused by the new one)
+        std::fs::write(dir.join("blobs/sha256/inside"), "other").unwrap();
+        let e = inside.open().err().expect("another file in its place");
+        assert!(e.to_string().contains("replaced"), "{e}");
     }
 
     #[test]

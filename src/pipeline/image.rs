@@ -1,7 +1,9 @@
 //! The image stage: push a built image (OCI layout, docker archive, docker daemon) to ECR, or
 //! promote one already in a registry to another repository or registry without rebuilding.
-//! Everything local (names, tags, the source's blobs) is checked before any AWS call; the
-//! registry credential is masked before use. `image::push` / `image::promote` move the bytes.
+//! Everything local (names, tags, registry addresses, the source's blobs) is checked before any
+//! AWS call; the registry credential is masked before use and sent only where
+//! `ecr::registry_base` / `promote::plan_source` allow. `image::push` / `image::promote` move
+//! the bytes.
 
 use std::fmt;
 use std::sync::Arc;
@@ -14,11 +16,11 @@ use crate::aws::auth::{self, AuthRequest, Source};
 use crate::error::{Error, Result};
 use crate::github::runner::Runner;
 use crate::image::ecr::{self, CreateOptions};
-use crate::image::promote::{self as promotion, SourceRef};
+use crate::image::promote::{self as promotion, SourceInputs, SourcePlan, SourceRef};
 use crate::image::push::{self as pushing, DEFAULT_CONCURRENCY, Options, ProgressMode, Report};
 use crate::image::registry::{Refresh, Registry};
 use crate::image::source::{self, SourceSpec, human};
-use crate::image::{ImageError, check_repository, check_tag};
+use crate::image::{check_repository, check_tag};
 
 #[derive(Debug, Serialize)]
 #[serde(rename_all = "kebab-case")]
@@ -84,7 +86,6 @@ impl fmt::Display for PushResult {
 struct Target {
     repository: ecr::Repository,
     registry: Arc<Registry>,
-    ecr: aws_sdk_ecr::Client,
 }
 
 /// Find (or create) the repository and get the registry credential, masked before use.
@@ -100,15 +101,9 @@ async fn target(
     let repo = ecr::repository(&client, &sts, repository, create).await?;
     let token = ecr::token(&client, None).await?;
     for secret in &token.secrets {
-        runner.mask(secret);
+        runner.mask(secret.expose());
     }
-    let base = registry_endpoint.map(str::to_string).unwrap_or_else(|| token.proxy_endpoint.clone());
-    if base.is_empty() {
-        return Err(ImageError::Ecr(
-            "ecr:GetAuthorizationToken returned no proxyEndpoint; pass --registry-endpoint".into(),
-        )
-        .into());
-    }
+    let base = ecr::registry_base(&token.proxy_endpoint, registry_endpoint)?;
     let refresh: Refresh = {
         let client = client.clone();
         let runner = runner.clone();
@@ -119,7 +114,7 @@ async fn target(
                 tracing::info!("registry answered 401; refreshing the ECR authorization token");
                 let t = ecr::token(&client, None).await?;
                 for secret in &t.secrets {
-                    runner.mask(secret);
+                    runner.mask(secret.expose());
                 }
                 Ok(t.header)
             })
@@ -127,7 +122,7 @@ async fn target(
     };
     let registry = Registry::new(&base, Some(token.header), Some(refresh))?;
     tracing::debug!("registry endpoint {}", registry.base());
-    Ok(Target { repository: repo, registry: Arc::new(registry), ecr: client })
+    Ok(Target { repository: repo, registry: Arc::new(registry) })
 }
 
 fn check_tags(tags: &[String]) -> Result<()> {
@@ -152,6 +147,9 @@ pub async fn push(config: &SdkConfig, req: &PushRequest, runner: &Runner) -> Res
     check_repository("--repository", &req.repository)?;
     check_tags(&req.tags)?;
     let concurrency = concurrency(req.concurrency)?;
+    if let Some(endpoint) = &req.registry_endpoint {
+        ecr::check_endpoint("--registry-endpoint", endpoint)?;
+    }
     let spec = SourceSpec::parse(&req.source)?;
     let cache = req.cache.clone();
     let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2);
@@ -211,53 +209,69 @@ fn host_of(base: &str) -> &str {
     rest.trim_end_matches('/')
 }
 
-/// The registry to read `from` from and whether it is the destination's own (no bytes move).
+/// The registry to read `from` from, as `plan`: its client (with the credential the plan allows)
+/// and whether it is the destination's own (no bytes move).
 async fn promote_source(
     config: &SdkConfig,
     target: &Target,
-    from_registry: Option<&str>,
+    plan: SourcePlan,
     from_role: Option<(&auth::RoleArn, &str)>,
     runner: &Runner,
 ) -> Result<(Arc<Registry>, bool)> {
-    let dest_host = host_of(target.registry.base()).to_string();
-    let repo_host = target.repository.uri.split('/').next().unwrap_or_default().to_string();
-    let r = match from_registry {
-        None => return Ok((target.registry.clone(), true)),
-        Some(r) if host_of(r) == dest_host || host_of(r) == repo_host => return Ok((target.registry.clone(), true)),
-        Some(r) => r,
-    };
-    // Another ECR registry: a token for it, from the source role's credentials when given,
-    // else from ours; another registry is read anonymously unless a role is given.
-    let account = ecr::ecr_account(host_of(r));
-    let client = match from_role {
-        Some((role, session)) => {
-            Some(source_client(config.region().map(|r| r.to_string()), role, session, runner).await?)
+    match plan {
+        SourcePlan::Same => Ok((target.registry.clone(), true)),
+        SourcePlan::Anonymous { base } => {
+            tracing::info!("reading the source from {base} without credentials (it is not an ECR registry)");
+            Ok((Arc::new(Registry::new(&base, None, None)?), false))
         }
-        None => account.map(|_| target.ecr.clone()),
-    };
-    let auth = match client {
-        Some(client) => {
-            let t = ecr::token(&client, account).await?;
+        SourcePlan::Ecr { host, account, region, base } => {
+            // Another ECR registry: a token for its account from its region's ECR, with the
+            // source role's credentials when given, else ours; sent to `base` only.
+            let client = match from_role {
+                Some((role, session)) => source_client(Some(region.clone()), role, session, runner).await?,
+                None => {
+                    let conf = aws_sdk_ecr::config::Builder::from(config)
+                        .region(aws_sdk_ecr::config::Region::new(region.clone()))
+                        .build();
+                    aws_sdk_ecr::Client::from_conf(conf)
+                }
+            };
+            let t = ecr::token(&client, Some(&account)).await?;
             for s in &t.secrets {
-                runner.mask(s);
+                runner.mask(s.expose());
             }
-            Some(t.header)
+            tracing::info!("reading the source from {host} (account {account}, {region}) at {base}");
+            Ok((Arc::new(Registry::new(&base, Some(t.header), None)?), false))
         }
-        None => None,
-    };
-    Ok((Arc::new(Registry::new(r, auth, None)?), false))
+    }
 }
 
 /// Promote `req.from` to `req.repository` with `config`'s credentials.
 pub async fn promote(config: &SdkConfig, req: &PromoteRequest, runner: &Runner) -> Result<PushResult> {
     check_repository("--repository", &req.repository)?;
     check_tags(&req.tags)?;
-    let mut from = SourceRef::parse(&req.from)?;
+    let from = SourceRef::parse(&req.from)?;
     let from_role = req.from_role_arn.as_deref().map(|a| auth::check_role_arn("--from-role-arn", a)).transpose()?;
-    let from_registry = req.from_registry.clone().or_else(|| from.host.take());
+    if let Some(endpoint) = &req.registry_endpoint {
+        ecr::check_endpoint("--registry-endpoint", endpoint)?;
+    }
+    // What can be refused without the network is refused before any AWS call: look-alike
+    // hosts, ECR over http, an ECR credential for a registry that is not ECR.
+    let inputs = SourceInputs {
+        from_host: from.host.as_deref(),
+        from_registry: req.from_registry.as_deref(),
+        from_registry_endpoint: req.from_registry_endpoint.as_deref(),
+        from_role: from_role.is_some(),
+        dest_host: "",
+        dest_base: req.registry_endpoint.as_deref().unwrap_or_default(),
+    };
+    promotion::plan_source(&inputs)?;
     let target = target(config, &req.repository, None, req.registry_endpoint.as_deref(), runner).await?;
+    let repo_host = target.repository.uri.split('/').next().unwrap_or_default().to_string();
+    let plan =
+        promotion::plan_source(&SourceInputs { dest_host: &repo_host, dest_base: target.registry.base(), ..inputs })?;
     let from_role = from_role.as_ref().map(|r| (r, req.session_name.as_str()));
-    let (source, same) = promote_source(config, &target, from_registry.as_deref(), from_role, runner).await?;
+    let (source, same) = promote_source(config, &target, plan, from_role, runner).await?;
     let image = promotion::resolve(&source, &from).await?;
     tracing::info!(
         "promoting {}/{}:{} ({}) to {}{}",

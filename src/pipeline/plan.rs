@@ -29,6 +29,8 @@ pub struct PromoteRequest {
     pub from: String,
     pub from_registry: Option<String>,
     pub from_role_arn: Option<String>,
+    /// Where the source ECR registry's HTTP goes instead of its own host.
+    pub from_registry_endpoint: Option<String>,
     /// The session name when `from_role_arn` is assumed.
     pub session_name: String,
     pub repository: String,
@@ -55,6 +57,8 @@ pub struct TaskDefPlan {
     pub render: RenderArgs,
     /// Where registry HTTP goes to check image digests (instead of ECR's API).
     pub registry_endpoint: Option<String>,
+    /// Verification also runs the preflight that the tasks can start (`--permissions`).
+    pub permissions: bool,
 }
 
 /// Recording the release as a GitHub Deployment (best effort).

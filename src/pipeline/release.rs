@@ -1,7 +1,8 @@
 //! `release` as one pipeline over a typed plan: auth → the deploy's checks (before any change:
 //! a service that cannot take the deploy stops the release before anything is pushed or
-//! registered) → push or promote → render → verify → register → deploy, then the GitHub
-//! Deployment's status and the release summary. Each stage's result is written to the step
+//! registered; credentials that cannot be renewed must outlast the deploy) → push or promote →
+//! render → verify → register → deploy, then the GitHub Deployment's status and the release
+//! summary. The release record carries each parameter's version and secret's version id. Each stage's result is written to the step
 //! outputs as soon as it is known, so a failing release still leaves what it learned.
 
 use std::fmt;
@@ -12,12 +13,14 @@ use serde::Serialize;
 use super::image::PushResult;
 use super::plan::{ImagePlan, ReleasePlan, TaskDefPlan};
 use super::{Session, http_client, image, taskdef};
+use crate::aws::refresh::deploy_budget;
 use crate::deploy::Cancel;
 use crate::deploy::driver::{self, Context};
 use crate::deploy::report::{DeployRun, Outcome};
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::github::deployments::Recorder;
 use crate::github::runner::Runner;
+use crate::taskdef::pins::ConfigVersion;
 
 /// How long each stage took, in order.
 pub struct Laps {
@@ -65,6 +68,8 @@ pub struct ReleaseResult {
     pub result: Outcome,
     pub exit_code: u8,
     pub stages: Vec<StageTime>,
+    /// The version of each parameter and secret the task definition references (never a value).
+    pub configuration: Vec<ConfigVersion>,
     pub deploy: DeployRun,
 }
 
@@ -87,6 +92,9 @@ pub async fn run(plan: ReleasePlan, runner: &Runner, cancel: &Cancel, mut laps: 
     let authed = super::auth::session(&auth, auth_source).await?;
     runner.set_output("aws-account-id", &authed.account_id)?;
     let session = Session::from_auth(&authed);
+    // Credentials deployer cannot renew must outlast the whole deploy, checked before any change.
+    let timeout = deploy.gate.timeout;
+    authed.reach.check(std::time::SystemTime::now(), deploy_budget(timeout), timeout).map_err(Error::Input)?;
     laps.lap("auth", 0);
 
     let (ecs, http) = (aws_sdk_ecs::Client::new(&session.config), http_client()?);
@@ -106,7 +114,7 @@ pub async fn run(plan: ReleasePlan, runner: &Runner, cancel: &Cancel, mut laps: 
         taskdef.render.images.insert(0, target);
         laps.lap("push", 0);
     }
-    let task_definition = render_verify_register(&session, &taskdef, runner, &mut laps).await?;
+    let (task_definition, configuration) = render_verify_register(&session, &taskdef, runner, &mut laps).await?;
 
     let payload = serde_json::json!({
         "image-uri": published.as_ref().map(|p| p.image_uri.as_str()),
@@ -114,6 +122,7 @@ pub async fn run(plan: ReleasePlan, runner: &Runner, cancel: &Cancel, mut laps: 
         "task-definition-arn": task_definition,
         "services": deploy.services,
         "cluster": deploy.cluster,
+        "configuration": configuration,
     });
     let url = github.environment_url.clone().or_else(|| deploy.gate.health_urls.first().cloned());
     let recorder = Recorder::start(runner, github.token, github.api_url, &environment, url, &payload).await;
@@ -136,6 +145,7 @@ pub async fn run(plan: ReleasePlan, runner: &Runner, cancel: &Cancel, mut laps: 
         result: run.result,
         exit_code: run.exit_code,
         stages: laps.stages,
+        configuration,
         deploy: run,
     };
     // The strategy each service took (a CODE_DEPLOY service's is CodeDeploy's, whatever the plan said).
@@ -153,23 +163,25 @@ async fn publish_image(plan: &ImagePlan, session: &Session, runner: &Runner) -> 
     })
 }
 
-/// Render (with the diff in the summary), verify, register; returns the new ARN.
+/// Render (with the diff in the summary), verify, register; returns the new ARN and the
+/// configuration record (each reference's version, metadata only).
 async fn render_verify_register(
     session: &Session,
     plan: &TaskDefPlan,
     runner: &Runner,
     laps: &mut Laps,
-) -> Result<String> {
+) -> Result<(String, Vec<ConfigVersion>)> {
     let rendered = taskdef::prepare(session, plan).await?;
     let diff = taskdef::diff_against_current(session, plan, &rendered).await?;
     runner.summary(&diff.markdown())?;
     laps.lap("render", 0);
     taskdef::verify_rendered(session, plan, &rendered).await?;
+    let configuration = crate::taskdef::pins::configuration(&session.config, &rendered.rendered).await;
     laps.lap("verify", 0);
     let registered = taskdef::register(session, &rendered).await?;
     runner.set_output("task-definition-arn", &registered.task_definition_arn)?;
     laps.lap("register", 0);
-    Ok(registered.task_definition_arn)
+    Ok((registered.task_definition_arn, configuration))
 }
 
 fn summary(result: &ReleaseResult, strategy: &str) -> String {

@@ -1,7 +1,8 @@
 //! The task-definition stage: load the template (a JSON file, a registered revision, or the
-//! service's current definition), expand secret references, render; then diff it against
-//! what runs, verify every reference it needs (metadata only), and register it. Flags are
-//! checked before any network call.
+//! service's current definition), expand secret references, render, check it against ECS's
+//! model (and pin secrets with `--pin-secrets`); then diff it against what runs, verify every
+//! reference it needs (metadata only; with `--permissions`, that the tasks can start), and
+//! register it. Flags are checked before any network call.
 
 use super::Session;
 use super::plan::TaskDefPlan;
@@ -14,6 +15,7 @@ use crate::taskdef::render::{RenderRequest, parse_image, parse_pair, render};
 use crate::taskdef::resolve::{Scope, resolve};
 use crate::taskdef::template::TaskDefinition;
 use crate::taskdef::verify::{self, Checked, Context};
+use crate::taskdef::{pins, schema};
 
 /// A rendered task definition and where it came from.
 pub struct Rendered {
@@ -63,7 +65,13 @@ pub async fn prepare(session: &Session, plan: &TaskDefPlan) -> Result<Rendered> 
         secrets,
         exclusive_env: plan.render.exclusive_env,
     };
-    let rendered = render(&template, &request)?;
+    let mut rendered = render(&template, &request)?;
+    schema::enforce(&rendered.body, &template_label, plan.render.allow_unknown_fields)?;
+    if plan.render.pin_secrets {
+        let (pinned, n) = pins::pin_secrets(&session.config, &rendered).await?;
+        tracing::info!("pinned {n} Secrets Manager reference(s) to their current version id");
+        rendered = pinned;
+    }
     // Name the container of each --image for verification messages.
     let names = rendered.container_names();
     let images = request
@@ -146,6 +154,7 @@ pub async fn verify_rendered(session: &Session, plan: &TaskDefPlan, rendered: &R
         region: &session.region,
         registry_endpoint: plan.registry_endpoint.as_deref(),
         http: &http,
+        permissions: plan.permissions,
     };
     Ok(verify::verify(&ctx, &rendered.rendered, &rendered.images).await?)
 }

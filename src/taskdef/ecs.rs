@@ -22,12 +22,15 @@ pub enum EcsError {
 }
 
 /// A registered (or described) task definition's identity.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub struct Registered {
     pub task_definition_arn: String,
     pub family: String,
     pub revision: i64,
+    /// When ECS registered it (epoch seconds), for "changed since" comparisons.
+    #[serde(skip)]
+    pub registered_at: Option<f64>,
 }
 
 /// DescribeTaskDefinition with tags; returns the template-shaped definition and its identity.
@@ -52,6 +55,7 @@ fn identity(td: &Value, op: &'static str) -> Result<Registered, EcsError> {
             .to_string(),
         family: td["family"].as_str().unwrap_or_default().to_string(),
         revision: td["revision"].as_i64().unwrap_or_default(),
+        registered_at: td["registeredAt"].as_f64(),
     })
 }
 

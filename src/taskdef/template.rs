@@ -5,17 +5,9 @@
 
 use serde_json::{Map, Value};
 
-/// Fields ECS sets and RegisterTaskDefinition refuses.
-pub const READ_ONLY: &[&str] = &[
-    "taskDefinitionArn",
-    "revision",
-    "status",
-    "requiresAttributes",
-    "compatibilities",
-    "registeredAt",
-    "registeredBy",
-    "deregisteredAt",
-];
+/// Fields ECS sets and RegisterTaskDefinition refuses: the members DescribeTaskDefinition
+/// returns that RegisterTaskDefinition does not take, from the vendored ECS model.
+pub const READ_ONLY: &[&str] = super::schema::model::READ_ONLY;
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum TemplateError {

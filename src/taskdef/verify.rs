@@ -1,15 +1,17 @@
 //! Verification before anything is registered: every secret reference exists (Parameter
 //! Store and Secrets Manager *metadata* only — never a value), references are well-formed and
 //! in the session's account and region, an execution role is set when secrets are used, and
-//! each image given with `--image` exists in its registry. All problems are collected and
-//! reported together, each naming its container and variable.
+//! each image given with `--image` exists in its registry; with `--permissions`, the
+//! preflight of `permissions` too. All problems are collected and reported together, each
+//! naming its container and variable.
 
 use std::collections::{BTreeMap, BTreeSet};
 
 use aws_config::SdkConfig;
-use aws_sdk_ssm::types::ParameterStringFilter;
 
-use super::refs::{Target, parse_value_from};
+use super::metadata;
+use super::permissions::{self, Preflighted};
+use super::refs::Target;
 use super::template::TaskDefinition;
 use crate::image_ref::ImageRef;
 
@@ -40,6 +42,9 @@ pub struct Checked {
     pub parameters: usize,
     pub secrets: usize,
     pub images: usize,
+    /// With `--permissions`: what the preflight checked.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub permissions: Option<Preflighted>,
 }
 
 pub struct Context<'a> {
@@ -49,6 +54,8 @@ pub struct Context<'a> {
     /// Where registry HTTP goes instead of the image's host (the local stack).
     pub registry_endpoint: Option<&'a str>,
     pub http: &'a reqwest::Client,
+    /// Also run the permission preflight (`--permissions`).
+    pub permissions: bool,
 }
 
 pub async fn verify(
@@ -60,55 +67,50 @@ pub async fn verify(
     // parameter name -> users; secret id -> users
     let mut parameters: BTreeMap<String, Vec<(String, String)>> = BTreeMap::new();
     let mut secrets: BTreeMap<String, Vec<(String, String)>> = BTreeMap::new();
-    let mut any_secret = false;
-    for c in td.containers() {
-        let container = c.get("name").and_then(|v| v.as_str()).unwrap_or("?").to_string();
-        // Container secrets, and the log driver's secretOptions (e.g. a FireLens API key).
-        let log_secrets = c.get("logConfiguration").and_then(|l| l.get("secretOptions")).and_then(|v| v.as_array());
-        let entries = c.get("secrets").and_then(|v| v.as_array()).into_iter().flatten();
-        for s in entries.chain(log_secrets.into_iter().flatten()) {
-            any_secret = true;
-            let variable = s.get("name").and_then(|v| v.as_str()).unwrap_or("?").to_string();
-            let problem =
-                |message: String| Problem { container: container.clone(), variable: Some(variable.clone()), message };
-            let Some(value_from) = s.get("valueFrom").and_then(|v| v.as_str()) else {
-                problems.push(problem("no valueFrom".into()));
-                continue;
-            };
-            let target = match parse_value_from(value_from) {
-                Ok(t) => t,
-                Err(e) => {
-                    problems.push(problem(e.to_string()));
-                    continue;
-                }
-            };
-            let (region, account) = match &target {
-                Target::Parameter { region, account, .. } => (region.as_deref(), account.as_deref()),
-                Target::Secret { region, account, .. } => (Some(region.as_str()), Some(account.as_str())),
-            };
-            if let Some(r) = region.filter(|r| *r != ctx.region) {
-                problems.push(problem(format!(
-                    "{value_from} is in region {r}, the deployment is in {}; tasks read secrets from their own region — copy it or fix the ARN",
-                    ctx.region
-                )));
+    let refs = metadata::references(td);
+    for r in &refs {
+        let problem =
+            |message: String| Problem { container: r.container.clone(), variable: Some(r.variable.clone()), message };
+        let target = match &r.target {
+            Ok(t) => t,
+            Err(e) if r.value_from.is_empty() => {
+                problems.push(problem(e.reason.clone()));
                 continue;
             }
-            if let Some(a) = account.filter(|a| *a != ctx.account) {
-                problems.push(problem(format!(
-                    "{value_from} is in account {a}, the deployment is in {}; deployer verifies same-account references only — fix the ARN",
-                    ctx.account
-                )));
+            Err(e) => {
+                problems.push(problem(e.to_string()));
                 continue;
             }
-            match target {
-                Target::Parameter { name, .. } => {
-                    parameters.entry(name).or_default().push((container.clone(), variable))
-                }
-                Target::Secret { id, .. } => secrets.entry(id).or_default().push((container.clone(), variable)),
+        };
+        let value_from = &r.value_from;
+        let (region, account) = match target {
+            Target::Parameter { region, account, .. } => (region.as_deref(), account.as_deref()),
+            Target::Secret { region, account, .. } => (Some(region.as_str()), Some(account.as_str())),
+        };
+        if let Some(reg) = region.filter(|reg| *reg != ctx.region) {
+            problems.push(problem(format!(
+                "{value_from} is in region {reg}, the deployment is in {}; tasks read secrets from their own region — copy it or fix the ARN",
+                ctx.region
+            )));
+            continue;
+        }
+        if let Some(a) = account.filter(|a| *a != ctx.account) {
+            problems.push(problem(format!(
+                "{value_from} is in account {a}, the deployment is in {}; deployer verifies same-account references only — fix the ARN",
+                ctx.account
+            )));
+            continue;
+        }
+        match target {
+            Target::Parameter { name, .. } => {
+                parameters.entry(name.clone()).or_default().push((r.container.clone(), r.variable.clone()))
+            }
+            Target::Secret { id, .. } => {
+                secrets.entry(id.clone()).or_default().push((r.container.clone(), r.variable.clone()))
             }
         }
     }
-    if any_secret && td.body.get("executionRoleArn").and_then(|v| v.as_str()).is_none_or(str::is_empty) {
+    if !refs.is_empty() && td.body.get("executionRoleArn").and_then(|v| v.as_str()).is_none_or(str::is_empty) {
         problems.push(Problem {
             container: "(task)".into(),
             variable: None,
@@ -116,11 +118,13 @@ pub async fn verify(
         });
     }
 
-    let missing_params = missing_parameters(ctx.config, parameters.keys().cloned().collect()).await;
-    match missing_params {
-        Ok(missing) => {
-            for name in missing {
-                for (container, variable) in &parameters[&name] {
+    let names: Vec<String> = parameters.keys().cloned().collect();
+    let ids: Vec<String> = secrets.keys().cloned().collect();
+    let meta = metadata::fetch(ctx.config, &names, &ids).await;
+    match &meta.parameters_error {
+        None => {
+            for (name, users) in parameters.iter().filter(|(n, _)| !meta.parameters.contains_key(*n)) {
+                for (container, variable) in users {
                     problems.push(Problem {
                         container: container.clone(),
                         variable: Some(variable.clone()),
@@ -132,64 +136,44 @@ pub async fn verify(
                 }
             }
         }
-        Err(e) => problems.push(Problem { container: "(task)".into(), variable: None, message: e }),
+        Some(e) => problems.push(Problem { container: "(task)".into(), variable: None, message: e.clone() }),
     }
-    let sm = aws_sdk_secretsmanager::Client::new(ctx.config);
     for (id, users) in &secrets {
-        if let Err(e) = sm.describe_secret().secret_id(id).send().await {
-            let message = match aws_sdk_secretsmanager::error::ProvideErrorMetadata::code(&e) {
-                Some("ResourceNotFoundException") => {
-                    format!(
-                        "secret {id} does not exist in account {} ({}); create it or fix the reference",
-                        ctx.account, ctx.region
-                    )
-                }
-                _ => format!("cannot describe secret {id}: {}", aws_sdk_secretsmanager::error::DisplayErrorContext(&e)),
-            };
-            for (container, variable) in users {
-                problems.push(Problem {
-                    container: container.clone(),
-                    variable: Some(variable.clone()),
-                    message: message.clone(),
-                });
-            }
+        let message = match meta.secrets.get(id) {
+            Some(Ok(Some(_))) => continue,
+            Some(Ok(None)) | None => format!(
+                "secret {id} does not exist in account {} ({}); create it or fix the reference",
+                ctx.account, ctx.region
+            ),
+            Some(Err(e)) => e.clone(),
+        };
+        for (container, variable) in users {
+            problems.push(Problem {
+                container: container.clone(),
+                variable: Some(variable.clone()),
+                message: message.clone(),
+            });
         }
     }
+    let mut missing_images = BTreeSet::new();
     for (container, uri) in images {
         if let Err(message) = check_image(ctx, uri).await {
             problems.push(Problem { container: container.clone(), variable: None, message });
+            missing_images.insert(uri.clone());
         }
     }
+    let permissions = if ctx.permissions {
+        let (done, found) = permissions::check(ctx, td, &refs, &meta, &missing_images).await;
+        problems.extend(found);
+        Some(done)
+    } else {
+        None
+    };
     if problems.is_empty() {
-        Ok(Checked { parameters: parameters.len(), secrets: secrets.len(), images: images.len() })
+        Ok(Checked { parameters: parameters.len(), secrets: secrets.len(), images: images.len(), permissions })
     } else {
         Err(VerifyError(problems))
     }
-}
-
-/// The names among `names` that Parameter Store does not hold (DescribeParameters: metadata).
-async fn missing_parameters(config: &SdkConfig, names: Vec<String>) -> Result<BTreeSet<String>, String> {
-    let ssm = aws_sdk_ssm::Client::new(config);
-    let mut missing: BTreeSet<String> = names.iter().cloned().collect();
-    for chunk in names.chunks(10) {
-        let filter = ParameterStringFilter::builder()
-            .key("Name")
-            .option("Equals")
-            .set_values(Some(chunk.to_vec()))
-            .build()
-            .map_err(|e| e.to_string())?;
-        let mut pages = ssm.describe_parameters().parameter_filters(filter).into_paginator().send();
-        while let Some(page) = pages.next().await {
-            let page =
-                page.map_err(|e| format!("cannot list parameters: {}", aws_sdk_ssm::error::DisplayErrorContext(&e)))?;
-            for p in page.parameters() {
-                if let Some(n) = p.name() {
-                    missing.remove(n);
-                }
-            }
-        }
-    }
-    Ok(missing)
 }
 
 async fn check_image(ctx: &Context<'_>, uri: &str) -> Result<(), String> {

@@ -14,16 +14,16 @@ use crate::support::oidc::{Issuer, Job};
 use crate::support::registry_proxy::RegistryProxy;
 use crate::support::{Captured, capture, deployer, ecs_client, stack, unique_account};
 
-struct Setup {
-    account: String,
-    sim: Sim,
-    dir: tempfile::TempDir,
-    family: String,
-    prod: String,
-    v1: String,
+pub(crate) struct Setup {
+    pub(crate) account: String,
+    pub(crate) sim: Sim,
+    pub(crate) dir: tempfile::TempDir,
+    pub(crate) family: String,
+    pub(crate) prod: String,
+    pub(crate) v1: String,
 }
 
-async fn setup() -> Setup {
+pub(crate) async fn setup() -> Setup {
     let account = unique_account();
     let sim = Sim::start();
     let ecs = ecs_client(&sim.url, &account);
@@ -90,7 +90,7 @@ task-definition = "taskdef.json"
     Setup { account, sim, dir, family, prod, v1 }
 }
 
-fn release(s: &Setup, issuer: &Issuer, git_ref: &str, image: &str) -> assert_cmd::Command {
+pub(crate) fn release(s: &Setup, issuer: &Issuer, git_ref: &str, image: &str) -> assert_cmd::Command {
     let mut c = release_without_image(s, issuer, git_ref);
     c.args(["--image", image]);
     c
@@ -118,7 +118,7 @@ fn outputs(s: &Setup) -> std::collections::HashMap<String, String> {
     written(s.dir.path())
 }
 
-async fn run(mut c: assert_cmd::Command) -> Captured {
+pub(crate) async fn run(mut c: assert_cmd::Command) -> Captured {
     tokio::task::spawn_blocking(move || capture(&mut c)).await.unwrap()
 }
 

@@ -53,14 +53,14 @@ struct GithubState {
 
 type Shared = Arc<Mutex<GithubState>>;
 
-struct FakeGithub {
-    url: String,
+pub(crate) struct FakeGithub {
+    pub(crate) url: String,
     state: Shared,
 }
 
 impl FakeGithub {
     /// Starts with one earlier successful deployment (id 7) of the environment.
-    fn start() -> FakeGithub {
+    pub(crate) fn start() -> FakeGithub {
         let state: Shared = Arc::new(Mutex::new(GithubState {
             deployments: vec![(7, vec!["success".into()])],
             ..GithubState::default()
@@ -122,7 +122,7 @@ impl FakeGithub {
         FakeGithub { url: serve(router), state }
     }
 
-    fn requests(&self) -> Vec<(String, String, Value, String)> {
+    pub(crate) fn requests(&self) -> Vec<(String, String, Value, String)> {
         self.state.lock().unwrap().requests.clone()
     }
 }

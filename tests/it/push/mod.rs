@@ -1,8 +1,11 @@
 //! `deployer push` and `deployer promote` against moto (ECR API) and docker-registry (bytes):
 //! round trips checked with skopeo, faults injected by a proxy, bad input, and retags that
-//! must move no bytes.
+//! must move no bytes. `trust` checks where the ECR token may go, `integrity` that every byte
+//! pushed is the byte its digest names.
 
 pub mod fixtures;
+mod integrity;
+mod trust;
 
 use std::path::Path;
 use std::process::Command;
@@ -507,18 +510,35 @@ fn promote_across_registries_streams_only_missing_blobs() {
 
     let proxy = RegistryProxy::start(&stack().registry_host);
     proxy.fault("PUT", "/blobs/uploads/", Fault::DropAfter(20_000), 0, 1);
-    // The source is read with a token of another account's role (masked, never printed).
-    let role = format!("arn:aws:iam::{}:role/image-reader", unique_account());
+    // The source is another account's ECR registry (the second docker-registry stands in for
+    // it through --from-registry-endpoint, behind a recording proxy), read with a token of a
+    // role in that account (masked, never printed).
+    let source_account = unique_account();
+    let role = format!("arn:aws:iam::{source_account}:role/image-reader");
+    let source_proxy = RegistryProxy::start(other.url.trim_start_matches("http://"));
+    let source_host = format!("{source_account}.dkr.ecr.eu-west-1.amazonaws.com");
     let run_out = promote(
         &run,
         &proxy.url,
-        &format!("{from}:rc1"),
+        &format!("{source_host}/{from}:rc1"),
         &to,
         &["v1"],
-        &["--from-registry", &other.url, "--from-role-arn", &role],
+        &["--from-registry-endpoint", &source_proxy.url, "--from-role-arn", &role],
     );
     assert!(run_out.stderr.contains("reading the source as"), "{run_out}");
     let out = ok(&run_out);
+    // Each registry got its own account's token, and nothing else.
+    let basic = |account: &str| {
+        let token =
+            base64::Engine::encode(&base64::engine::general_purpose::STANDARD, format!("AWS:{account}-auth-token"));
+        Some(format!("Basic {token}"))
+    };
+    assert!(source_proxy.count("GET", "/blobs/") >= 4, "{:?}", source_proxy.seen());
+    assert!(source_proxy.seen().iter().all(|s| s.authorization == basic(&source_account)), "{:?}", source_proxy.seen());
+    assert!(proxy.seen().iter().all(|s| s.authorization == basic(&run.account)), "{:?}", proxy.seen());
+    for secret in [format!("{source_account}-auth-token"), format!("{}-auth-token", run.account)] {
+        assert!(!run_out.stdout.contains(&secret) && !run_out.stderr.contains(&secret), "{run_out}");
+    }
     assert_eq!(out["image-digest"], index.as_str());
     // 2 configs + 2 own layers moved (one PUT was cut and retried); the shared layer was skipped.
     assert_eq!(out["blobs-uploaded"], 4);

@@ -160,10 +160,17 @@ async fn upload_blob(http: &reqwest::Client, registry: &str, repo: &str, data: &
 
 /// Pushes a tiny OCI image `repo:tag` into the stack's registry; returns its image reference.
 pub async fn push_image(repo: &str, tag: &str) -> String {
+    push_image_for(repo, tag, "amd64").await;
+    format!("{}/{repo}:{tag}", stack().registry_host)
+}
+
+/// Pushes a tiny OCI image built for linux/`architecture` as `repo:tag`; returns the
+/// manifest's digest and size (for an index that lists it).
+pub async fn push_image_for(repo: &str, tag: &str, architecture: &str) -> (String, usize) {
     let st = stack();
     let http = reqwest::Client::new();
     let config =
-        json!({"architecture": "amd64", "os": "linux", "config": {}, "rootfs": {"type": "layers", "diff_ids": []}})
+        json!({"architecture": architecture, "os": "linux", "config": {}, "rootfs": {"type": "layers", "diff_ids": []}})
             .to_string();
     let layer = format!("layer of {repo}:{tag}").into_bytes();
     let config_digest = upload_blob(&http, &st.registry_url, repo, config.as_bytes()).await;
@@ -175,23 +182,30 @@ pub async fn push_image(repo: &str, tag: &str) -> String {
         "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip", "digest": layer_digest, "size": layer.len()}],
     })
     .to_string();
-    let resp = http
-        .put(format!("{}/v2/{repo}/manifests/{tag}", st.registry_url))
-        .header("content-type", "application/vnd.oci.image.manifest.v1+json")
-        .body(manifest)
+    put_manifest(repo, tag, "application/vnd.oci.image.manifest.v1+json", &manifest).await;
+    (sha256(manifest.as_bytes()), manifest.len())
+}
+
+/// PUTs a manifest or index under `reference` in the stack's registry.
+pub async fn put_manifest(repo: &str, reference: &str, media_type: &str, body: &str) {
+    let resp = reqwest::Client::new()
+        .put(format!("{}/v2/{repo}/manifests/{reference}", stack().registry_url))
+        .header("content-type", media_type)
+        .body(body.to_string())
         .send()
         .await
         .expect("put manifest");
     assert_eq!(resp.status().as_u16(), 201, "put manifest: {}", resp.text().await.unwrap_or_default());
-    format!("{}/{repo}:{tag}", st.registry_host)
 }
 
 /// One moto JSON call as `account`.
 pub async fn moto(account: &str, target: &str, body: Value) -> Value {
     let st = stack();
-    let service = match target {
-        t if t.starts_with("AmazonSSM") => "ssm",
-        t if t.starts_with("AmazonEC2ContainerRegistry") => "ecr",
+    let service = match target.split('.').next().unwrap_or_default() {
+        "AmazonSSM" => "ssm",
+        "AmazonEC2ContainerRegistry_V20150921" => "ecr",
+        "Logs_20140328" => "logs",
+        "TrentService" => "kms",
         _ => "secretsmanager",
     };
     let resp = reqwest::Client::new()

@@ -4,10 +4,12 @@
 
 #![allow(dead_code)]
 
+pub mod iam;
 pub mod load;
 pub mod oidc;
 pub mod registry_proxy;
 pub mod stack;
+pub mod sts_proxy;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};

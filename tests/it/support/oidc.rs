@@ -64,6 +64,8 @@ struct Inner {
     fail_next: AtomicUsize,
     requests: AtomicUsize,
     issued: Mutex<Vec<String>>,
+    /// Seconds from issue to `exp` (GitHub's tokens: a few minutes).
+    lifetime: std::sync::atomic::AtomicU64,
 }
 
 pub struct Issuer {
@@ -93,6 +95,7 @@ impl Issuer {
             fail_next: AtomicUsize::new(0),
             requests: AtomicUsize::new(0),
             issued: Mutex::new(Vec::new()),
+            lifetime: std::sync::atomic::AtomicU64::new(300),
         });
         let router = Router::new()
             .route("/token", get(token))
@@ -107,6 +110,11 @@ impl Issuer {
     /// Make the next `n` token requests fail with 503.
     pub fn fail_next(&self, n: usize) {
         self.inner.fail_next.store(n, Ordering::SeqCst);
+    }
+
+    /// Tokens issued from now on expire `seconds` after they are issued.
+    pub fn set_token_lifetime(&self, seconds: u64) {
+        self.inner.lifetime.store(seconds, Ordering::SeqCst);
     }
 
     /// Token requests received, failed ones included.
@@ -162,7 +170,7 @@ fn mint(inner: &Inner, audience: &str) -> String {
         "ref_protected": "false",
         "runner_environment": "github-hosted",
         "iss": inner.base_url.get().cloned().unwrap_or_default(),
-        "iat": now, "nbf": now - 5, "exp": now + 300,
+        "iat": now, "nbf": now - 5, "exp": now + inner.lifetime.load(Ordering::SeqCst),
     });
     if let Some(env) = &job.environment {
         claims["environment"] = Value::String(env.clone());

@@ -1,7 +1,9 @@
-//! A loopback HTTP proxy in front of docker-registry that records every request and injects
-//! faults: an error status, a connection dropped part-way through the request body, slow bodies
-//! in both directions, or a request that hangs. Each fault applies to a bounded number of
-//! matching requests, so a client that retries always gets through in the end.
+//! A loopback HTTP proxy in front of docker-registry that records every request (with its
+//! `Authorization` header and how many body bytes reached the registry) and injects faults: an
+//! error status, an answer of the test's choosing (a redirect, an upload `Location` elsewhere), a
+//! connection dropped part-way through the request body, slow bodies in both directions, or a
+//! request that hangs. Each fault applies to a bounded number of matching requests, so a client
+//! that retries always gets through in the end.
 //!
 //! One request per connection: the proxy asks both sides for `Connection: close`, so it only
 //! parses request heads, never responses beyond their status line.
@@ -18,6 +20,9 @@ use super::runtime;
 pub enum Fault {
     /// Answer with this status (after reading the request body) without forwarding.
     Status(u16),
+    /// Answer with this status and these headers (after reading the request body) without
+    /// forwarding.
+    Respond { status: u16, headers: Vec<(String, String)> },
     /// Forward the head and this many body bytes (at most half the body), then drop both
     /// connections.
     DropAfter(usize),
@@ -47,6 +52,10 @@ pub struct Seen {
     pub fault: Option<String>,
     /// The `Authorization` header the client sent, if any.
     pub authorization: Option<String>,
+    /// The request's `Content-Length`.
+    pub content_length: usize,
+    /// Body bytes passed on to the registry (set when the request is done).
+    pub forwarded: Option<usize>,
 }
 
 #[derive(Default)]
@@ -191,31 +200,18 @@ async fn handle(mut client: TcpStream, upstream: &str, state: &State) -> std::io
             status: None,
             fault: fault.as_ref().map(|f| format!("{f:?}")),
             authorization,
+            content_length,
+            forwarded: None,
         });
         seen.len() - 1
     };
     let set_status = |status: u16| state.seen.lock().unwrap()[index].status = Some(status);
+    let set_forwarded = |n: usize| state.seen.lock().unwrap()[index].forwarded = Some(n);
 
     match fault {
-        Some(Fault::Status(code)) => {
-            // Read the body (bounded) so the client sees the answer, not a reset.
-            let mut remaining = content_length.saturating_sub(body_start.len()).min(64 << 20);
-            let mut sink = vec![0u8; 64 * 1024];
-            while remaining > 0 {
-                let want = remaining.min(sink.len());
-                let n = client.read(&mut sink[..want]).await?;
-                if n == 0 {
-                    break;
-                }
-                remaining -= n;
-            }
-            let resp = format!(
-                "HTTP/1.1 {code} Injected\r\nContent-Type: application/json\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{{}}"
-            );
-            client.write_all(resp.as_bytes()).await?;
-            set_status(code);
-            let _ = client.shutdown().await;
-            Ok(())
+        Some(Fault::Status(code)) => respond(client, content_length, body_start.len(), code, &[], set_status).await,
+        Some(Fault::Respond { status, headers }) => {
+            respond(client, content_length, body_start.len(), status, &headers, set_status).await
         }
         Some(Fault::Hang) => {
             tokio::time::sleep(Duration::from_secs(120)).await;
@@ -240,6 +236,7 @@ async fn handle(mut client: TcpStream, upstream: &str, state: &State) -> std::io
             // Drop both sides: the client sees its connection die mid-body.
             drop(up);
             drop(client);
+            set_forwarded(sent);
             Ok(())
         }
         slow => {
@@ -252,8 +249,10 @@ async fn handle(mut client: TcpStream, upstream: &str, state: &State) -> std::io
             up.write_all(&body_start).await?;
             let (mut cr, mut cw) = client.into_split();
             let (mut ur, mut uw) = up.into_split();
+            let first = body_start.len();
             let to_upstream = async move {
-                let _ = pipe(&mut cr, &mut uw, pace).await;
+                let n = pipe(&mut cr, &mut uw, pace).await;
+                set_forwarded(first + n);
                 let _ = uw.shutdown().await;
             };
             let to_client = async {
@@ -266,7 +265,7 @@ async fn handle(mut client: TcpStream, upstream: &str, state: &State) -> std::io
                         set_status(code);
                     }
                     let _ = cw.write_all(&first[..n]).await;
-                    let _ = pipe(&mut ur, &mut cw, pace).await;
+                    pipe(&mut ur, &mut cw, pace).await;
                 }
                 let _ = cw.shutdown().await;
             };
@@ -276,19 +275,54 @@ async fn handle(mut client: TcpStream, upstream: &str, state: &State) -> std::io
     }
 }
 
-async fn pipe<R, W>(r: &mut R, w: &mut W, pace: Option<(usize, Duration)>) -> std::io::Result<()>
+/// Answer without forwarding: read the body (bounded) so the client sees the answer, not a
+/// reset, then send `status` with `headers`.
+async fn respond(
+    mut client: TcpStream,
+    content_length: usize,
+    already: usize,
+    status: u16,
+    headers: &[(String, String)],
+    set_status: impl Fn(u16),
+) -> std::io::Result<()> {
+    let mut remaining = content_length.saturating_sub(already).min(64 << 20);
+    let mut sink = vec![0u8; 64 * 1024];
+    while remaining > 0 {
+        let want = remaining.min(sink.len());
+        let n = client.read(&mut sink[..want]).await?;
+        if n == 0 {
+            break;
+        }
+        remaining -= n;
+    }
+    let extra: String = headers.iter().map(|(k, v)| format!("{k}: {v}\r\n")).collect();
+    let resp = format!(
+        "HTTP/1.1 {status} Injected\r\n{extra}Content-Type: application/json\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{{}}"
+    );
+    client.write_all(resp.as_bytes()).await?;
+    set_status(status);
+    let _ = client.shutdown().await;
+    Ok(())
+}
+
+/// Copy until the end (or an error); returns how many bytes were written.
+async fn pipe<R, W>(r: &mut R, w: &mut W, pace: Option<(usize, Duration)>) -> usize
 where
     R: AsyncReadExt + Unpin,
     W: AsyncWriteExt + Unpin,
 {
     let size = pace.map_or(64 * 1024, |(c, _)| c.max(1));
     let mut buf = vec![0u8; size];
+    let mut total = 0;
     loop {
-        let n = r.read(&mut buf).await?;
-        if n == 0 {
-            return Ok(());
+        let n = match r.read(&mut buf).await {
+            Ok(0) | Err(_) => return total,
+            Ok(n) => n,
+        };
+        if w.write_all(&buf[..n]).await.is_err() {
+            return total;
         }
-        w.write_all(&buf[..n]).await?;
+        total += n;
         if let Some((_, delay)) = pace {
             tokio::time::sleep(delay).await;
         }
