@@ -318,7 +318,11 @@ type R = Result<Value, ApiError>;
 pub async fn handle(AxState(sim): AxState<Arc<Sim>>, headers: HeaderMap, body: Bytes) -> Response {
     let target = headers.get("x-amz-target").and_then(|v| v.to_str().ok()).unwrap_or("");
     let op = target.strip_prefix("CodeDeploy_20141006.").unwrap_or("").to_string();
-    let ctx = sim.request_ctx(headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok())).await;
+    let authorization = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
+    if !sim.credentials_valid(authorization, &format!("CodeDeploy.{op}")) {
+        return err("ExpiredTokenException", "The security token included in the request is expired").into_response();
+    }
+    let ctx = sim.request_ctx(authorization).await;
     *sim.lock().calls.entry(format!("CodeDeploy.{op}")).or_default() += 1;
     let input: Value = if body.is_empty() {
         json!({})

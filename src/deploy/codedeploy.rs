@@ -153,6 +153,18 @@ impl<'a> CodeDeployApi<'a> {
         Ok(GroupView::from_sdk(info))
     }
 
+    /// GetDeploymentConfig: the named deployment configuration exists.
+    async fn deployment_config(&self, name: &str) -> Result<(), DeployError> {
+        self.count();
+        self.client
+            .get_deployment_config()
+            .deployment_config_name(name)
+            .send()
+            .await
+            .map_err(|e| api("GetDeploymentConfig", e))?;
+        Ok(())
+    }
+
     /// Deployments of the group not finished yet (Created, Queued, InProgress, Ready, Baking).
     pub async fn active_deployments(&self, group: &GroupView) -> Result<Vec<String>, DeployError> {
         self.count();
@@ -277,7 +289,8 @@ impl<'a> CodeDeployApi<'a> {
 }
 
 /// The deployment group of `cluster`/`service`: the one `settings` names, else the one deployment
-/// group of an ECS application that deploys the service.
+/// group of an ECS application that deploys the service; and the deployment configuration
+/// `settings` names exists.
 pub async fn find_group(
     cd: &CodeDeployApi<'_>,
     cluster: &str,
@@ -298,6 +311,9 @@ pub async fn find_group(
     };
     let group = cdl::pick_group(&groups, cluster, service, settings).map_err(DeployError::Precondition)?;
     cdl::check_group(group).map_err(DeployError::Precondition)?;
+    if let Some(name) = &settings.deployment_config {
+        cd.deployment_config(name).await?;
+    }
     Ok(group.clone())
 }
 

@@ -393,7 +393,8 @@ async fn watch<G: DeployGate>(
                 api_errors += 1;
                 tracing::warn!("{}: observing the deployment failed ({api_errors} in a row): {e}", run.report.service);
                 if api_errors >= 5 {
-                    return End::Failed(Failure::Timeout { waiting_for: format!("ECS to answer ({e})") });
+                    let who = if follow.is_some() { "ECS and CodeDeploy" } else { "ECS" };
+                    return End::Failed(Failure::Timeout { waiting_for: format!("{who} to answer ({e})") });
                 }
                 ctx.cancel.sleep(pacing.next(false)).await;
                 continue;

@@ -417,6 +417,31 @@ mod tests {
     }
 
     #[test]
+    fn a_code_deploy_service_is_steady_on_its_primary_task_set_and_busy_with_two() {
+        let set = |id: &str, td: &str, primary: bool, steady: bool| TaskSetView {
+            id: id.into(),
+            primary,
+            task_definition: td.into(),
+            steady,
+            ..Default::default()
+        };
+        let service = |sets: Vec<TaskSetView>| ServiceView {
+            controller: Some(DeploymentControllerType::CodeDeploy),
+            task_sets: sets,
+            ..Default::default()
+        };
+        let one = service(vec![set("a", "td:1", true, true)]);
+        assert!(one.controller_is_code_deploy() && !one.controller_is_ecs());
+        assert!(one.steady_on("td:1") && !one.steady_on("td:2") && !one.in_progress());
+        let two = service(vec![set("b", "td:2", false, true), set("a", "td:1", true, true)]);
+        assert!(two.in_progress() && two.steady_on("td:1"), "blue still primary while green is installed");
+        assert_eq!(two.progress_detail(), "2 task set(s)");
+        let stabilizing = service(vec![set("a", "td:1", true, false)]);
+        assert!(!stabilizing.steady_on("td:1"));
+        assert!(!ServiceView::default().steady_on("td:1"), "an ECS service without deployments is not steady");
+    }
+
+    #[test]
     fn scaled_in_or_user_stopped_tasks_are_not_failures() {
         let scaled = "Scaling activity initiated by (deployment ecs-svc/1)";
         assert!(!task("STOPPED", Some(TaskStopCode::ServiceSchedulerInitiated), scaled).failed());

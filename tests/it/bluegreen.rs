@@ -139,18 +139,18 @@ impl App {
     }
 }
 
-async fn run(mut cmd: assert_cmd::Command) -> (Captured, Value) {
+pub(crate) async fn run(mut cmd: assert_cmd::Command) -> (Captured, Value) {
     let run = tokio::task::spawn_blocking(move || capture(&mut cmd)).await.expect("deployer ran");
     let json: Value = serde_json::from_str(run.stdout.trim()).unwrap_or_else(|e| panic!("{e}:\n{run}"));
     (run, json)
 }
 
-fn report(json: &Value) -> &Value {
+pub(crate) fn report(json: &Value) -> &Value {
     &json["services"][0]
 }
 
 /// Production percentages to green as the report's traffic timeline shows them, without repeats.
-fn production_steps(r: &Value) -> Vec<f64> {
+pub(crate) fn production_steps(r: &Value) -> Vec<f64> {
     let mut out: Vec<f64> = Vec::new();
     for t in r["traffic"].as_array().into_iter().flatten() {
         let p = t["production-green-percent"].as_f64().unwrap();
@@ -162,7 +162,7 @@ fn production_steps(r: &Value) -> Vec<f64> {
 }
 
 /// When (ms since the deploy began) production first reached each percentage.
-fn production_at(r: &Value, percent: f64) -> Option<u64> {
+pub(crate) fn production_at(r: &Value, percent: f64) -> Option<u64> {
     r["traffic"]
         .as_array()
         .into_iter()
@@ -171,11 +171,11 @@ fn production_at(r: &Value, percent: f64) -> Option<u64> {
         .and_then(|t| t["at-ms"].as_u64())
 }
 
-fn stages(r: &Value) -> Vec<String> {
+pub(crate) fn stages(r: &Value) -> Vec<String> {
     r["lifecycle"].as_array().into_iter().flatten().map(|s| s["stage"].as_str().unwrap().to_string()).collect()
 }
 
-fn versions(report: &LoadReport) -> BTreeSet<String> {
+pub(crate) fn versions(report: &LoadReport) -> BTreeSet<String> {
     report.versions.keys().cloned().collect()
 }
 

@@ -15,13 +15,14 @@ use aws_sdk_codedeploy::types::{
 use aws_sdk_ecs::Client;
 use serde_json::Value;
 
+use crate::bluegreen::{production_at, production_steps, report, run, stages, versions};
 use crate::sim::codedeploy::{
     GroupSettings, code_deploy_service, codedeploy_client, create_group, deployment, wait_status, wait_task_set_steady,
 };
 use crate::sim::common::{register, versions_at};
 use crate::sim::harness::{Sim, push_image, unique};
-use crate::support::load::{self, LoadOptions, LoadReport};
-use crate::support::{Captured, capture, deployer, ecs_client, unique_account};
+use crate::support::load::{self, LoadOptions};
+use crate::support::{deployer, ecs_client, unique_account};
 
 /// Service `web` of 2 tasks of `v1` under CODE_DEPLOY, and its CodeDeploy group `app`/`dg`.
 struct App {
@@ -88,41 +89,6 @@ impl App {
         let out = self.cd.list_deployments().application_name("app").deployment_group_name("dg").send().await;
         out.expect("list deployments").deployments().to_vec()
     }
-}
-
-async fn run(mut cmd: assert_cmd::Command) -> (Captured, Value) {
-    let run = tokio::task::spawn_blocking(move || capture(&mut cmd)).await.expect("deployer ran");
-    let json: Value = serde_json::from_str(run.stdout.trim()).unwrap_or_else(|e| panic!("{e}:\n{run}"));
-    (run, json)
-}
-
-fn report(json: &Value) -> &Value {
-    &json["services"][0]
-}
-
-fn stages(r: &Value) -> Vec<String> {
-    r["lifecycle"].as_array().into_iter().flatten().map(|s| s["stage"].as_str().unwrap().to_string()).collect()
-}
-
-/// Production percentages to green as the report's traffic timeline shows them, without repeats.
-fn production_steps(r: &Value) -> Vec<f64> {
-    let mut out: Vec<f64> = Vec::new();
-    for t in r["traffic"].as_array().into_iter().flatten() {
-        let p = t["production-green-percent"].as_f64().unwrap();
-        if out.last() != Some(&p) {
-            out.push(p);
-        }
-    }
-    out
-}
-
-fn production_at(r: &Value, percent: f64) -> Option<u64> {
-    let points = r["traffic"].as_array().into_iter().flatten();
-    points.filter(|t| t["production-green-percent"].as_f64() == Some(percent)).find_map(|t| t["at-ms"].as_u64())
-}
-
-fn versions(report: &LoadReport) -> BTreeSet<String> {
-    report.versions.keys().cloned().collect()
 }
 
 fn timeline(r: &Value) -> String {
@@ -212,6 +178,16 @@ async fn a_bad_green_is_caught_on_the_test_listener_and_production_never_serves_
     );
     assert!(traffic.ok > 20, "{traffic:?}");
     assert!(production_steps(r).iter().all(|p| *p == 0.0), "{}", r["traffic"]);
+    let ready = r["lifecycle"].as_array().unwrap().iter().find(|s| s["stage"] == "Ready").expect("held Ready");
+    let held_at = ready["started-ms"].as_u64().unwrap();
+    let failed_at =
+        r["timeline"].as_array().unwrap().iter().find(|s| s["what"].as_str().unwrap().starts_with("gate failed"));
+    let failed_at = failed_at.unwrap()["at-ms"].as_u64().unwrap();
+    println!(
+        "CodeDeploy test-listener catch: green held Ready at {held_at} ms, gate failed at {failed_at} ms ({} ms on test traffic); production answers {:?}",
+        failed_at - held_at,
+        traffic.versions
+    );
     assert_eq!(r["final-task-definition-arn"], app.v1.as_str());
     let id = r["deployment-id"].as_str().unwrap();
     let d = deployment(&app.cd, id).await;
@@ -338,7 +314,15 @@ async fn the_deployment_group_is_found_from_the_service_and_never_guessed() {
     let error = json["error"].as_str().unwrap_or_default().to_string() + &out.stderr;
     assert!(error.contains("2 CodeDeploy deployment groups deploy main/web (app/dg, other/dg)"), "{out}");
     assert!(app.deployments().await.is_empty(), "nothing deployed");
-    // Named, it deploys; `deployer rollback` then goes back through CodeDeploy too.
+    // An unknown deployment configuration is refused before anything changes too.
+    let named = ["--codedeploy-application", "other", "--codedeploy-deployment-group", "dg"];
+    let (out, json) =
+        run(app.deploy(&v2, false, &[&named[..], &["--codedeploy-deployment-config", "Nope"]].concat())).await;
+    assert_eq!(out.code, Some(1), "{out}");
+    let error = json["error"].as_str().unwrap_or_default().to_string() + &out.stderr;
+    assert!(error.contains("GetDeploymentConfig") && error.contains("Nope"), "{out}");
+    assert!(app.deployments().await.is_empty(), "nothing deployed");
+    // Named, it deploys.
     let extra = ["--codedeploy-application", "other", "--codedeploy-deployment-group", "dg", "--bake", "0"];
     let (out, json) = run(app.deploy(&v2, false, &extra)).await;
     assert_eq!(out.code, Some(0), "{out}");

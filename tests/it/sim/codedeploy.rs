@@ -202,22 +202,22 @@ pub async fn wait_status(
     .await
 }
 
+/// CreateDeployment of `task_definition` to `app`/`dg`, not sent yet.
+fn create_request(
+    cd: &aws_sdk_codedeploy::Client,
+    task_definition: &str,
+) -> aws_sdk_codedeploy::operation::create_deployment::builders::CreateDeploymentFluentBuilder {
+    let content = aws_sdk_codedeploy::types::AppSpecContent::builder().content(appspec(task_definition)).build();
+    cd.create_deployment().application_name("app").deployment_group_name("dg").revision(
+        RevisionLocation::builder()
+            .revision_type(RevisionLocationType::AppSpecContent)
+            .app_spec_content(content)
+            .build(),
+    )
+}
+
 async fn create_deployment(cd: &aws_sdk_codedeploy::Client, task_definition: &str) -> String {
-    let out = cd
-        .create_deployment()
-        .application_name("app")
-        .deployment_group_name("dg")
-        .revision(
-            RevisionLocation::builder()
-                .revision_type(RevisionLocationType::AppSpecContent)
-                .app_spec_content(
-                    aws_sdk_codedeploy::types::AppSpecContent::builder().content(appspec(task_definition)).build(),
-                )
-                .build(),
-        )
-        .send()
-        .await
-        .expect("create deployment");
+    let out = create_request(cd, task_definition).send().await.expect("create deployment");
     out.deployment_id().expect("id").to_string()
 }
 
@@ -313,19 +313,7 @@ async fn a_codedeploy_blue_green_walks_its_lifecycle_events_then_stop_rolls_back
         load::start(&prod, LoadOptions { max_duration: Duration::from_secs(60), concurrency: 2, ..Default::default() });
 
     let id = create_deployment(&cd, &v2).await;
-    let busy = cd
-        .create_deployment()
-        .application_name("app")
-        .deployment_group_name("dg")
-        .revision(
-            RevisionLocation::builder()
-                .revision_type(RevisionLocationType::AppSpecContent)
-                .app_spec_content(aws_sdk_codedeploy::types::AppSpecContent::builder().content(appspec(&v3)).build())
-                .build(),
-        )
-        .send()
-        .await
-        .unwrap_err();
+    let busy = create_request(&cd, &v3).send().await.unwrap_err();
     assert!(format!("{:?}", busy.into_service_error()).contains("already has an active Deployment"));
     wait_status(&cd, &id, DeploymentStatus::Ready, Duration::from_secs(30)).await;
     let t = ecs_target(&cd, &id).await;
