@@ -133,7 +133,7 @@ pub fn routing(kind: &str, pct: f64, minutes: f64) -> Routing {
     let (steps, raw) = match kind {
         "TimeBasedCanary" => (
             if pct >= 100.0 { vec![100.0] } else { vec![pct, 100.0] },
-            json!({"type": kind, "timeBasedCanary": {"canaryPercentage": pct, "canaryInterval": minutes}}),
+            json!({"type": kind, "timeBasedCanary": {"canaryPercentage": pct as i64, "canaryInterval": minutes as i64}}),
         ),
         "TimeBasedLinear" => {
             let mut steps = Vec::new();
@@ -143,7 +143,8 @@ pub fn routing(kind: &str, pct: f64, minutes: f64) -> Routing {
                 cur = f64::min(cur + pct, 100.0);
                 steps.push(cur);
             }
-            (steps, json!({"type": kind, "timeBasedLinear": {"linearPercentage": pct, "linearInterval": minutes}}))
+            let raw = json!({"type": kind, "timeBasedLinear": {"linearPercentage": pct as i64, "linearInterval": minutes as i64}});
+            (steps, raw)
         }
         _ => (vec![100.0], json!({"type": "AllAtOnce"})),
     };
@@ -1256,12 +1257,15 @@ mod tests {
     fn predefined_configs_shape_production_steps() {
         assert_eq!(predefined("CodeDeployDefault.ECSAllAtOnce").unwrap().steps, vec![100.0]);
         let c = predefined("CodeDeployDefault.ECSCanary10Percent5Minutes").unwrap();
-        assert_eq!((c.steps, c.interval_minutes), (vec![10.0, 100.0], 5.0));
+        assert_eq!((c.steps.clone(), c.interval_minutes), (vec![10.0, 100.0], 5.0));
         let l = predefined("CodeDeployDefault.ECSLinear10PercentEvery1Minutes").unwrap();
         assert_eq!(l.steps.len(), 10);
         assert_eq!(l.steps.last(), Some(&100.0));
         assert!(predefined("CodeDeployDefault.OneAtATime").is_none(), "a server config is not an ECS one");
         assert_eq!(routing("TimeBasedLinear", 40.0, 1.0).steps, vec![40.0, 80.0, 100.0]);
+        // CodeDeploy's API types percentage and interval as integers (the SDK refuses 50.0).
+        assert_eq!(c.raw["timeBasedCanary"]["canaryPercentage"], json!(10));
+        assert_eq!(c.raw["timeBasedCanary"]["canaryInterval"], json!(5));
     }
 
     #[test]
