@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 pub use crate::deploy::plan::Strategy;
+pub use crate::runtask::TaskCommand;
 
 /// Take a container image from a workflow to a healthy Amazon ECS service.
 #[derive(Debug, Parser)]
@@ -57,11 +58,19 @@ pub enum Command {
     Deploy(DeployArgs),
     /// Roll an ECS service back to its previous (or a given) task definition.
     Rollback(RollbackArgs),
-    /// resolve + auth + push/promote + render + verify + register + deploy in one call.
+    /// Roll the service's current revision again under the gate (secrets rotated, parameters
+    /// changed), naming what changed since its tasks started: `deploy --force-new-deployment`.
+    Refresh(DeployArgs),
+    /// resolve + auth + push/promote + render + verify + register + pre-deploy + deploy in one call.
     Release(Box<ReleaseArgs>),
     /// Manage Parameter Store values.
     #[command(subcommand)]
     Params(ParamsCommand),
+    /// Run a one-off task (a migration) of a revision with a service's network settings;
+    /// succeed only when every essential container exits 0.
+    RunTask(RunTaskArgs),
+    /// List a family's ACTIVE revisions and what uses each; with --keep, deregister old unused ones.
+    Revisions(RevisionsArgs),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -136,6 +145,26 @@ pub struct UploadArgs {
     pub concurrency: Option<usize>,
 }
 
+/// What deployer puts on what it creates: tags (repositories, `release`'s task-definition
+/// revisions and GitHub deployment), and a created repository's lifecycle policy: `push` and
+/// `release`.
+#[derive(Debug, Clone, Default, Args)]
+pub struct ResourceArgs {
+    /// KEY=VALUE tag on what deployer creates or registers, besides app, environment, git-sha
+    /// and run-url (repeatable, or comma-separated).
+    #[arg(long = "resource-tag", env = "DEPLOYER_RESOURCE_TAGS", value_delimiter = ',')]
+    pub resource_tags: Vec<String>,
+    /// With --create-repository: no lifecycle policy on the new repository.
+    #[arg(long, env = "DEPLOYER_NO_LIFECYCLE_POLICY")]
+    pub no_lifecycle_policy: bool,
+    /// With --create-repository: the lifecycle policy keeps the newest N tagged images (default 30).
+    #[arg(long, env = "DEPLOYER_KEEP_IMAGES")]
+    pub keep_images: Option<u32>,
+    /// With --create-repository: the lifecycle policy expires untagged images after D days (default 14).
+    #[arg(long, env = "DEPLOYER_EXPIRE_UNTAGGED_DAYS")]
+    pub expire_untagged_days: Option<u32>,
+}
+
 /// Where a promoted image is read from: `promote` and `release`.
 #[derive(Debug, Clone, Default, Args)]
 pub struct PromoteSourceArgs {
@@ -162,6 +191,8 @@ pub struct PushArgs {
     pub target: ImageTargetArgs,
     #[command(flatten)]
     pub upload: UploadArgs,
+    #[command(flatten)]
+    pub resources: ResourceArgs,
 }
 
 #[derive(Debug, Args)]
@@ -283,11 +314,34 @@ pub struct DeployArgs {
     #[arg(long = "service", required = true, env = "DEPLOYER_SERVICE", value_delimiter = ',')]
     pub services: Vec<String>,
     /// A task definition ARN or family:revision, or a JSON FILE to register first (after
-    /// every service passed its checks).
+    /// every service passed its checks). Not with --force-new-deployment / refresh.
     #[arg(long, env = "DEPLOYER_TASK_DEFINITION")]
-    pub task_definition: String,
+    pub task_definition: Option<String>,
+    /// Roll the services' current revision again, so new tasks read rotated secrets and
+    /// changed parameters; the report names what changed since the running tasks started.
+    #[arg(long, env = "DEPLOYER_FORCE_NEW_DEPLOYMENT")]
+    pub force_new_deployment: bool,
+    /// A --task-definition FILE: let members and enum values that ECS's model (as vendored in
+    /// deployer) does not know through, as warnings; wrong types and ranges are still refused.
+    #[arg(long, env = "DEPLOYER_ALLOW_UNKNOWN_FIELDS")]
+    pub allow_unknown_fields: bool,
     #[command(flatten)]
     pub gate: GateArgs,
+    #[command(flatten)]
+    pub after: AfterDeployArgs,
+}
+
+/// Housekeeping after every service deployed successfully: `deploy` and `release`.
+#[derive(Debug, Clone, Default, Args)]
+pub struct AfterDeployArgs {
+    /// Point EventBridge rules and Scheduler schedules that run this task definition family
+    /// on the service's cluster at the new revision.
+    #[arg(long, env = "DEPLOYER_UPDATE_SCHEDULED_TASKS")]
+    pub update_scheduled_tasks: bool,
+    /// Deregister ACTIVE revisions of the family beyond the newest N, except any that a
+    /// service, a scheduled task or a rollback still needs.
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..), env = "DEPLOYER_KEEP_REVISIONS")]
+    pub keep_revisions: Option<u32>,
 }
 
 /// Blue/green, canary and linear settings (ignored by --strategy rolling).
@@ -340,6 +394,10 @@ pub struct RollbackArgs {
     pub service: String,
     #[arg(long, env = "DEPLOYER_TO")]
     pub to: Option<String>,
+    /// Once the service is healthy again, point the family's scheduled tasks on the cluster
+    /// back at the revision rolled back to.
+    #[arg(long, env = "DEPLOYER_UPDATE_SCHEDULED_TASKS")]
+    pub update_scheduled_tasks: bool,
 }
 
 /// `release`: every stage in one call, built from the same flag groups as the single
@@ -372,6 +430,8 @@ pub struct ReleaseArgs {
     pub target: ImageTargetArgs,
     #[command(flatten)]
     pub upload: UploadArgs,
+    #[command(flatten)]
+    pub resources: ResourceArgs,
 
     // task definition
     #[arg(long, env = "DEPLOYER_TASK_DEFINITION")]
@@ -390,6 +450,11 @@ pub struct ReleaseArgs {
     pub services: Vec<String>,
     #[command(flatten)]
     pub gate: GateArgs,
+    /// A one-off task of the new revision (migrations) after register and before the deploy.
+    #[command(flatten)]
+    pub pre_deploy: OneOffArgs<PreDeployFlags>,
+    #[command(flatten)]
+    pub after: AfterDeployArgs,
 
     // GitHub Deployments
     /// Token for GitHub Deployments (falls back to GITHUB_TOKEN); without one they are skipped.
@@ -401,6 +466,117 @@ pub struct ReleaseArgs {
     /// The deployed app's URL for the GitHub deployment (default: the first --health-url).
     #[arg(long, env = "DEPLOYER_ENVIRONMENT_URL")]
     pub environment_url: Option<String>,
+}
+
+/// The flag names of a one-off task's settings, per command: `run-task` names them plainly
+/// (`--timeout`), `release` after the stage they configure (`--pre-deploy-timeout`).
+pub trait OneOffFlags: Clone + std::fmt::Debug + Default + Send + Sync + 'static {
+    const COMMAND: &'static str;
+    const COMMAND_ENV: &'static str;
+    const CONTAINER: &'static str;
+    const CONTAINER_ENV: &'static str;
+    const ENV: &'static str;
+    /// `--` and ENV, for messages.
+    const ENV_FLAG: &'static str;
+    const TIMEOUT: &'static str;
+    const TIMEOUT_ENV: &'static str;
+    const LOG_LINES: &'static str;
+    const LOG_LINES_ENV: &'static str;
+}
+
+/// `run-task`'s names: `--command`, `--container`, `--env`, `--timeout`, `--log-lines`.
+#[derive(Debug, Clone, Default)]
+pub struct RunTaskFlags;
+
+impl OneOffFlags for RunTaskFlags {
+    const COMMAND: &'static str = "command";
+    const COMMAND_ENV: &'static str = "DEPLOYER_COMMAND";
+    const CONTAINER: &'static str = "container";
+    const CONTAINER_ENV: &'static str = "DEPLOYER_CONTAINER";
+    const ENV: &'static str = "env";
+    const ENV_FLAG: &'static str = "--env";
+    const TIMEOUT: &'static str = "timeout";
+    const TIMEOUT_ENV: &'static str = "DEPLOYER_TIMEOUT";
+    const LOG_LINES: &'static str = "log-lines";
+    const LOG_LINES_ENV: &'static str = "DEPLOYER_LOG_LINES";
+}
+
+/// `release`'s names: `--pre-deploy-command`, `--pre-deploy-container`, ... (deployer.toml:
+/// `pre-deploy = { command = [...], container = "...", env = {...}, timeout = "...", log-lines = N }`).
+#[derive(Debug, Clone, Default)]
+pub struct PreDeployFlags;
+
+impl OneOffFlags for PreDeployFlags {
+    const COMMAND: &'static str = "pre-deploy-command";
+    const COMMAND_ENV: &'static str = "DEPLOYER_PRE_DEPLOY_COMMAND";
+    const CONTAINER: &'static str = "pre-deploy-container";
+    const CONTAINER_ENV: &'static str = "DEPLOYER_PRE_DEPLOY_CONTAINER";
+    const ENV: &'static str = "pre-deploy-env";
+    const ENV_FLAG: &'static str = "--pre-deploy-env";
+    const TIMEOUT: &'static str = "pre-deploy-timeout";
+    const TIMEOUT_ENV: &'static str = "DEPLOYER_PRE_DEPLOY_TIMEOUT";
+    const LOG_LINES: &'static str = "pre-deploy-log-lines";
+    const LOG_LINES_ENV: &'static str = "DEPLOYER_PRE_DEPLOY_LOG_LINES";
+}
+
+/// A one-off task's command and limits, declared once for `run-task` and `release`'s
+/// pre-deploy stage; `N` names the flags.
+#[derive(Debug, Clone, Default, Args)]
+pub struct OneOffArgs<N: OneOffFlags> {
+    /// The command as a JSON array, e.g. '["bin/migrate","--all"]' (never split by a shell).
+    #[arg(id = N::COMMAND, long = N::COMMAND, env = N::COMMAND_ENV, value_name = "JSON")]
+    pub command: Option<TaskCommand>,
+    /// The container the command and environment apply to (optional with one container).
+    #[arg(id = N::CONTAINER, long = N::CONTAINER, env = N::CONTAINER_ENV)]
+    pub container: Option<String>,
+    /// NAME=VALUE added to that container's environment (repeatable).
+    #[arg(id = N::ENV, long = N::ENV, value_name = "NAME=VALUE")]
+    pub env: Vec<String>,
+    /// How long it may run before deployer stops it: seconds, or 90s / 10m / 1h (default 10m).
+    #[arg(id = N::TIMEOUT, long = N::TIMEOUT, env = N::TIMEOUT_ENV)]
+    pub timeout: Option<String>,
+    /// On failure, show the last N lines each awslogs container wrote (needs logs:GetLogEvents).
+    #[arg(id = N::LOG_LINES, long = N::LOG_LINES, env = N::LOG_LINES_ENV)]
+    pub log_lines: Option<usize>,
+    #[arg(skip)]
+    pub names: std::marker::PhantomData<N>,
+}
+
+/// `run-task`: a one-off task, e.g. `deployer run-task --cluster prod --service web -- bin/migrate`.
+#[derive(Debug, Args)]
+pub struct RunTaskArgs {
+    #[arg(long, env = "DEPLOYER_CLUSTER")]
+    pub cluster: String,
+    /// The service whose network configuration, launch type or capacity provider strategy and
+    /// platform version the task gets; its current revision runs unless --task-definition.
+    #[arg(long, env = "DEPLOYER_SERVICE")]
+    pub service: Option<String>,
+    /// ARN or family[:revision] (default: the --service's current revision).
+    #[arg(long, env = "DEPLOYER_TASK_DEFINITION")]
+    pub task_definition: Option<String>,
+    #[command(flatten)]
+    pub task: OneOffArgs<RunTaskFlags>,
+    /// The command, after `--` (instead of --command).
+    #[arg(id = "argv", value_name = "COMMAND", last = true)]
+    pub argv: Vec<String>,
+}
+
+/// `revisions`: what each ACTIVE revision of a family is used by; `--keep N` cleans up.
+#[derive(Debug, Args)]
+pub struct RevisionsArgs {
+    /// The task definition family (default: the --service's).
+    #[arg(long, env = "DEPLOYER_FAMILY")]
+    pub family: Option<String>,
+    #[arg(long, env = "DEPLOYER_CLUSTER")]
+    pub cluster: Option<String>,
+    #[arg(long, env = "DEPLOYER_SERVICE")]
+    pub service: Option<String>,
+    /// Deregister ACTIVE revisions beyond the newest N that nothing uses.
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
+    pub keep: Option<u32>,
+    /// With --keep: say what would be deregistered, change nothing.
+    #[arg(long, requires = "keep")]
+    pub dry_run: bool,
 }
 
 #[derive(Debug, Subcommand)]

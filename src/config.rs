@@ -98,6 +98,23 @@ pub struct Environment {
     pub env: BTreeMap<String, String>,
     #[serde(default)]
     pub secrets: BTreeMap<String, String>,
+    /// A one-off task of the new revision run before the deploy (migrations).
+    pub pre_deploy: Option<crate::runtask::PreDeployConfig>,
+    /// After a successful deploy, move scheduled tasks of the family to the new revision.
+    pub update_scheduled_tasks: Option<bool>,
+    /// After a successful deploy, deregister unused revisions beyond the newest N.
+    pub keep_revisions: Option<u32>,
+    /// Tags on what deployer creates here, over the top level's.
+    #[serde(default)]
+    pub resource_tags: BTreeMap<String, String>,
+    /// The lifecycle policy of a repository `--create-repository` creates (`false`: none).
+    pub lifecycle_policy: Option<crate::lifecycle_policy::LifecycleSetting>,
+    /// Prove before registering that the tasks can start (`--permissions`).
+    pub permissions: Option<bool>,
+    /// Register Secrets Manager references pinned to their current version id (`--pin-secrets`).
+    pub pin_secrets: Option<bool>,
+    /// Let members ECS's model does not know through as warnings (`--allow-unknown-fields`).
+    pub allow_unknown_fields: Option<bool>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
@@ -105,6 +122,9 @@ pub struct Environment {
 pub struct Config {
     pub app: Option<String>,
     pub region: Option<String>,
+    /// Tags on everything deployer creates or registers (cost allocation).
+    #[serde(default)]
+    pub resource_tags: BTreeMap<String, String>,
     #[serde(default)]
     pub environments: BTreeMap<String, Environment>,
     #[serde(default)]
@@ -127,6 +147,7 @@ impl Config {
         for (name, env) in &config.environments {
             let invalid = |reason: String| ConfigError::Invalid { file: file.to_string(), env: name.clone(), reason };
             check_policy(env).map_err(invalid)?;
+            check_stages(env, &config.resource_tags).map_err(invalid)?;
         }
         Ok(config)
     }
@@ -180,8 +201,58 @@ pub fn merge_release(
         flags.codedeploy_deployment_group.clone().or_else(|| env.codedeploy_deployment_group.clone());
     cd.codedeploy_deployment_config =
         flags.codedeploy_deployment_config.clone().or_else(|| env.codedeploy_deployment_config.clone());
+    // A switch given as a flag stays on; the file can only turn one on.
+    m.permissions = args.permissions || env.permissions == Some(true);
+    m.render.pin_secrets = args.render.pin_secrets || env.pin_secrets == Some(true);
+    m.render.allow_unknown_fields = args.render.allow_unknown_fields || env.allow_unknown_fields == Some(true);
+    merge_stages(&mut m, args, env, config);
     let region = region.map(str::to_string).or_else(|| env.region.clone()).or_else(|| config.region.clone());
     (m, region)
+}
+
+/// The keys of the stages around the deploy: the pre-deploy task, the after-deploy
+/// housekeeping, the resource tags (the file's top level, then the environment's, then the
+/// flags', so a flag's tag wins) and a created repository's lifecycle policy.
+fn merge_stages(m: &mut ReleaseArgs, args: &ReleaseArgs, env: &Environment, config: &Config) {
+    if let Some(file) = &env.pre_deploy {
+        let (flags, p) = (&args.pre_deploy, &mut m.pre_deploy);
+        p.command = flags.command.clone().or_else(|| Some(crate::runtask::TaskCommand(file.command.clone())));
+        p.container = flags.container.clone().or_else(|| file.container.clone());
+        p.env = file.env.iter().map(|(k, v)| format!("{k}={v}")).chain(flags.env.iter().cloned()).collect();
+        p.timeout = flags.timeout.clone().or_else(|| file.timeout.as_ref().map(|t| t.as_flag()));
+        p.log_lines = flags.log_lines.or(file.log_lines);
+    }
+    m.after.update_scheduled_tasks = args.after.update_scheduled_tasks || env.update_scheduled_tasks == Some(true);
+    m.after.keep_revisions = args.after.keep_revisions.or(env.keep_revisions);
+    let file_tags = config.resource_tags.iter().chain(&env.resource_tags);
+    let tags = file_tags.map(|(k, v)| format!("{k}={v}")).chain(args.resources.resource_tags.iter().cloned());
+    m.resources.resource_tags = tags.collect();
+    if let Some(setting) = &env.lifecycle_policy {
+        let r = &args.resources;
+        let flags = crate::lifecycle_policy::Flags {
+            off: r.no_lifecycle_policy,
+            keep_images: r.keep_images,
+            expire_untagged_days: r.expire_untagged_days,
+        };
+        let merged = setting.under(flags);
+        m.resources.no_lifecycle_policy = merged.off;
+        m.resources.keep_images = merged.keep_images;
+        m.resources.expire_untagged_days = merged.expire_untagged_days;
+    }
+}
+
+/// The stage keys of one environment that can be wrong in the file itself.
+fn check_stages(env: &Environment, top_tags: &BTreeMap<String, String>) -> Result<(), String> {
+    if let Some(p) = &env.pre_deploy {
+        p.check()?;
+    }
+    if env.keep_revisions == Some(0) {
+        return Err("keep-revisions must be at least 1 (the live revision is always kept)".into());
+    }
+    for (k, v) in top_tags.iter().chain(&env.resource_tags) {
+        crate::tags::check(k, v).map_err(|e| format!("resource-tags: {e}"))?;
+    }
+    Ok(())
 }
 
 /// The policy keys of one environment: patterns that compile, events that can deploy.
@@ -334,5 +405,83 @@ health-url = ["https://shop.example.com/health"]
         assert_eq!(cd.codedeploy_deployment_config.as_deref(), Some("CodeDeployDefault.ECSAllAtOnce"));
         let typo = Config::parse("[environments.prod]\ncodedeploy-app = \"x\"\n", "d.toml").unwrap_err();
         assert!(typo.to_string().contains("unknown field `codedeploy-app`"), "{typo}");
+    }
+
+    #[test]
+    fn the_stage_keys_merge_under_the_flags() {
+        use clap::Parser;
+        let text = r#"
+resource-tags = { team = "shop", tier = "web" }
+[environments.prod]
+pre-deploy = { command = ["bin/migrate"], container = "web", timeout = "2m", env = { A = "file" }, log-lines = 5 }
+update-scheduled-tasks = true
+keep-revisions = 3
+resource-tags = { tier = "api" }
+lifecycle-policy = { keep-images = 50 }
+"#;
+        let c = Config::parse(text, "d.toml").unwrap();
+        let env = &c.environments["prod"];
+        let parse = |extra: &[&str]| {
+            let cli = crate::cli::Cli::parse_from([&["deployer", "release"][..], extra].concat());
+            let crate::cli::Command::Release(args) = cli.command else { panic!("release") };
+            merge_release(&args, None, env, &c).0
+        };
+        let m = parse(&[]);
+        let p = &m.pre_deploy;
+        assert_eq!(p.command.as_ref().map(|c| c.0.clone()), Some(vec!["bin/migrate".to_string()]));
+        assert_eq!((p.container.as_deref(), p.timeout.as_deref(), p.log_lines), (Some("web"), Some("2m"), Some(5)));
+        assert_eq!(p.env, ["A=file"]);
+        assert!(m.after.update_scheduled_tasks);
+        assert_eq!(m.after.keep_revisions, Some(3));
+        assert_eq!(
+            m.resources.resource_tags,
+            ["team=shop", "tier=web", "tier=api"],
+            "the environment's after the top's"
+        );
+        assert_eq!((m.resources.keep_images, m.resources.no_lifecycle_policy), (Some(50), false));
+        let m = parse(&[
+            "--pre-deploy-command",
+            r#"["bin/seed"]"#,
+            "--pre-deploy-timeout",
+            "30",
+            "--keep-revisions",
+            "9",
+            "--resource-tag",
+            "tier=flag",
+            "--no-lifecycle-policy",
+        ]);
+        assert_eq!(m.pre_deploy.command.map(|c| c.0), Some(vec!["bin/seed".to_string()]));
+        assert_eq!((m.pre_deploy.timeout.as_deref(), m.pre_deploy.container.as_deref()), (Some("30"), Some("web")));
+        assert_eq!(m.after.keep_revisions, Some(9));
+        assert_eq!(m.resources.resource_tags.last().map(String::as_str), Some("tier=flag"));
+        assert_eq!((m.resources.keep_images, m.resources.no_lifecycle_policy), (None, true), "the flag turns it off");
+        for (bad, why) in [
+            ("pre-deploy = { command = [] }", "pre-deploy.command is empty"),
+            ("pre-deploy = { command = [\"m\"], timeout = \"soon\" }", "pre-deploy.timeout \"soon\" is not a duration"),
+            ("keep-revisions = 0", "keep-revisions must be at least 1"),
+            ("resource-tags = { app = \"x\" }", "resource-tags: resource tag \"app\": deployer sets this tag itself"),
+        ] {
+            let err = Config::parse(&format!("[environments.prod]\n{bad}\n"), "d.toml").unwrap_err().to_string();
+            assert!(err.contains(why), "{bad}: {err}");
+        }
+    }
+
+    #[test]
+    fn the_verification_switches_come_from_the_file_or_the_flags() {
+        use clap::Parser;
+        let parse = |toml: &str, extra: &[&str]| {
+            let c = Config::parse(&format!("[environments.prod]\n{toml}\n"), "d.toml").unwrap();
+            let cli = crate::cli::Cli::parse_from([&["deployer", "release"][..], extra].concat());
+            let crate::cli::Command::Release(args) = cli.command else { panic!("release") };
+            let m = merge_release(&args, None, &c.environments["prod"], &c).0;
+            (m.permissions, m.render.pin_secrets, m.render.allow_unknown_fields)
+        };
+        let on = "permissions = true\npin-secrets = true\nallow-unknown-fields = true";
+        let off = "permissions = false\npin-secrets = false\nallow-unknown-fields = false";
+        let flags = ["--permissions", "--pin-secrets", "--allow-unknown-fields"];
+        assert_eq!(parse("", &[]), (false, false, false), "off unless asked");
+        assert_eq!(parse(on, &[]), (true, true, true), "the file turns them on");
+        assert_eq!(parse(off, &flags), (true, true, true), "a flag stays on");
+        assert_eq!(parse("", &["--pin-secrets"]), (false, true, false));
     }
 }

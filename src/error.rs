@@ -42,6 +42,8 @@ pub enum Error {
     Config(#[from] crate::config::ConfigError),
     #[error(transparent)]
     Image(#[from] crate::image::ImageError),
+    #[error(transparent)]
+    RunTask(#[from] crate::runtask::RunTaskError),
     /// A service failed the deploy's checks before anything changed (its name in front).
     #[error(transparent)]
     Deploy(#[from] crate::deploy::driver::ServiceError),
@@ -61,7 +63,7 @@ impl Error {
             | Error::Params(_)
             | Error::Config(_) => Exit::Failed,
             Error::Deploy(e) if matches!(e.source, crate::deploy::DeployError::Cancelled) => Exit::Cancelled,
-            Error::Image(_) | Error::Deploy(_) => Exit::Failed,
+            Error::Image(_) | Error::RunTask(_) | Error::Deploy(_) => Exit::Failed,
             Error::Input(_) | Error::NotImplemented(_) | Error::Oidc(_) | Error::Auth(_) | Error::Runner(_) => {
                 Exit::Failed
             }

@@ -14,13 +14,18 @@ pub mod exit;
 pub mod github;
 pub mod image;
 pub mod image_ref;
+pub mod lifecycle_policy;
 pub mod output;
 pub mod params;
 pub mod pipeline;
 pub mod report;
 pub mod resolve;
 pub mod retry;
+pub mod revisions;
+pub mod runtask;
+pub mod schedules;
 pub mod secret;
+pub mod tags;
 pub mod taskdef;
 
 /// Logs go to stderr through the one writer (`output`), which keeps any line of theirs from

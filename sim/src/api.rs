@@ -703,8 +703,11 @@ fn run_task(sim: &Arc<Sim>, ctx: &Ctx, input: &Value) -> R {
             launch_type: s(input, "launchType").unwrap_or("EC2").to_string(),
         };
         if let Some(arn) = tasks::create_task(&mut st, ctx, &cluster_arn, &td_arn, origin) {
-            if let (Some(o), Some(t)) = (input.get("overrides"), st.tasks.get_mut(&arn)) {
-                t.overrides = o.clone();
+            if let Some(t) = st.tasks.get_mut(&arn) {
+                if let Some(o) = input.get("overrides") {
+                    t.overrides = o.clone();
+                }
+                t.run_request = run_request(input);
             }
             actions.push(Action::Launch(arn.clone()));
             arns.push(arn);
@@ -714,6 +717,16 @@ fn run_task(sim: &Arc<Sim>, ctx: &Ctx, input: &Value) -> R {
     drop(st);
     engine::execute(sim, actions);
     Ok(json!({"tasks": tasks, "failures": []}))
+}
+
+/// The parts of a RunTask request a task keeps (everything but its overrides and count).
+fn run_request(input: &Value) -> Value {
+    let mut v = input.clone();
+    if let Some(o) = v.as_object_mut() {
+        o.remove("overrides");
+        o.remove("count");
+    }
+    v
 }
 
 fn sd_view(st: &State, arn: &str) -> Option<Value> {

@@ -62,6 +62,8 @@ async fn tasks(AxState(sim): AxState<Arc<Sim>>) -> Json<Value> {
                 "taskArn": t.arn,
                 "lastStatus": t.last_status,
                 "deploymentId": t.deployment_id,
+                "startedBy": t.started_by,
+                "runTask": t.run_request,
                 "containers": t.containers.iter().map(|c| json!({"name": c.name, "pid": c.pid, "port": c.port})).collect::<Vec<_>>(),
             })
         })

@@ -3,16 +3,17 @@
 //!
 //! The pieces: `api` speaks the ECS JSON 1.1 protocol, `model` holds the state, `engine` is the
 //! scheduler loop (rolling updates in `rolling`, traffic-shifting strategies in `bluegreen`),
-//! `tasks` supervises task processes, `resolve` resolves secrets and checks images, `proxy`
-//! serves the listeners and `control` the `/_sim/*` endpoints. Services under the CODE_DEPLOY
-//! or EXTERNAL controller run task sets (`tasksets`); `codedeploy` is the CodeDeploy API and
-//! its blue/green deployments of CODE_DEPLOY services.
+//! `tasks` supervises task processes, `resolve` resolves secrets and checks images, `logs` ships
+//! awslogs output to CloudWatch Logs, `proxy` serves the listeners and `control` the `/_sim/*`
+//! endpoints. Services under the CODE_DEPLOY or EXTERNAL controller run task sets (`tasksets`);
+//! `codedeploy` is the CodeDeploy API and its blue/green deployments of CODE_DEPLOY services.
 
 pub mod api;
 pub mod bluegreen;
 pub mod codedeploy;
 pub mod control;
 pub mod engine;
+pub mod logs;
 pub mod model;
 pub mod proxy;
 pub mod resolve;

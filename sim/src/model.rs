@@ -95,8 +95,11 @@ pub struct Task {
     pub failure_counted: bool,
     /// Epoch seconds after which a RUNNING task counts as stable for its deployment.
     pub stable_at: f64,
-    /// RunTask `overrides` (containerOverrides' environment is applied).
+    /// RunTask `overrides` (containerOverrides' command and environment are applied).
     pub overrides: Value,
+    /// The rest of a RunTask request (network configuration, platform version, capacity
+    /// provider strategy, ...), echoed by DescribeTasks where ECS shows it and by `/_sim/tasks`.
+    pub run_request: Value,
 }
 
 impl Task {
@@ -189,6 +192,7 @@ impl Task {
         if let Some(s) = &self.started_by {
             v["startedBy"] = json!(s);
         }
+        self.run_request_json(&mut v);
         for (k, t) in [("startedAt", self.started_at), ("stoppingAt", self.stopping_at), ("stoppedAt", self.stopped_at)]
         {
             if let Some(t) = t {
@@ -202,6 +206,32 @@ impl Task {
             v["stoppedReason"] = json!(r);
         }
         v
+    }
+}
+
+impl Task {
+    /// What DescribeTasks shows of a RunTask request: the platform version, the capacity
+    /// provider, and for awsvpc an ENI attachment in the requested subnet.
+    fn run_request_json(&self, v: &mut Value) {
+        let r = &self.run_request;
+        if let Some(p) = r.get("platformVersion") {
+            v["platformVersion"] = p.clone();
+        }
+        if let Some(cp) = r.pointer("/capacityProviderStrategy/0/capacityProvider") {
+            v["capacityProviderName"] = cp.clone();
+        }
+        if let Some(subnet) = r.pointer("/networkConfiguration/awsvpcConfiguration/subnets/0") {
+            v["attachments"] = json!([{
+                "id": format!("eni-attachment-{}", self.id),
+                "type": "ElasticNetworkInterface",
+                "status": if self.last_status == "STOPPED" { "DELETED" } else { "ATTACHED" },
+                "details": [
+                    {"name": "subnetId", "value": subnet},
+                    {"name": "networkInterfaceId", "value": format!("eni-{}", &self.id[..self.id.len().min(17)])},
+                    {"name": "privateIPv4Address", "value": "127.0.0.1"},
+                ],
+            }]);
+        }
     }
 }
 

@@ -55,7 +55,7 @@ pub fn parse_value_from(v: &str) -> SecretRef {
 }
 
 /// Calls one moto JSON API (`target` like `AmazonSSM.GetParameter`) as `account` in `region`.
-async fn moto_call(
+pub(crate) async fn moto_call(
     http: &reqwest::Client,
     endpoint: &str,
     service: &str,

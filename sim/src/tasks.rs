@@ -1,6 +1,7 @@
 //! Task process supervisor: creates task records from task definitions, runs what the ECS agent
-//! would (secrets, image check), starts one `sim-app` process per container on a free loopback
-//! port, watches exits and health, and stops tasks (drain, SIGTERM, SIGKILL, reap).
+//! would (secrets, image check, awslogs setup), starts one `sim-app` process per container on a
+//! free loopback port with the container's command (RunTask overrides applied), watches exits
+//! and health, and stops tasks (drain, SIGTERM, SIGKILL, reap).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -10,7 +11,7 @@ use serde_json::Value;
 use crate::Sim;
 use crate::model::{Container, State, Task};
 use crate::util::{Ctx, hex_id, now_epoch};
-use crate::{resolve, rolling};
+use crate::{logs, resolve, rolling};
 
 /// Target-group health check as the sim models it (seconds before scaling, thresholds).
 pub const TG_INTERVAL_SECS: f64 = 5.0;
@@ -103,6 +104,7 @@ pub fn create_task(st: &mut State, ctx: &Ctx, cluster_arn: &str, td_arn: &str, o
         failure_counted: false,
         stable_at: f64::MAX,
         overrides: Value::Null,
+        run_request: Value::Null,
     };
     st.tasks.insert(arn.clone(), task);
     Some(arn)
@@ -188,13 +190,14 @@ struct HcParams {
 
 /// Runs a PROVISIONING task: secrets, image check, processes, monitors.
 pub async fn launch(sim: Arc<Sim>, arn: String) {
-    let (td, ctx, overrides) = {
+    let (td, ctx, overrides, task_id) = {
         let st = sim.lock();
         let Some(t) = st.tasks.get(&arn) else { return };
         let Some(td) = st.task_def(&t.ctx, &t.task_def_arn) else { return };
-        (td.body.clone(), t.ctx.clone(), t.overrides.clone())
+        (td.body.clone(), t.ctx.clone(), t.overrides.clone(), t.id.clone())
     };
     let defs = td.get("containerDefinitions").and_then(Value::as_array).cloned().unwrap_or_default();
+    let commands: Vec<Vec<String>> = defs.iter().map(|c| command_of(c, &overrides)).collect();
 
     // 1. Secrets, as the agent resolves them before any container starts.
     let mut envs: Vec<Vec<(String, String)>> = Vec::new();
@@ -265,8 +268,21 @@ pub async fn launch(sim: Arc<Sim>, arn: String) {
             return;
         }
     }
-    // 3. Processes.
+    // 3. Log drivers (awslogs): the group must exist unless the agent may create it.
+    let mut log_targets = Vec::new();
+    for c in &defs {
+        let target = logs::target(c, sim.cfg.aws_endpoint.as_deref(), &ctx.account, &ctx.region, &task_id);
+        if let Some(t) = &target {
+            if let Err(reason) = logs::prepare(&sim.http, t).await {
+                fail_task(&sim, &arn, "TaskFailedToStart", reason, None);
+                return;
+            }
+        }
+        log_targets.push(target);
+    }
+    // 4. Processes.
     let mut children = Vec::new();
+    let mut log_pumps: Vec<Option<tokio::task::JoinHandle<()>>> = Vec::new();
     for (i, c) in defs.iter().enumerate() {
         let Some(port) = free_port() else {
             fail_task(&sim, &arn, "TaskFailedToStart", "ResourceInitializationError: no free port".into(), None);
@@ -280,10 +296,14 @@ pub async fn launch(sim: Arc<Sim>, arn: String) {
             .env("PORT", port.to_string())
             .env("SIM_TIME_SCALE", sim.cfg.time_scale.to_string())
             .env("ECS_CONTAINER_NAME", c.get("name").and_then(Value::as_str).unwrap_or("app"))
+            .args(&commands[i])
             .stdin(std::process::Stdio::null())
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::inherit())
             .kill_on_drop(true);
+        if log_targets[i].is_some() {
+            cmd.stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped());
+        } else {
+            cmd.stdout(std::process::Stdio::null()).stderr(std::process::Stdio::inherit());
+        }
         // SAFETY: prctl is async-signal-safe; it makes the kernel kill the app if the sim dies.
         unsafe {
             cmd.pre_exec(|| {
@@ -292,10 +312,15 @@ pub async fn launch(sim: Arc<Sim>, arn: String) {
             });
         }
         match cmd.spawn() {
-            Ok(child) => {
+            Ok(mut child) => {
                 if let Some(pid) = child.id() {
                     sim.pids.lock().unwrap_or_else(|e| e.into_inner()).insert(pid);
                 }
+                let pump = match (log_targets[i].clone(), child.stdout.take(), child.stderr.take()) {
+                    (Some(t), Some(out), Some(err)) => Some(tokio::spawn(logs::pump(sim.http.clone(), t, out, err))),
+                    _ => None,
+                };
+                log_pumps.push(pump);
                 children.push((i, port, child));
             }
             Err(e) => {
@@ -359,8 +384,8 @@ pub async fn launch(sim: Arc<Sim>, arn: String) {
             }
         }
     }
-    for (i, _port, child) in children {
-        tokio::spawn(watch_exit(sim.clone(), arn.clone(), i, child));
+    for ((i, _port, child), pump) in children.into_iter().zip(log_pumps) {
+        tokio::spawn(watch_exit(sim.clone(), arn.clone(), i, child, pump));
     }
     for (i, port, p) in health {
         tokio::spawn(container_health(sim.clone(), arn.clone(), i, port, p));
@@ -383,9 +408,34 @@ fn kill_children(sim: &Sim, children: Vec<(usize, u16, tokio::process::Child)>) 
     }
 }
 
-async fn watch_exit(sim: Arc<Sim>, arn: String, idx: usize, mut child: tokio::process::Child) {
+/// The container's command: the RunTask override's, else the task definition's, else none
+/// (sim-app serves). Non-string entries are dropped.
+fn command_of(def: &Value, overrides: &Value) -> Vec<String> {
+    let name = def.get("name").and_then(Value::as_str).unwrap_or("");
+    let over = overrides
+        .get("containerOverrides")
+        .and_then(Value::as_array)
+        .and_then(|a| a.iter().find(|o| o.get("name").and_then(Value::as_str) == Some(name)))
+        .and_then(|o| o.get("command"))
+        .and_then(Value::as_array);
+    over.or_else(|| def.get("command").and_then(Value::as_array))
+        .map(|a| a.iter().filter_map(|v| v.as_str().map(str::to_string)).collect())
+        .unwrap_or_default()
+}
+
+async fn watch_exit(
+    sim: Arc<Sim>,
+    arn: String,
+    idx: usize,
+    mut child: tokio::process::Child,
+    log_pump: Option<tokio::task::JoinHandle<()>>,
+) {
     let pid = child.id();
     let status = child.wait().await;
+    // The container's last lines reach CloudWatch Logs before its exit is recorded (bounded).
+    if let Some(pump) = log_pump {
+        let _ = tokio::time::timeout(Duration::from_secs(5), pump).await;
+    }
     if let Some(pid) = pid {
         sim.pids.lock().unwrap_or_else(|e| e.into_inner()).remove(&pid);
     }
@@ -555,5 +605,23 @@ pub async fn finish_stop(sim: Arc<Sim>, job: StopJob) {
     };
     for pid in left {
         signal(pid, libc::SIGKILL);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn a_command_override_replaces_the_task_definitions_command_per_container() {
+        let web = json!({"name": "web", "command": ["serve"]});
+        let worker = json!({"name": "worker"});
+        let none = Value::Null;
+        assert_eq!(command_of(&web, &none), ["serve"]);
+        assert!(command_of(&worker, &none).is_empty());
+        let over = json!({"containerOverrides": [{"name": "web", "command": ["bin/migrate", "exit=1", 7]}]});
+        assert_eq!(command_of(&web, &over), ["bin/migrate", "exit=1"]);
+        assert!(command_of(&worker, &over).is_empty(), "another container's override does not apply");
     }
 }

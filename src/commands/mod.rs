@@ -9,6 +9,8 @@ pub mod plan;
 pub mod promote;
 pub mod push;
 pub mod release;
+pub mod revisions;
+pub mod run_task;
 pub mod taskdef;
 
 use crate::cli::{Cli, Command, ParamsCommand};
@@ -25,9 +27,12 @@ pub async fn run(cli: Cli, printer: &Printer) -> Result<crate::exit::Exit> {
         Command::Diff(args) => taskdef::run_diff(&args, &cli.global, printer).await,
         Command::Verify(args) => taskdef::run_verify(&args, &cli.global, printer).await,
         Command::Register(args) => taskdef::run_register(&args, &cli.global, printer).await,
-        Command::Deploy(args) => deploy::run(&args, &cli.global, printer).await,
+        Command::Deploy(args) => deploy::run(&args, &cli.global, printer, false).await,
         Command::Rollback(args) => deploy::run_rollback(&args, &cli.global, printer).await,
+        Command::Refresh(args) => deploy::run(&args, &cli.global, printer, true).await,
         Command::Release(args) => release::run(&args, &cli.global, printer).await,
         Command::Params(ParamsCommand::Import(args)) => params::run_import(&args, &cli.global, printer).await,
+        Command::RunTask(args) => run_task::run(&args, &cli.global, printer).await,
+        Command::Revisions(args) => revisions::run(&args, &cli.global, printer).await,
     }
 }

@@ -2,7 +2,7 @@
 //! `release`, so a flag means the same everywhere. Settings the logic must not read from the
 //! process environment mid-way are read here, at the edge (`DEPLOYER_POLL_MS`,
 //! `DEPLOYER_POLL_MAX_MS`, `GITHUB_REPOSITORY`/`GITHUB_RUN_ID` for session names, the layer
-//! cache directory).
+//! cache directory, `GITHUB_SHA`/`GITHUB_SERVER_URL` for resource tags).
 
 use std::time::Duration;
 
@@ -10,13 +10,18 @@ use aws_config::SdkConfig;
 
 use crate::aws::auth::{self, AuthRequest, Source};
 use crate::aws::clients::{self, BaseCredentials};
-use crate::cli::{AuthArgs, GateArgs, ImageTargetArgs, PromoteSourceArgs, TaskDefArgs, UploadArgs};
+use crate::cli::{
+    AfterDeployArgs, AuthArgs, GateArgs, ImageTargetArgs, OneOffArgs, OneOffFlags, PreDeployFlags, PromoteSourceArgs,
+    ResourceArgs, TaskDefArgs, UploadArgs,
+};
 use crate::deploy::plan::{CodeDeploySettings, DeployPlan, GateConfig, Poll, ShiftSettings, minutes};
 use crate::error::{Error, Result};
 use crate::github::oidc::{OidcError, TokenEndpoint};
 use crate::image::ecr::CreateOptions;
 use crate::image::source::Cache;
-use crate::pipeline::plan::{PromoteRequest, PushRequest, TaskDefPlan};
+use crate::pipeline::plan::{AfterDeployPlan, PromoteRequest, PushRequest, TaskDefPlan};
+use crate::runtask::{DEFAULT_TIMEOUT, TaskSpec, parse_duration};
+use crate::taskdef::render::parse_pair;
 
 /// Validate the auth flags into a request; no network call happens here.
 pub fn auth_request(args: &AuthArgs, region: Option<String>) -> Result<AuthRequest> {
@@ -124,15 +129,47 @@ pub fn deploy_plan(cluster: &str, services: &[String], gate: &GateArgs) -> Resul
     Ok(plan)
 }
 
-pub fn push_request(source: &str, repository: &str, target: &ImageTargetArgs, upload: &UploadArgs) -> PushRequest {
+/// The tags of what this run creates: app and environment (release), git-sha and run-url
+/// (the job's variables, read here), then `--resource-tag` pairs. A bad tag is a usage error.
+pub fn resource_tags(flags: &[String], app: Option<&str>, environment: Option<&str>) -> Result<Vec<(String, String)>> {
+    let var = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
+    crate::tags::from_flags(flags, app, environment, &var).map_err(|e| Error::Usage(e.to_string()))
+}
+
+/// What `--create-repository` creates: mutability, scanning, `tags`, and the lifecycle policy
+/// the flags (over deployer.toml's) ask for. `None` without `--create-repository`.
+pub fn create_options(
+    upload: &UploadArgs,
+    resources: &ResourceArgs,
+    tags: &[(String, String)],
+) -> Result<Option<CreateOptions>> {
+    let flags = crate::lifecycle_policy::Flags {
+        off: resources.no_lifecycle_policy,
+        keep_images: resources.keep_images,
+        expire_untagged_days: resources.expire_untagged_days,
+    };
+    let policy = crate::lifecycle_policy::resolve(flags).map_err(Error::Usage)?;
+    Ok(upload.create_repository.then(|| CreateOptions {
+        immutable: upload.immutable_tags,
+        scan_on_push: upload.scan_on_push,
+        tags: tags.to_vec(),
+        lifecycle_policy: policy.map(|p| p.text()),
+    }))
+}
+
+pub fn push_request(
+    source: &str,
+    repository: &str,
+    target: &ImageTargetArgs,
+    upload: &UploadArgs,
+    create: Option<CreateOptions>,
+) -> PushRequest {
     PushRequest {
         source: source.to_string(),
         repository: repository.to_string(),
         tags: target.tags.clone(),
         registry_endpoint: target.registry_endpoint.clone(),
-        create: upload
-            .create_repository
-            .then_some(CreateOptions { immutable: upload.immutable_tags, scan_on_push: upload.scan_on_push }),
+        create,
         concurrency: upload.concurrency,
         cache: Cache::from_env(),
     }
@@ -156,13 +193,94 @@ pub fn promote_request(
     }
 }
 
-pub fn taskdef_plan(args: &TaskDefArgs) -> TaskDefPlan {
-    TaskDefPlan {
+/// The task-definition commands' plan; `register` tags the revision with git-sha and run-url
+/// when run in a workflow (`release` adds app, environment and the user's tags).
+pub fn taskdef_plan(args: &TaskDefArgs) -> Result<TaskDefPlan> {
+    Ok(TaskDefPlan {
         task_definition: args.task_definition.clone(),
         cluster: args.cluster.clone(),
         service: args.service.clone(),
         render: args.render.clone(),
         registry_endpoint: args.registry_endpoint.clone(),
         permissions: args.permissions,
+        tags: resource_tags(&[], None, None)?,
+    })
+}
+
+/// A one-off task's spec from its flag group (`trailing`: a command given after `--`). Bad
+/// values are usage errors naming the flag.
+pub fn task_spec<N: OneOffFlags>(args: &OneOffArgs<N>, trailing: &[String]) -> Result<TaskSpec> {
+    let command = match (&args.command, trailing) {
+        (Some(_), [_, ..]) => {
+            return Err(Error::Usage(format!("give the command either with --{} or after `--`, not both", N::COMMAND)));
+        }
+        (Some(c), []) => c.0.clone(),
+        (None, argv) => argv.to_vec(),
+    };
+    let mut env: Vec<(String, String)> = Vec::new();
+    for pair in &args.env {
+        let (name, value) = parse_pair(N::ENV_FLAG, pair).map_err(|e| Error::Usage(e.to_string()))?;
+        env.retain(|(n, _)| *n != name);
+        env.push((name, value));
+    }
+    let timeout = match &args.timeout {
+        Some(t) => parse_duration(t).map_err(|e| Error::Usage(format!("--{} {e}", N::TIMEOUT)))?,
+        None => DEFAULT_TIMEOUT,
+    };
+    Ok(TaskSpec { command, container: args.container.clone(), env, timeout, log_lines: args.log_lines.unwrap_or(0) })
+}
+
+/// `release`'s pre-deploy task; `None` when no command is set (other settings alone are a
+/// mistake, refused).
+pub fn pre_deploy_spec(args: &OneOffArgs<PreDeployFlags>) -> Result<Option<TaskSpec>> {
+    if args.command.is_none() {
+        let stray = args.container.is_some() || args.timeout.is_some() || args.log_lines.is_some();
+        if stray || !args.env.is_empty() {
+            return Err(Error::Usage(
+                "--pre-deploy-container/-env/-timeout/-log-lines need a pre-deploy command (--pre-deploy-command or \
+                 pre-deploy.command in deployer.toml)"
+                    .into(),
+            ));
+        }
+        return Ok(None);
+    }
+    task_spec(args, &[]).map(Some)
+}
+
+pub fn after_deploy_plan(args: &AfterDeployArgs) -> AfterDeployPlan {
+    AfterDeployPlan { update_scheduled_tasks: args.update_scheduled_tasks, keep_revisions: args.keep_revisions }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn one_off_flags_become_a_spec_and_stray_pre_deploy_flags_are_refused() {
+        use crate::cli::RunTaskFlags;
+        let cmd = |s: &str| Some(s.parse::<crate::runtask::TaskCommand>().unwrap());
+        let run_task = OneOffArgs::<RunTaskFlags> {
+            env: vec!["A=1".into(), "B=2".into(), "A=3".into()],
+            timeout: Some("2m".into()),
+            ..Default::default()
+        };
+        let spec = task_spec(&run_task, &["bin/migrate".into()]).unwrap();
+        assert_eq!(spec.command, ["bin/migrate"]);
+        assert_eq!(spec.env, [("B".to_string(), "2".to_string()), ("A".to_string(), "3".to_string())], "the last wins");
+        assert_eq!((spec.timeout, spec.log_lines), (std::time::Duration::from_secs(120), 0));
+        let both = OneOffArgs::<RunTaskFlags> { command: cmd(r#"["m"]"#), ..Default::default() };
+        assert!(task_spec(&both, &["m".into()]).unwrap_err().to_string().contains("--command or after `--`"));
+        let soon = OneOffArgs::<PreDeployFlags> {
+            command: cmd(r#"["m"]"#),
+            timeout: Some("soon".into()),
+            ..Default::default()
+        };
+        assert!(pre_deploy_spec(&soon).unwrap_err().to_string().starts_with("--pre-deploy-timeout \"soon\" is not"));
+        assert_eq!(pre_deploy_spec(&OneOffArgs::default()).unwrap(), None);
+        let stray = OneOffArgs::<PreDeployFlags> { timeout: Some("1m".into()), ..Default::default() };
+        assert!(pre_deploy_spec(&stray).unwrap_err().to_string().contains("need a pre-deploy command"));
+        let full = OneOffArgs::<PreDeployFlags> { command: cmd(r#"["bin/migrate"]"#), ..Default::default() };
+        let spec = pre_deploy_spec(&full).unwrap().unwrap();
+        assert_eq!((spec.command, spec.timeout), (vec!["bin/migrate".to_string()], DEFAULT_TIMEOUT));
     }
 }

@@ -1,7 +1,8 @@
 //! `deployer release`: resolve the environment (deployer.toml's policy), merge the flags over
-//! its settings (`config::merge_release`), check every local input, build the typed plan, run
-//! the pipeline (`pipeline::release`), print. Refusals and bad input stop the run before any
-//! token is requested.
+//! its settings (`config::merge_release`), check every local input, build the typed plan (the
+//! pre-deploy task, the after-deploy housekeeping and the resource tags included), run the
+//! pipeline (`pipeline::release`), print. Refusals and bad input stop the run before any token
+//! is requested.
 
 use super::plan;
 use crate::cli::{GlobalArgs, ReleaseArgs};
@@ -22,13 +23,13 @@ pub async fn run(args: &ReleaseArgs, global: &GlobalArgs, printer: &Printer) -> 
     let env = config.environments.get(&name).cloned().unwrap_or_default();
     let (merged, region) = merge_release(args, global.region.as_deref(), &env, &config);
     check_local_inputs(&merged, region.as_deref())?;
-    let plan = release_plan(&merged, region, &name, printer)?;
+    let plan = release_plan(&merged, region, (&name, config.app.as_deref()), printer)?;
     printer.runner.set_output("environment", &name)?;
     let mut laps = laps;
     laps.lap("resolve", 0);
     let result = release::run(plan, &printer.runner, &Cancel::on_signals(), laps).await?;
     printer.result(&result);
-    Ok(result.deploy.exit)
+    Ok(result.exit)
 }
 
 /// Every local input checked before any AWS call or upload, all problems reported together
@@ -92,6 +93,9 @@ pub fn check_local_inputs(m: &ReleaseArgs, region: Option<&str>) -> Result<()> {
     }
     note(plan::shift_settings(&m.gate).validate());
     note(plan::codedeploy_settings(&m.gate).validate());
+    note(plan::pre_deploy_spec(&m.pre_deploy).map(drop).map_err(|e| e.to_string()));
+    note(plan::resource_tags(&m.resources.resource_tags, None, None).map(drop).map_err(|e| e.to_string()));
+    note(plan::create_options(&m.upload, &m.resources, &[]).map(drop).map_err(|e| e.to_string()));
     note(plan::auth_request(&m.auth, region.map(str::to_string)).map(drop).map_err(|e| e.to_string()));
     match problems.as_slice() {
         [] => Ok(()),
@@ -101,8 +105,13 @@ pub fn check_local_inputs(m: &ReleaseArgs, region: Option<&str>) -> Result<()> {
 }
 
 /// The typed plan of the merged flags; what is still missing is a usage error naming the flag
-/// and the deployer.toml key.
-fn release_plan(m: &ReleaseArgs, region: Option<String>, env: &str, printer: &Printer) -> Result<ReleasePlan> {
+/// and the deployer.toml key. `(env, app)`: the environment and deployer.toml's `app`.
+fn release_plan(
+    m: &ReleaseArgs,
+    region: Option<String>,
+    (env, app): (&str, Option<&str>),
+    printer: &Printer,
+) -> Result<ReleasePlan> {
     let missing = |what: &str, key: &str| {
         Error::Usage(format!(
             "release needs {what}: pass --{key} or set `{key}` for environment {env:?} in deployer.toml"
@@ -112,21 +121,8 @@ fn release_plan(m: &ReleaseArgs, region: Option<String>, env: &str, printer: &Pr
     if m.services.is_empty() {
         return Err(missing("a service", "service"));
     }
-    let image = match (&m.source, &m.from) {
-        (None, None) => ImagePlan::Given,
-        (source, from) => {
-            let repository = m.repository.as_deref().ok_or_else(|| {
-                Error::Usage(format!(
-                    "--source/--from need a repository: pass --repository or set `repository` for environment {env:?}"
-                ))
-            })?;
-            match (source, from) {
-                (Some(s), _) => ImagePlan::Push(plan::push_request(s, repository, &m.target, &m.upload)),
-                (None, Some(f)) => ImagePlan::Promote(plan::promote_request(f, &m.promote, repository, &m.target)),
-                (None, None) => ImagePlan::Given,
-            }
-        }
-    };
+    let tags = plan::resource_tags(&m.resources.resource_tags, app, Some(env))?;
+    let image = image_plan(m, env, &tags)?;
     let auth = plan::auth_request(&m.auth, region)?;
     let auth_source = plan::auth_source(printer.runner.in_actions(), auth.role.is_some())?;
     Ok(ReleasePlan {
@@ -141,8 +137,11 @@ fn release_plan(m: &ReleaseArgs, region: Option<String>, env: &str, printer: &Pr
             render: m.render.clone(),
             registry_endpoint: m.target.registry_endpoint.clone(),
             permissions: m.permissions,
+            tags,
         },
+        pre_deploy: plan::pre_deploy_spec(&m.pre_deploy)?,
         deploy: plan::deploy_plan(&cluster, &m.services, &m.gate)?,
+        after: plan::after_deploy_plan(&m.after),
         github: GithubPlan {
             token: m
                 .github_token
@@ -151,5 +150,25 @@ fn release_plan(m: &ReleaseArgs, region: Option<String>, env: &str, printer: &Pr
             api_url: m.github_api_url.clone(),
             environment_url: m.environment_url.clone(),
         },
+    })
+}
+
+/// Where the image comes from: pushed (`--source`), promoted (`--from`), or given (`--image`).
+fn image_plan(m: &ReleaseArgs, env: &str, tags: &[(String, String)]) -> Result<ImagePlan> {
+    if m.source.is_none() && m.from.is_none() {
+        return Ok(ImagePlan::Given);
+    }
+    let repository = m.repository.as_deref().ok_or_else(|| {
+        Error::Usage(format!(
+            "--source/--from need a repository: pass --repository or set `repository` for environment {env:?}"
+        ))
+    })?;
+    Ok(match (&m.source, &m.from) {
+        (Some(s), _) => {
+            let create = plan::create_options(&m.upload, &m.resources, tags)?;
+            ImagePlan::Push(plan::push_request(s, repository, &m.target, &m.upload, create))
+        }
+        (None, Some(f)) => ImagePlan::Promote(plan::promote_request(f, &m.promote, repository, &m.target)),
+        (None, None) => ImagePlan::Given,
     })
 }

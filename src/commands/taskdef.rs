@@ -33,7 +33,7 @@ impl fmt::Display for RenderResult {
 
 pub async fn run_render(args: &TaskDefArgs, global: &GlobalArgs, printer: &Printer) -> Result<Exit> {
     let session = Session::from_default_chain(global).await?;
-    let plan = taskdef_plan(args);
+    let plan = taskdef_plan(args)?;
     let rendered = prepare(&session, &plan).await?;
     printer.result(&RenderResult(rendered.rendered.to_json()));
     Ok(Exit::Ok)
@@ -69,7 +69,7 @@ impl fmt::Display for DiffResult {
 
 pub async fn run_diff(args: &TaskDefArgs, global: &GlobalArgs, printer: &Printer) -> Result<Exit> {
     let session = Session::from_default_chain(global).await?;
-    let plan = taskdef_plan(args);
+    let plan = taskdef_plan(args)?;
     let rendered = prepare(&session, &plan).await?;
     let d = diff_against_current(&session, &plan, &rendered).await?;
     printer.runner.summary(&d.markdown())?;
@@ -108,7 +108,7 @@ impl fmt::Display for VerifyResult {
 
 pub async fn run_verify(args: &TaskDefArgs, global: &GlobalArgs, printer: &Printer) -> Result<Exit> {
     let session = Session::from_default_chain(global).await?;
-    let plan = taskdef_plan(args);
+    let plan = taskdef_plan(args)?;
     let rendered = prepare(&session, &plan).await?;
     let checked = verify_rendered(&session, &plan, &rendered).await?;
     printer.result(&VerifyResult { template: rendered.template_label, checked });
@@ -131,7 +131,7 @@ impl fmt::Display for RegisterResult {
 
 pub async fn run_register(args: &TaskDefArgs, global: &GlobalArgs, printer: &Printer) -> Result<Exit> {
     let session = Session::from_default_chain(global).await?;
-    let plan = taskdef_plan(args);
+    let plan = taskdef_plan(args)?;
     let rendered = prepare(&session, &plan).await?;
     if !args.no_verify {
         verify_rendered(&session, &plan, &rendered).await?;

@@ -449,7 +449,9 @@ impl Strategy for CodeDeploy {
         CodeDeployGate::new(self.gate.clone(), self.group.clone(), self.settings.wait_for_termination)
     }
 
-    fn route(&self, failure: Option<&Failure>, last: Option<&Observation>, deployment: Option<&str>) -> Route {
+    /// A redeploy of the running revision goes back the same way: CodeDeploy keeps the original
+    /// task set until the deployment is over.
+    fn route(&self, failure: Option<&Failure>, last: Option<&Observation>, deployment: Option<&str>, _: bool) -> Route {
         cdl::route(failure, last, deployment.unwrap_or_default())
     }
 }

@@ -104,7 +104,8 @@ pub fn appspec(service: &ServiceView, task_definition: &str) -> Result<String, S
         "TaskDefinition": task_definition,
         "LoadBalancerInfo": {"ContainerName": lb.container_name(), "ContainerPort": lb.container_port()},
     });
-    let network = set.and_then(|t| t.network_configuration.as_ref()).or(service.network_configuration.as_ref());
+    let network =
+        set.and_then(|t| t.network_configuration.as_ref()).or(service.placement.network_configuration.as_ref());
     if let Some(a) = network.and_then(|n| n.awsvpc_configuration()) {
         let mut c = json!({"Subnets": a.subnets(), "SecurityGroups": a.security_groups()});
         if let Some(p) = a.assign_public_ip() {
@@ -112,11 +113,12 @@ pub fn appspec(service: &ServiceView, task_definition: &str) -> Result<String, S
         }
         props["NetworkConfiguration"] = json!({"AwsvpcConfiguration": c});
     }
-    if let Some(p) = set.and_then(|t| t.platform_version.clone()).or_else(|| service.platform_version.clone()) {
+    if let Some(p) = set.and_then(|t| t.platform_version.clone()).or_else(|| service.placement.platform_version.clone())
+    {
         props["PlatformVersion"] = json!(p);
     }
     let cps = set.map(|t| t.capacity_provider_strategy.as_slice()).filter(|c| !c.is_empty());
-    let cps = cps.unwrap_or(&service.capacity_provider_strategy);
+    let cps = cps.unwrap_or(&service.placement.capacity_provider_strategy);
     if !cps.is_empty() {
         let items: Vec<Value> = cps
             .iter()
@@ -364,7 +366,7 @@ impl DeployGate for CodeDeployGate {
 #[cfg(test)]
 mod tests {
     use super::super::codedeploy_view::{EVENTS, TaskSetInfo};
-    use super::super::view::{TaskStatus, TaskView};
+    use super::super::view::{Placement, TaskStatus, TaskView};
     use super::*;
     use aws_sdk_codedeploy::types::LifecycleEventStatus;
     use aws_sdk_ecs::types::{
@@ -447,8 +449,8 @@ mod tests {
             ],
             ..Default::default()
         };
-        let service =
-            ServiceView { task_sets: vec![set], platform_version: Some("LATEST".into()), ..Default::default() };
+        let placement = Placement { platform_version: Some("LATEST".into()), ..Default::default() };
+        let service = ServiceView { task_sets: vec![set], placement, ..Default::default() };
         let spec: Value = serde_json::from_str(&appspec(&service, "arn:td:2").unwrap()).unwrap();
         let p = &spec["Resources"][0]["TargetService"]["Properties"];
         assert_eq!(spec["Resources"][0]["TargetService"]["Type"], "AWS::ECS::Service");

@@ -267,6 +267,7 @@ async fn deploy_one<S: Strategy>(
             return run.finish(&ecs, &cd);
         }
     };
+    let leaving = watched.deployment_id.clone();
     let mut watcher = Watcher::new(&ecs, ctx.http, watched);
     let mut gate = strategy.gate();
     let end = watch(ctx, &ecs, &mut run, &mut watcher, follow.as_mut(), &mut gate, plan.poll).await;
@@ -275,7 +276,8 @@ async fn deploy_one<S: Strategy>(
     let restore = strategy.restore(&view);
     let (cluster, service, urls) = (&plan.cluster, &checked.service, &plan.gate.health_urls);
     let mut settle = Settle::new(&ecs, ctx.http, cluster, service, &previous, urls, plan.gate.timeout, plan.poll)
-        .restoring(restore.as_ref());
+        .restoring(restore.as_ref())
+        .leaving(leaving.as_deref());
     if let Some(group) = &checked.code_deploy {
         match code_deploy(plan, group).request(&view, &previous) {
             Ok(redeploy) => settle = settle.via_code_deploy(&cd, redeploy),
@@ -315,12 +317,14 @@ async fn update<'c, S: Strategy>(
     }
     let target = run.report.task_definition_arn.clone();
     run.report.previous_task_definition_arn = view.task_definition.clone();
+    // The revision already running (`--force-new-deployment`, `refresh`): a new deployment of it.
+    let redeploy = view.task_definition == target;
     let sent_at = now_ms();
-    let (since_ms, follow) = match strategy.start(&view, &target)? {
+    let (since_ms, deployment_id, follow) = match strategy.start(&view, &target)? {
         Start::UpdateService(update) => {
             let req = UpdateRequest {
                 task_definition: Some(target.clone()),
-                force: view.task_definition == target,
+                force: redeploy,
                 configuration: update.configuration,
             };
             let primary = ecs.update_service(&plan.cluster, &service, &req).await?;
@@ -328,7 +332,8 @@ async fn update<'c, S: Strategy>(
             run.report.deployment_id = primary.as_ref().map(|d| d.id.clone());
             let note = update.note.map(|n| format!(" ({n})")).unwrap_or_default();
             run.step(format!("UpdateService: {} → {}{note}", short(&view.task_definition), short(&target)));
-            (primary.and_then(|d| d.created_at_ms).unwrap_or(sent_at), None)
+            let deployment_id = primary.as_ref().filter(|_| redeploy).map(|d| d.id.clone());
+            (primary.and_then(|d| d.created_at_ms).unwrap_or(sent_at), deployment_id, None)
         }
         Start::CodeDeploy(request) => {
             if plan.strategy != Kind::Rolling {
@@ -346,13 +351,14 @@ async fn update<'c, S: Strategy>(
                 None => format!("CreateDeployment {id}"),
             };
             run.step(format!("{line}: {} → {}", short(&view.task_definition), short(&target)));
-            (sent_at, Some(Follow::new(cd, id)))
+            (sent_at, None, Some(Follow::new(cd, id)))
         }
     };
     let watched = Watched {
         cluster: plan.cluster.clone(),
         service,
         task_definition: target,
+        deployment_id,
         since_ms,
         known_events: view.events.iter().map(|e| e.id.clone()).collect::<HashSet<_>>(),
     };
@@ -514,7 +520,8 @@ async fn settle_end<S: Strategy>(
     run.report.rollback_started_at_ms = Some(now_ms());
     let sd = watcher.service_deployment_arn.as_deref();
     let deployment = follow.map(|f| f.deployment.as_str()).or(sd);
-    let route = strategy.route(failure.as_ref(), watcher.last(), deployment);
+    let redeploy = run.report.previous_task_definition_arn == target;
+    let route = strategy.route(failure.as_ref(), watcher.last(), deployment, redeploy);
     let outcome = settle.rollback(route).await;
     if matches!(outcome, Ok((_, Restored::Healthy))) {
         let at = run.at();
@@ -588,18 +595,19 @@ async fn all_or_nothing(ctx: &Context<'_>, plan: &DeployPlan, checked: &[Checked
         let mut settle =
             Settle::new(&ecs, ctx.http, &plan.cluster, &r.service, &previous, urls, plan.gate.timeout, plan.poll);
         let group = checked.iter().find(|c| c.service == r.service).and_then(|c| c.code_deploy.as_ref());
+        let redeploy = previous == r.task_definition_arn;
         let outcome = match group {
             Some(group) => match ecs.describe_service(&plan.cluster, &r.service).await {
                 Ok(view) => match code_deploy(plan, group).request(&view, &previous) {
-                    Ok(redeploy) => {
-                        settle = settle.via_code_deploy(&cd, redeploy);
+                    Ok(request) => {
+                        settle = settle.via_code_deploy(&cd, request);
                         settle.rollback(Route::Redeploy).await
                     }
                     Err(e) => Err(e),
                 },
                 Err(e) => Err(e),
             },
-            None => settle.rollback(Route::Update).await,
+            None => settle.rollback(if redeploy { Route::NoWayBack } else { Route::Update }).await,
         };
         r.failure = Some("--all-or-nothing: another service failed".into());
         let line = r.record_rollback(outcome, None);

@@ -133,12 +133,15 @@ impl<'a> Ecs<'a> {
         Ok(out.service_deployments().first().map(ServiceDeploymentView::from_sdk))
     }
 
-    /// Running and stopped tasks of `service` that run `task_definition`.
+    /// Running and stopped tasks of `service` that run `task_definition` and, when given, were
+    /// started by `started_by` (a deployment's id: a redeploy of the revision already running
+    /// tells its tasks apart by it).
     pub async fn tasks_of(
         &self,
         cluster: &str,
         service: &str,
         task_definition: &str,
+        started_by: Option<&str>,
     ) -> Result<Vec<TaskView>, DeployError> {
         let mut arns = Vec::new();
         for status in [DesiredStatus::Running, DesiredStatus::Stopped] {
@@ -165,7 +168,10 @@ impl<'a> Ecs<'a> {
                 .send()
                 .await
                 .map_err(|e| api("DescribeTasks", e))?;
-            let ours = out.tasks().iter().filter(|t| t.task_definition_arn() == Some(task_definition));
+            let ours = out.tasks().iter().filter(|t| {
+                t.task_definition_arn() == Some(task_definition)
+                    && started_by.is_none_or(|by| t.started_by() == Some(by))
+            });
             tasks.extend(ours.map(TaskView::from_sdk));
         }
         tracing::debug!("{} of {} listed tasks run {}", tasks.len(), arns.len(), short(task_definition));

@@ -8,6 +8,11 @@
 //! rollback. Then it waits until the previous revision runs alone, rolled out, and answers
 //! well — bounded, and never cut short by a cancel (the point is a known state).
 //!
+//! A redeploy of the revision already running (`refresh`) goes back only while its deployment
+//! is under way (ECS's rollback, a stop): the old deployment of the same revision is then
+//! primary again, which is what the wait checks. Once it is over, the old tasks are gone and
+//! there is nothing to go back to (`Route::NoWayBack`).
+//!
 //! A CodeDeploy deployment goes back through CodeDeploy (its routes come from
 //! `codedeploy_lifecycle::route`): StopDeployment with auto-rollback while it runs, nothing
 //! while CodeDeploy rolls back by itself, a deployment of the previous task definition once it
@@ -46,19 +51,29 @@ pub enum Route {
     StopCodeDeploy { deployment: String },
     /// A CodeDeploy deployment that finished: a new one of the previous task definition.
     Redeploy,
+    /// A redeploy of the revision already running whose deployment is over: an UpdateService
+    /// back would change nothing, and the tasks it replaced are gone.
+    NoWayBack,
 }
 
-/// The way back, from the failure and the last observation.
-pub fn route(failure: Option<&Failure>, last: Option<&Observation>, service_deployment: Option<&str>) -> Route {
+/// The way back, from the failure and the last observation; `redeploy`: the deploy rolled the
+/// revision that was already running.
+pub fn route(
+    failure: Option<&Failure>,
+    last: Option<&Observation>,
+    service_deployment: Option<&str>,
+    redeploy: bool,
+) -> Route {
     if failure.is_some_and(Failure::ecs_rolls_back) {
         return Route::WaitForEcs;
     }
-    let Some(arn) = service_deployment.map(str::to_string) else { return Route::Update };
+    let over = if redeploy { Route::NoWayBack } else { Route::Update };
+    let Some(arn) = service_deployment.map(str::to_string) else { return over };
     if let Some(hook_id) = last.and_then(Observation::held_by_us) {
         return Route::AnswerHook { service_deployment: arn, hook_id: hook_id.to_string() };
     }
     match last.and_then(|o| o.service_deployment.as_ref()) {
-        Some(sd) if !sd.in_progress() => Route::Update,
+        Some(sd) if !sd.in_progress() => over,
         _ => Route::Stop { service_deployment: arn },
     }
 }
@@ -83,6 +98,8 @@ pub struct Settle<'a> {
     pub poll: Poll,
     /// The service's configuration without deployer's hook, sent with an UpdateService back.
     pub restore: Option<&'a DeploymentConfiguration>,
+    /// A redeploy's own deployment: back means another deployment of `to` is primary.
+    pub leaving: Option<&'a str>,
     config_restored: AtomicBool,
     /// A CODE_DEPLOY service: the CodeDeploy calls, and the deployment of the previous task
     /// definition to send if it comes to that.
@@ -112,6 +129,7 @@ impl<'a> Settle<'a> {
             timeout,
             poll,
             restore: None,
+            leaving: None,
             config_restored: false.into(),
             code_deploy: None,
         }
@@ -124,6 +142,11 @@ impl<'a> Settle<'a> {
 
     pub fn restoring(self, restore: Option<&'a DeploymentConfiguration>) -> Settle<'a> {
         Settle { restore, ..self }
+    }
+
+    /// A redeploy of `to` itself: the way back leaves `deployment_id`.
+    pub fn leaving(self, deployment_id: Option<&'a str>) -> Settle<'a> {
+        Settle { leaving: deployment_id, ..self }
     }
 
     /// The UpdateService back also put the service's configuration back.
@@ -157,6 +180,11 @@ impl<'a> Settle<'a> {
             Route::WaitForCodeDeploy => Ok(RollbackMethod::CodeDeploy),
             Route::StopCodeDeploy { deployment } => self.stop_code_deploy(&deployment).await,
             Route::Redeploy => self.redeploy().await,
+            Route::NoWayBack => Err(DeployError::Precondition(format!(
+                "{} was deployed again over itself and that deployment is over: the tasks it replaced are gone and \
+                 there is no earlier revision to return to; fix what the new tasks read and deploy again",
+                short(self.to)
+            ))),
         }
     }
 
@@ -259,7 +287,8 @@ impl<'a> Settle<'a> {
                             None => "no primary deployment".into(),
                         },
                     };
-                    if view.steady_on(self.to) {
+                    let left = self.leaving.is_none_or(|id| view.primary().is_some_and(|d| d.id != id));
+                    if view.steady_on(self.to) && left {
                         let mut all_ok = true;
                         for url in self.probe_urls {
                             let p = probe(self.http, url).await;
@@ -342,7 +371,17 @@ mod tests {
             (Some(&probe), Some(seen(InProgress, false)), None, Route::Update),
         ];
         for (failure, last, sd, want) in table {
-            assert_eq!(route(failure, last.as_ref(), sd), want, "{failure:?} {last:?}");
+            assert_eq!(route(failure, last.as_ref(), sd, false), want, "{failure:?} {last:?}");
+        }
+        // A redeploy of the running revision goes back only while its deployment is under way.
+        let redeploy: Vec<Case> = vec![
+            (Some(&breaker), Some(seen(RollbackInProgress, false)), Some("sd"), Route::WaitForEcs),
+            (Some(&probe), Some(seen(InProgress, false)), Some("sd"), stop()),
+            (Some(&probe), Some(seen(Successful, false)), Some("sd"), Route::NoWayBack),
+            (Some(&probe), Some(seen(InProgress, false)), None, Route::NoWayBack),
+        ];
+        for (failure, last, sd, want) in redeploy {
+            assert_eq!(route(failure, last.as_ref(), sd, true), want, "redeploy: {failure:?} {last:?}");
         }
     }
 

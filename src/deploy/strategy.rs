@@ -61,9 +61,16 @@ pub trait Strategy: Sync {
     fn gate(&self) -> Self::Gate;
 
     /// The way back after `failure` (a cancel: `None`), from the last observation and the
-    /// deployment the start created (ECS's service deployment ARN, CodeDeploy's deployment id).
-    fn route(&self, failure: Option<&Failure>, last: Option<&Observation>, deployment: Option<&str>) -> Route {
-        settle::route(failure, last, deployment)
+    /// deployment the start created (ECS's service deployment ARN, CodeDeploy's deployment id);
+    /// `redeploy`: the deploy rolled the revision that was already running.
+    fn route(
+        &self,
+        failure: Option<&Failure>,
+        last: Option<&Observation>,
+        deployment: Option<&str>,
+        redeploy: bool,
+    ) -> Route {
+        settle::route(failure, last, deployment, redeploy)
     }
 }
 

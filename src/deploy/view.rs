@@ -9,7 +9,7 @@ use std::fmt;
 use aws_sdk_ecs::primitives::DateTime;
 use aws_sdk_ecs::types::{
     CapacityProviderStrategyItem, DeploymentConfiguration, DeploymentControllerType, DeploymentLifecycleHookStatus,
-    DeploymentRolloutState, HealthStatus, LoadBalancer, NetworkConfiguration, Service, ServiceDeployment,
+    DeploymentRolloutState, HealthStatus, LaunchType, LoadBalancer, NetworkConfiguration, Service, ServiceDeployment,
     ServiceDeploymentLifecycleStage, ServiceDeploymentStatus, StabilityStatus, Task, TaskSet, TaskStopCode,
 };
 
@@ -40,9 +40,33 @@ pub struct ServiceView {
     pub events: Vec<EventView>,
     /// CODE_DEPLOY and EXTERNAL services: their task sets (their `deployments` is empty).
     pub task_sets: Vec<TaskSetView>,
-    pub network_configuration: Option<NetworkConfiguration>,
-    pub platform_version: Option<String>,
+    /// Where its tasks run (a one-off task of the service gets the same).
+    pub placement: Placement,
+}
+
+/// Where and how a service's tasks run: network configuration, launch type or capacity
+/// provider strategy (RunTask takes one or the other), platform version.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Placement {
+    pub launch_type: Option<LaunchType>,
     pub capacity_provider_strategy: Vec<CapacityProviderStrategyItem>,
+    pub platform_version: Option<String>,
+    pub network_configuration: Option<NetworkConfiguration>,
+}
+
+impl Placement {
+    pub fn from_sdk(svc: &Service) -> Placement {
+        let strategy = svc.capacity_provider_strategy().to_vec();
+        // A launch type and a capacity provider strategy exclude each other in RunTask.
+        let launch_type =
+            svc.launch_type().filter(|l| strategy.is_empty() && LaunchType::values().contains(&l.as_str())).cloned();
+        Placement {
+            launch_type,
+            capacity_provider_strategy: strategy,
+            platform_version: svc.platform_version().filter(|p| !p.is_empty()).map(str::to_string),
+            network_configuration: svc.network_configuration().cloned(),
+        }
+    }
 }
 
 /// One of a service's task sets (DescribeServices' `taskSets`).
@@ -136,9 +160,7 @@ impl ServiceView {
                 })
                 .collect(),
             task_sets: svc.task_sets().iter().map(TaskSetView::from_sdk).collect(),
-            network_configuration: svc.network_configuration().cloned(),
-            platform_version: svc.platform_version().map(str::to_string),
-            capacity_provider_strategy: svc.capacity_provider_strategy().to_vec(),
+            placement: Placement::from_sdk(svc),
         }
     }
 
@@ -297,16 +319,23 @@ pub enum TaskStatus {
 
 impl TaskStatus {
     pub fn parse(s: &str) -> TaskStatus {
-        match s {
-            "PROVISIONING" => TaskStatus::Provisioning,
-            "PENDING" => TaskStatus::Pending,
-            "ACTIVATING" => TaskStatus::Activating,
-            "RUNNING" => TaskStatus::Running,
-            "DEACTIVATING" => TaskStatus::Deactivating,
-            "STOPPING" => TaskStatus::Stopping,
-            "DEPROVISIONING" => TaskStatus::Deprovisioning,
-            "STOPPED" => TaskStatus::Stopped,
-            other => TaskStatus::Other(other.to_string()),
+        use TaskStatus::*;
+        let known = [Provisioning, Pending, Activating, Running, Deactivating, Stopping, Deprovisioning, Stopped];
+        known.into_iter().find(|t| t.as_str() == s).unwrap_or_else(|| Other(s.to_string()))
+    }
+
+    /// ECS's name (`RUNNING`, `STOPPED`, ...).
+    pub fn as_str(&self) -> &str {
+        match self {
+            TaskStatus::Provisioning => "PROVISIONING",
+            TaskStatus::Pending => "PENDING",
+            TaskStatus::Activating => "ACTIVATING",
+            TaskStatus::Running => "RUNNING",
+            TaskStatus::Deactivating => "DEACTIVATING",
+            TaskStatus::Stopping => "STOPPING",
+            TaskStatus::Deprovisioning => "DEPROVISIONING",
+            TaskStatus::Stopped => "STOPPED",
+            TaskStatus::Other(s) => s,
         }
     }
 
@@ -337,6 +366,10 @@ pub struct TaskView {
     pub containers: Vec<ContainerView>,
     /// When ECS began stopping it (epoch ms), for detection-latency figures.
     pub stopping_at_ms: Option<u64>,
+    /// When its containers started (epoch ms).
+    pub started_at_ms: Option<u64>,
+    /// Who started it: a service deployment's id, or `deployer` for a one-off task.
+    pub started_by: Option<String>,
 }
 
 impl TaskView {
@@ -357,6 +390,8 @@ impl TaskView {
                 })
                 .collect(),
             stopping_at_ms: t.stopping_at().or(t.stopped_at()).map(epoch_ms),
+            started_at_ms: t.started_at().map(epoch_ms),
+            started_by: t.started_by().map(str::to_string),
         }
     }
 

@@ -4,6 +4,11 @@
 //! on. The watcher also keeps what a failure report needs: the service events of this deploy
 //! (from its own UpdateService on, none from before) and the new revision's stopped tasks.
 //!
+//! Our deployment is the one running the new task definition — except in a redeploy of the
+//! revision already running (`--force-new-deployment`, `refresh`), where the old deployment
+//! runs it too: there ours is the deployment UpdateService created, by its id, and its tasks
+//! are those it started (`startedBy`).
+//!
 //! The calls are per service today; `observation` and `new_events` take plain views, so a
 //! watcher shared by a cluster's services (DescribeServices takes 10 at a time,
 //! DescribeServiceDeployments 20) can feed the same gates.
@@ -15,7 +20,7 @@ use super::DeployError;
 use super::ecs::Ecs;
 use super::gate::{Observation, Probe};
 use super::probe::probe_all;
-use super::view::{EventView, ServiceDeploymentView, ServiceView, TaskView};
+use super::view::{DeploymentView, EventView, ServiceDeploymentView, ServiceView, TaskView};
 
 /// Which service, which revision, and where this deploy's events begin.
 #[derive(Debug, Clone)]
@@ -23,17 +28,30 @@ pub struct Watched {
     pub cluster: String,
     pub service: String,
     pub task_definition: String,
+    /// Set when the revision was already running (a redeploy): our deployment's id, which
+    /// tells it and its tasks apart from the old deployment of the same revision.
+    pub deployment_id: Option<String>,
     /// Our deployment's creation (ECS's clock, epoch ms): events before it are not ours.
     pub since_ms: u64,
     /// Events the service already had before the update.
     pub known_events: HashSet<String>,
 }
 
-/// One observation from one poll's answers: our deployment (the one running the new task
-/// definition), whether it is still the primary, the service deployment, tasks, probes.
+impl Watched {
+    /// Is `d` the deployment this watch follows?
+    pub fn is_ours(&self, d: &DeploymentView) -> bool {
+        match &self.deployment_id {
+            Some(id) => d.id == *id,
+            None => d.task_definition == self.task_definition,
+        }
+    }
+}
+
+/// One observation from one poll's answers: our deployment (`Watched::is_ours`), whether it is
+/// still the primary, the service deployment, tasks, probes.
 pub fn observation(
     view: &ServiceView,
-    task_definition: &str,
+    watched: &Watched,
     service_deployment: Option<ServiceDeploymentView>,
     tasks: Vec<TaskView>,
     probes: Vec<Probe>,
@@ -41,8 +59,8 @@ pub fn observation(
 ) -> Observation {
     Observation {
         elapsed,
-        deployment: view.deployments.iter().find(|d| d.task_definition == task_definition).cloned(),
-        primary_is_ours: view.primary().is_some_and(|d| d.task_definition == task_definition),
+        deployment: view.deployments.iter().find(|d| watched.is_ours(d)).cloned(),
+        primary_is_ours: view.primary().is_some_and(|d| watched.is_ours(d)),
         service_deployment,
         tasks,
         probes,
@@ -107,8 +125,7 @@ impl<'a> Watcher<'a> {
         let sd = self.service_deployment().await?;
         let tasks = self.tasks().await?;
         let probes = probe_all(self.http, probe_urls).await;
-        let w = &self.watched;
-        Ok(observation(&view, &w.task_definition, sd, tasks, probes, self.started.elapsed()))
+        Ok(observation(&view, &self.watched, sd, tasks, probes, self.started.elapsed()))
     }
 
     /// Did anything but time and probe answers change since the last observation? Keeps
@@ -149,7 +166,7 @@ impl<'a> Watcher<'a> {
     /// The new revision's tasks; failed ones are remembered for the report.
     async fn tasks(&mut self) -> Result<Vec<TaskView>, DeployError> {
         let w = &self.watched;
-        let tasks = self.ecs.tasks_of(&w.cluster, &w.service, &w.task_definition).await?;
+        let tasks = self.ecs.tasks_of(&w.cluster, &w.service, &w.task_definition, w.deployment_id.as_deref()).await?;
         for t in tasks.iter().filter(|t| t.failed()) {
             if let Some(at) = t.stopping_at_ms {
                 self.first_failure_ms = Some(self.first_failure_ms.map_or(at, |f| f.min(at)));
@@ -183,6 +200,7 @@ mod tests {
             cluster: "c".into(),
             service: "web".into(),
             task_definition: "td:2".into(),
+            deployment_id: None,
             since_ms: 10_000,
             known_events: HashSet::from(["same-ms".to_string(), "steady".to_string()]),
         };
@@ -194,18 +212,37 @@ mod tests {
 
     #[test]
     fn the_observation_finds_our_deployment_and_whether_it_is_primary() {
-        use super::super::view::DeploymentView;
         let d = |id: &str, td: &str, primary: bool| DeploymentView {
             id: id.into(),
             task_definition: td.into(),
             primary,
             ..Default::default()
         };
+        let watching = |td: &str, deployment_id: Option<&str>| Watched {
+            cluster: "c".into(),
+            service: "web".into(),
+            task_definition: td.into(),
+            deployment_id: deployment_id.map(str::to_string),
+            since_ms: 0,
+            known_events: HashSet::new(),
+        };
         let view =
             ServiceView { deployments: vec![d("new", "td:2", true), d("old", "td:1", false)], ..Default::default() };
-        let o = observation(&view, "td:2", None, vec![], vec![], Duration::from_secs(1));
+        let o = observation(&view, &watching("td:2", None), None, vec![], vec![], Duration::from_secs(1));
         assert!(o.primary_is_ours && o.deployment.is_some_and(|d| d.id == "new"));
-        let o = observation(&view, "td:1", None, vec![], vec![], Duration::ZERO);
+        let o = observation(&view, &watching("td:1", None), None, vec![], vec![], Duration::ZERO);
         assert!(!o.primary_is_ours);
+        // A redeploy of td:1: the old deployment runs it too (listed first here); ours is ours
+        // by id, primary or not.
+        let redeploy =
+            ServiceView { deployments: vec![d("old", "td:1", false), d("new", "td:1", true)], ..Default::default() };
+        let o = observation(&redeploy, &watching("td:1", Some("new")), None, vec![], vec![], Duration::ZERO);
+        assert!(o.primary_is_ours && o.deployment.is_some_and(|d| d.id == "new"));
+        let o = observation(&redeploy, &watching("td:1", None), None, vec![], vec![], Duration::ZERO);
+        assert!(o.deployment.is_some_and(|d| d.id == "old"), "by revision alone the old one is found first");
+        let rolled_back =
+            ServiceView { deployments: vec![d("old", "td:1", true), d("new", "td:1", false)], ..Default::default() };
+        let o = observation(&rolled_back, &watching("td:1", Some("new")), None, vec![], vec![], Duration::ZERO);
+        assert!(!o.primary_is_ours, "the old deployment is primary again");
     }
 }

@@ -25,10 +25,14 @@ pub struct Repository {
 }
 
 /// What `--create-repository` creates.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct CreateOptions {
     pub immutable: bool,
     pub scan_on_push: bool,
+    /// Tags of the new repository.
+    pub tags: Vec<(String, String)>,
+    /// The lifecycle policy document to put on the new repository.
+    pub lifecycle_policy: Option<String>,
 }
 
 /// The repository, created when missing and `create` is given; otherwise a clear error.
@@ -64,6 +68,7 @@ pub async fn repository(
                 .image_scanning_configuration(
                     ImageScanningConfiguration::builder().scan_on_push(opts.scan_on_push).build(),
                 )
+                .set_tags(tags(&opts.tags))
                 .send()
                 .await
                 .map_err(|e| ImageError::Ecr(format!("cannot create repository {name}: {}", sdk_message(&e))))?;
@@ -73,10 +78,31 @@ pub async fn repository(
                 "created repository {name} ({})",
                 if opts.immutable { "immutable tags" } else { "mutable tags" }
             );
+            if let Some(policy) = &opts.lifecycle_policy {
+                client
+                    .put_lifecycle_policy()
+                    .repository_name(name)
+                    .lifecycle_policy_text(policy)
+                    .send()
+                    .await
+                    .map_err(|e| {
+                        ImageError::Ecr(format!(
+                            "created repository {name}, but its lifecycle policy was refused: {}",
+                            sdk_message(&e)
+                        ))
+                    })?;
+                tracing::info!("repository {name}: lifecycle policy set");
+            }
             Ok(to_repository(name, r))
         }
         Err(e) => Err(ImageError::Ecr(format!("cannot describe repository {name}: {}", sdk_message(&e)))),
     }
+}
+
+fn tags(tags: &[(String, String)]) -> Option<Vec<aws_sdk_ecr::types::Tag>> {
+    let tags: Vec<_> =
+        tags.iter().filter_map(|(k, v)| aws_sdk_ecr::types::Tag::builder().key(k).value(v).build().ok()).collect();
+    (!tags.is_empty()).then_some(tags)
 }
 
 fn to_repository(name: &str, r: &aws_sdk_ecr::types::Repository) -> Repository {

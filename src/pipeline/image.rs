@@ -164,7 +164,7 @@ pub async fn push(config: &SdkConfig, req: &PushRequest, runner: &Runner) -> Res
         human(image.blobs.iter().map(|b| b.size).sum()),
         if image.children.is_empty() { String::new() } else { format!(", {} platforms", image.children.len()) }
     );
-    let target = target(config, &req.repository, req.create, req.registry_endpoint.as_deref(), runner).await?;
+    let target = target(config, &req.repository, req.create.clone(), req.registry_endpoint.as_deref(), runner).await?;
     runner.group(&format!("push {} to {}", image.origin, target.repository.uri));
     let opts = Options {
         concurrency,

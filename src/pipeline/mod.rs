@@ -3,13 +3,18 @@
 //! flags, build the plan, call in here and print; nothing in here reads flags.
 //!
 //! `plan` holds the release's typed plan; `auth` the credential stage; `image` push and
-//! promote; `taskdef` render, diff, verify, register; `release` the whole pipeline. The
+//! promote; `taskdef` render, diff, verify, register; `run_task` a one-off task (release's
+//! pre-deploy stage); `refresh` what changed under a running revision; `after_deploy` the
+//! scheduled tasks and revisions after a successful deploy; `release` the whole pipeline. The
 //! deploy stage is `crate::deploy`; `deploy` here wraps it with its outputs and summary.
 
+pub mod after_deploy;
 pub mod auth;
 pub mod image;
 pub mod plan;
+pub mod refresh;
 pub mod release;
+pub mod run_task;
 pub mod taskdef;
 
 use std::time::Duration;

@@ -7,6 +7,7 @@ use crate::cli::RenderArgs;
 use crate::deploy::plan::DeployPlan;
 use crate::image::ecr::CreateOptions;
 use crate::image::source::Cache;
+use crate::runtask::TaskSpec;
 
 /// `push`: a built image into ECR.
 #[derive(Debug, Clone)]
@@ -59,6 +60,17 @@ pub struct TaskDefPlan {
     pub registry_endpoint: Option<String>,
     /// Verification also runs the preflight that the tasks can start (`--permissions`).
     pub permissions: bool,
+    /// Tags of the registered revision (app, environment, git-sha, run-url, the user's).
+    pub tags: Vec<(String, String)>,
+}
+
+/// Housekeeping after every service deployed successfully.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AfterDeployPlan {
+    /// Point the family's scheduled tasks on the cluster at the new revision.
+    pub update_scheduled_tasks: bool,
+    /// Deregister unused ACTIVE revisions beyond the newest N.
+    pub keep_revisions: Option<u32>,
 }
 
 /// Recording the release as a GitHub Deployment (best effort).
@@ -77,6 +89,9 @@ pub struct ReleasePlan {
     pub auth_source: Source,
     pub image: ImagePlan,
     pub taskdef: TaskDefPlan,
+    /// A one-off task of the new revision (migrations) after register, before the deploy.
+    pub pre_deploy: Option<TaskSpec>,
     pub deploy: DeployPlan,
+    pub after: AfterDeployPlan,
     pub github: GithubPlan,
 }

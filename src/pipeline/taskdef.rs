@@ -1,7 +1,8 @@
 //! The task-definition stage: load the template (a JSON file, a registered revision, or the
 //! service's current definition), expand secret references, render, check it against ECS's
-//! model (and pin secrets with `--pin-secrets`); then diff it against what runs, verify every
-//! reference it needs (metadata only; with `--permissions`, that the tasks can start), and
+//! model (and pin secrets with `--pin-secrets`), add the plan's resource tags; then diff it
+//! against what runs, verify every reference it needs (metadata only; with `--permissions`,
+//! that the tasks can start), and
 //! register it. Flags are checked before any network call.
 
 use super::Session;
@@ -72,6 +73,8 @@ pub async fn prepare(session: &Session, plan: &TaskDefPlan) -> Result<Rendered> 
         tracing::info!("pinned {n} Secrets Manager reference(s) to their current version id");
         rendered = pinned;
     }
+    // The plan's tags over the template's of the same key, so the diff shows what registers.
+    crate::tags::apply_to_taskdef(&mut rendered.body, &plan.tags);
     // Name the container of each --image for verification messages.
     let names = rendered.container_names();
     let images = request
@@ -163,11 +166,13 @@ pub async fn register(session: &Session, rendered: &Rendered) -> Result<Register
     Ok(ecs::register(&EcsJson::new(&session.config), &rendered.rendered).await?)
 }
 
-/// A task definition ARN from `--task-definition`: a file is registered, a family or
+/// A task definition ARN from `--task-definition`: a file is checked against ECS's model
+/// (`allow_unknown`: unknown members as warnings) and registered, a family or
 /// family:revision is looked up (so a deploy can match ECS's deployments by ARN).
-pub async fn task_definition_arn(session: &Session, spec: &str) -> Result<String> {
+pub async fn task_definition_arn(session: &Session, spec: &str, allow_unknown: bool) -> Result<String> {
     let client = EcsJson::new(&session.config);
     if let Some(td) = read_file(spec)? {
+        schema::enforce(&td.body, spec, allow_unknown)?;
         return Ok(ecs::register(&client, &td).await?.task_definition_arn);
     }
     Ok(ecs::describe(&client, spec).await?.1.task_definition_arn)

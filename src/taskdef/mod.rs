@@ -3,10 +3,12 @@
 //! ([`render`]), check it against ECS's model of RegisterTaskDefinition ([`schema`]), diff it
 //! against what runs ([`diff`]), check that everything it references exists ([`verify`]), and
 //! talk to ECS ([`ecs`]); with `--permissions`, prove the execution role can start the tasks
-//! ([`preflight`] decides, [`permissions`] asks IAM, Logs and the registry). `template`, `refs`,
-//! `render`, `schema`, `preflight` and `diff` are pure; `resolve`, `metadata`, `verify`,
-//! `permissions` and `ecs` do I/O.
+//! ([`preflight`] decides, [`permissions`] asks IAM, Logs and the registry); for a refresh, say
+//! which references changed since the running tasks started ([`changed`]). `template`, `refs`,
+//! `render`, `schema`, `preflight`, `changed` and `diff` are pure; `resolve`, `metadata`,
+//! `verify`, `permissions` and `ecs` do I/O.
 
+pub mod changed;
 pub mod diff;
 pub mod ecs;
 pub mod metadata;

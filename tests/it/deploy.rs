@@ -239,17 +239,7 @@ async fn sigterm_mid_deploy_rolls_back_and_exits_130() {
     let app = app_with(true, true, 600).await;
     // Slow to start: the deploy is still in progress when the signal comes.
     let v2 = app.revision(&[("SIM_START_DELAY", "200")], true).await;
-    let mut cmd = std::process::Command::new(assert_cmd::cargo::cargo_bin("deployer"));
-    let template = app.deploy(&v2, &[]);
-    for (k, v) in template.get_envs() {
-        match v {
-            Some(v) => cmd.env(k, v),
-            None => cmd.env_remove(k),
-        };
-    }
-    cmd.args(template.get_args()).stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped());
-    let child = cmd.spawn().expect("spawn deployer");
-    let pid = child.id();
+    let child = crate::support::spawn(&app.deploy(&v2, &[]));
     // Wait until the deployment exists, then signal.
     crate::sim::harness::wait_for("the v2 deployment to start", Duration::from_secs(20), || async {
         let s = crate::sim::common::describe(&app.ecs, "main", "web").await;
@@ -257,8 +247,7 @@ async fn sigterm_mid_deploy_rolls_back_and_exits_130() {
     })
     .await;
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let status = std::process::Command::new("kill").args(["-TERM", &pid.to_string()]).status().unwrap();
-    assert!(status.success());
+    crate::support::sigterm(&child);
     let out = tokio::task::spawn_blocking(move || child.wait_with_output()).await.unwrap().unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert_eq!(out.status.code(), Some(130), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
@@ -526,4 +515,35 @@ async fn the_previous_deploys_events_stay_out_of_the_next_report() {
     let events: Vec<&str> = report(&json)["events"].as_array().unwrap().iter().map(|e| e.as_str().unwrap()).collect();
     assert!(!events.iter().any(|e| e.ends_with(&earlier)), "{events:#?}");
     assert!(events.first().is_some_and(|e| e.contains("has started")), "the deploy's first event: {events:#?}");
+}
+
+/// `deploy --task-definition FILE` checks the file against ECS's model before registering it,
+/// as render/verify/register do: a lower-case `healthcheck` (which ECS would drop silently) is
+/// refused with its path and a suggestion, nothing is registered and the service keeps v1.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_task_definition_file_with_a_typo_is_refused_before_it_is_registered() {
+    let app = app(true, true).await;
+    let described = app.ecs.describe_task_definition().task_definition(&app.v1).send().await.unwrap();
+    let td = described.task_definition().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("typo.json");
+    let mut body = json!({
+        "family": app.family,
+        "containerDefinitions": [{"name": "app", "image": app.image, "essential": true,
+            "portMappings": [{"containerPort": 8080}],
+            "environment": [{"name": "SIM_VERSION", "value": "v2"}],
+            "healthcheck": {"command": ["CMD-SHELL", "true"], "interval": 5}}]
+    });
+    if let Some(mode) = td.network_mode() {
+        body["networkMode"] = json!(mode.as_str());
+    }
+    std::fs::write(&file, body.to_string()).unwrap();
+    let before = app.ecs.list_task_definitions().send().await.unwrap().task_definition_arns().len();
+    let (out, json) = run(app.deploy(file.to_str().unwrap(), &[])).await;
+    assert_eq!(out.code, Some(1), "{out}");
+    assert!(out.stderr.contains("did you mean \"healthCheck\""), "{out}");
+    assert_eq!(json["exit-code"], 1, "{json}");
+    let after = app.ecs.list_task_definitions().send().await.unwrap().task_definition_arns().len();
+    assert_eq!(after, before, "nothing may be registered");
+    assert_eq!(app.serving().await, vec!["v1"; 6]);
 }

@@ -114,7 +114,7 @@ fn release_without_image(s: &Setup, issuer: &Issuer, git_ref: &str) -> assert_cm
     c
 }
 
-fn outputs(s: &Setup) -> std::collections::HashMap<String, String> {
+pub(crate) fn outputs(s: &Setup) -> std::collections::HashMap<String, String> {
     written(s.dir.path())
 }
 

@@ -71,6 +71,22 @@ pub fn rolling_config() -> DeploymentConfiguration {
         .build()
 }
 
+/// Service `web` of 2 tasks of `td` in `cluster` behind a load balancer, rolling with the
+/// circuit breaker; returns once it is steady.
+pub async fn web_service(ecs: &Client, account: &str, cluster: &str, td: &str) -> Service {
+    ecs.create_service()
+        .cluster(cluster)
+        .service_name("web")
+        .task_definition(td)
+        .desired_count(2)
+        .load_balancers(load_balancer(account, "web"))
+        .deployment_configuration(rolling_config())
+        .send()
+        .await
+        .expect("create service");
+    wait_steady(ecs, cluster, "web", Duration::from_secs(30)).await
+}
+
 pub async fn describe(ecs: &Client, cluster: &str, service: &str) -> Service {
     let out = ecs.describe_services().cluster(cluster).services(service).send().await.expect("describe services");
     out.services().first().cloned().expect("service")

@@ -174,6 +174,26 @@ pub fn deployer_process(account: &str) -> std::process::Command {
     cmd
 }
 
+/// Start `template` (its program, arguments and environment) as a child whose output is
+/// captured, for a run the test signals.
+pub fn spawn(template: &assert_cmd::Command) -> std::process::Child {
+    let mut cmd = std::process::Command::new(template.get_program());
+    for (k, v) in template.get_envs() {
+        match v {
+            Some(v) => cmd.env(k, v),
+            None => cmd.env_remove(k),
+        };
+    }
+    cmd.args(template.get_args()).stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped());
+    cmd.spawn().expect("spawn deployer")
+}
+
+/// SIGTERM to a child, as a runner cancelling the job sends it.
+pub fn sigterm(child: &std::process::Child) {
+    let status = std::process::Command::new("kill").args(["-TERM", &child.id().to_string()]).status().expect("kill");
+    assert!(status.success());
+}
+
 /// Everything a run printed, for "this never appears" assertions.
 pub struct Captured {
     pub stdout: String,
