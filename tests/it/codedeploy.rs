@@ -22,7 +22,8 @@ use crate::sim::codedeploy::{
 use crate::sim::common::{register, versions_at};
 use crate::sim::harness::{Sim, push_image, unique};
 use crate::support::load::{self, LoadOptions};
-use crate::support::{deployer, ecs_client, unique_account};
+use crate::support::oidc::{Issuer, Job};
+use crate::support::{deployer, ecs_client, stack, unique_account};
 
 /// Service `web` of 2 tasks of `v1` under CODE_DEPLOY, and its CodeDeploy group `app`/`dg`.
 struct App {
@@ -348,4 +349,70 @@ async fn deployer_rollback_sends_a_codedeploy_service_back_through_a_codedeploy_
     assert_eq!((json["healthy"].as_bool(), json["to"].as_str()), (Some(true), Some(app.v1.as_str())), "{json}");
     assert_eq!(versions_at(&app.prod, 6).await, vec!["v1"; 6]);
     assert_eq!(app.deployments().await.len(), 2, "the release and the redeploy of v1");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_release_reaches_a_codedeploy_service_with_the_deployer_toml_keys() {
+    // Two groups deploy the service: only deployer.toml's keys tell them apart.
+    let app = app(Some(GroupSettings::default())).await;
+    create_group(&app.cd, &app.account, "other", "dg", "web", &GroupSettings::default()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let (account, prod, test) = (&app.account, &app.prod, &app.test);
+    let toml = format!(
+        r#"app = "shop"
+region = "us-east-1"
+[environments.production]
+role-arn = "arn:aws:iam::{account}:role/deploy-prod"
+cluster = "main"
+service = "web"
+branches = ["release/*"]
+health-url = ["{prod}/health"]
+test-url = ["{test}/health"]
+bake = 0
+task-definition = "taskdef.json"
+codedeploy-application = "app"
+codedeploy-deployment-group = "dg"
+"#
+    );
+    std::fs::write(dir.path().join("deployer.toml"), toml).unwrap();
+    let taskdef = serde_json::json!({
+        "family": app.family,
+        "networkMode": "awsvpc", "requiresCompatibilities": ["FARGATE"], "cpu": "256", "memory": "512",
+        "containerDefinitions": [{"name": "app", "image": "placeholder", "essential": true,
+            "portMappings": [{"containerPort": 8080}],
+            "environment": [{"name": "SIM_VERSION", "value": "v2"}]}]
+    });
+    std::fs::write(dir.path().join("taskdef.json"), taskdef.to_string()).unwrap();
+    let issuer = Issuer::start(Job { git_ref: "refs/heads/release/2.0".into(), ..Job::default() });
+    let image = push_image(&app.family, "v2").await;
+    let mut c = deployer(&app.account);
+    c.current_dir(dir.path())
+        .envs(issuer.env())
+        .env("GITHUB_ACTIONS", "true")
+        .env("GITHUB_EVENT_NAME", "push")
+        .env("GITHUB_REF", "refs/heads/release/2.0")
+        .env("GITHUB_REPOSITORY", "octo-org/shop")
+        .env("GITHUB_RUN_ID", "4343")
+        .env("GITHUB_OUTPUT", dir.path().join("outputs"))
+        .env("GITHUB_STEP_SUMMARY", dir.path().join("summary.md"))
+        .env("AWS_ENDPOINT_URL_ECS", &app.sim.url)
+        .env("AWS_ENDPOINT_URL_CODEDEPLOY", format!("{}/codedeploy", app.sim.url))
+        .env("DEPLOYER_POLL_MS", "150")
+        .args(["--output", "json", "release", "--registry-endpoint", &stack().registry_url, "--image", &image]);
+    let traffic = app.load();
+    let (out, json) = run(c).await;
+    let traffic = traffic.stop().await;
+    assert_eq!(out.code, Some(0), "{out}");
+    assert_eq!(json["result"], "succeeded");
+    let id = json["deployment-id"].as_str().unwrap_or_default();
+    assert!(id.starts_with("d-"), "the release's deployment id is CodeDeploy's: {json}");
+    let outputs = std::fs::read_to_string(dir.path().join("outputs")).unwrap();
+    assert!(outputs.contains(id), "{outputs}");
+    assert!(app.deployments().await.contains(&id.to_string()), "deployed through app/dg");
+    let lines = timeline(&json["deploy"]["services"][0]);
+    assert!(lines.contains("(app/dg,") && lines.contains("test traffic gate passed"), "{lines}");
+    assert_eq!(traffic.failed, 0, "{:?}", traffic.failures);
+    assert_eq!(versions_at(&app.prod, 6).await, vec!["v2"; 6]);
+    let summary = std::fs::read_to_string(dir.path().join("summary.md")).unwrap();
+    assert!(summary.contains("code-deploy"), "the release summary names the strategy taken: {summary}");
 }
