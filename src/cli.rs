@@ -308,6 +308,8 @@ pub struct GateArgs {
     pub ecs_api_limits: Option<String>,
     #[command(flatten)]
     pub traffic: TrafficArgs,
+    #[command(flatten)]
+    pub codedeploy: CodeDeployArgs,
 }
 
 #[derive(Debug, Args)]
@@ -368,6 +370,27 @@ pub struct TrafficArgs {
     /// --strategy linear: seconds between steps (whole minutes to ECS, rounded up).
     #[arg(long, env = "DEPLOYER_LINEAR_BAKE")]
     pub linear_bake: Option<u64>,
+}
+
+/// Services under the CODE_DEPLOY deployment controller are deployed through CodeDeploy
+/// (whatever --strategy says); these settings apply to them only.
+#[derive(Debug, Clone, Default, Args)]
+pub struct CodeDeployArgs {
+    /// The CodeDeploy application (default: found from the service: the one ECS application
+    /// whose deployment group names it).
+    #[arg(long, env = "DEPLOYER_CODEDEPLOY_APPLICATION")]
+    pub codedeploy_application: Option<String>,
+    /// The CodeDeploy deployment group (default: the one that names the service).
+    #[arg(long, env = "DEPLOYER_CODEDEPLOY_DEPLOYMENT_GROUP")]
+    pub codedeploy_deployment_group: Option<String>,
+    /// The deployment configuration, e.g. CodeDeployDefault.ECSCanary10Percent5Minutes
+    /// (default: the deployment group's).
+    #[arg(long, env = "DEPLOYER_CODEDEPLOY_DEPLOYMENT_CONFIG")]
+    pub codedeploy_deployment_config: Option<String>,
+    /// Wait for CodeDeploy's termination wait (the original task set kept after the traffic
+    /// shift) to end, gating production all along; by default it is reported, not waited for.
+    #[arg(long, env = "DEPLOYER_CODEDEPLOY_WAIT_FOR_TERMINATION")]
+    pub codedeploy_wait_for_termination: bool,
 }
 
 #[derive(Debug, Args)]

@@ -160,6 +160,11 @@ pub struct Environment {
     pub test_url: OneOrMany,
     pub bake: Option<u64>,
     pub timeout: Option<u64>,
+    /// Services under the CODE_DEPLOY controller: the CodeDeploy application, deployment
+    /// group and deployment configuration (found from the service / the group's when absent).
+    pub codedeploy_application: Option<String>,
+    pub codedeploy_deployment_group: Option<String>,
+    pub codedeploy_deployment_config: Option<String>,
     pub repository: Option<String>,
     pub task_definition: Option<String>,
     pub container: Option<String>,
@@ -286,6 +291,12 @@ pub fn merge_release(
     m.gate.traffic.test_urls = or_vec(&args.gate.traffic.test_urls, env.test_url.to_vec());
     m.gate.bake = args.gate.bake.or(env.bake);
     m.gate.timeout = args.gate.timeout.or(env.timeout);
+    let (cd, flags) = (&mut m.gate.codedeploy, &args.gate.codedeploy);
+    cd.codedeploy_application = flags.codedeploy_application.clone().or_else(|| env.codedeploy_application.clone());
+    cd.codedeploy_deployment_group =
+        flags.codedeploy_deployment_group.clone().or_else(|| env.codedeploy_deployment_group.clone());
+    cd.codedeploy_deployment_config =
+        flags.codedeploy_deployment_config.clone().or_else(|| env.codedeploy_deployment_config.clone());
     // A switch given as a flag stays on; the file can only turn one on.
     m.permissions = args.permissions || env.permissions == Some(true);
     m.render.pin_secrets = args.render.pin_secrets || env.pin_secrets == Some(true);
@@ -516,6 +527,25 @@ container = "worker"
         assert_eq!(region.as_deref(), Some("eu-west-1"), "the file's top level");
         let (_, region) = merge_release(&args, Some("us-east-2"), prod, &c);
         assert_eq!(region.as_deref(), Some("us-east-2"), "the global flag first");
+    }
+
+    #[test]
+    fn the_codedeploy_keys_fill_what_the_flags_leave_empty() {
+        use clap::Parser;
+        let text = "[environments.prod]\ncodedeploy-application = \"AppECS-main-web\"\n\
+                    codedeploy-deployment-group = \"DgpECS-main-web\"\n\
+                    codedeploy-deployment-config = \"CodeDeployDefault.ECSAllAtOnce\"\n";
+        let c = Config::parse(text, "deployer.toml").unwrap();
+        let prod = &c.environments["prod"];
+        let cli = crate::cli::Cli::parse_from(["deployer", "release", "--codedeploy-deployment-group", "flag-dg"]);
+        let crate::cli::Command::Release(args) = cli.command else { panic!("release") };
+        let (m, _) = merge_release(&args, None, prod, &c);
+        let cd = &m.gate.codedeploy;
+        assert_eq!(cd.codedeploy_application.as_deref(), Some("AppECS-main-web"), "the file fills");
+        assert_eq!(cd.codedeploy_deployment_group.as_deref(), Some("flag-dg"), "the flag wins");
+        assert_eq!(cd.codedeploy_deployment_config.as_deref(), Some("CodeDeployDefault.ECSAllAtOnce"));
+        let typo = Config::parse("[environments.prod]\ncodedeploy-app = \"x\"\n", "d.toml").unwrap_err();
+        assert!(typo.to_string().contains("unknown field `codedeploy-app`"), "{typo}");
     }
 
     #[test]

@@ -2,6 +2,7 @@
 //! failure diagnostics — stopped tasks, ECS events, the failing probe — and the timeline of
 //! stages) and annotations; the release's headline and mermaid timeline.
 
+use crate::deploy::plan::Strategy;
 use crate::deploy::report::{DeployReport, DeployRun, Outcome};
 use crate::github::runner::{Level, Runner, RunnerError};
 
@@ -86,7 +87,8 @@ pub fn summary(reports: &[DeployReport]) -> String {
             md.push_str(&format!("| {:.1}s | {} |\n", s.at_ms as f64 / 1000.0, s.what.replace('|', "\\|")));
         }
         md.push_str(&lifecycle_markdown(r));
-        md.push_str(&format!("\n{} polls, {} ECS API calls.\n", r.polls, r.api_calls));
+        let which = if r.strategy == Strategy::CodeDeploy { "ECS and CodeDeploy" } else { "ECS" };
+        md.push_str(&format!("\n{} polls, {} {which} API calls.\n", r.polls, r.api_calls));
     }
     md
 }
@@ -164,7 +166,7 @@ fn lifecycle_markdown(r: &DeployReport) -> String {
     if !r.lifecycle.is_empty() {
         md.push_str(&format!(
             "\n**Lifecycle ({}):**\n\n| stage | started | duration |\n| --- | ---: | ---: |\n",
-            r.strategy.ecs().as_str()
+            r.strategy.name()
         ));
         for s in &r.lifecycle {
             md.push_str(&format!("| {} | {} | {} |\n", s.stage, secs(s.started_ms), secs(s.duration_ms)));

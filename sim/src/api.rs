@@ -16,6 +16,7 @@ use crate::engine::{self, Action};
 use crate::model::{Cluster, Service, State, TaskDef, family_key};
 use crate::proxy::{self, Kind};
 use crate::tasks::{self, Origin};
+use crate::tasksets;
 use crate::util::{Ctx, now_epoch, short_name};
 
 #[derive(Debug)]
@@ -24,7 +25,7 @@ pub struct ApiError {
     pub message: String,
 }
 
-fn err(ty: &str, message: impl Into<String>) -> ApiError {
+pub(crate) fn err(ty: &str, message: impl Into<String>) -> ApiError {
     ApiError { ty: ty.into(), message: message.into() }
 }
 
@@ -138,12 +139,17 @@ async fn dispatch(sim: &Arc<Sim>, ctx: &Ctx, op: &str, input: &Value) -> R {
         "DescribeServiceDeployments" => describe_service_deployments(sim, input),
         "StopServiceDeployment" => stop_service_deployment(sim, input),
         "ContinueServiceDeployment" => continue_service_deployment(sim, input),
+        "CreateTaskSet" => tasksets::create_task_set(sim, ctx, input),
+        "UpdateTaskSet" => tasksets::update_task_set(sim, ctx, input),
+        "UpdateServicePrimaryTaskSet" => tasksets::update_service_primary_task_set(sim, ctx, input),
+        "DeleteTaskSet" => tasksets::delete_task_set(sim, ctx, input),
+        "DescribeTaskSets" => tasksets::describe_task_sets(sim, ctx, input),
         "" => Err(err("UnknownOperationException", "missing X-Amz-Target")),
         other => Err(err("UnknownOperationException", format!("ecs-sim does not implement {other}"))),
     }
 }
 
-fn s<'a>(v: &'a Value, k: &str) -> Option<&'a str> {
+pub(crate) fn s<'a>(v: &'a Value, k: &str) -> Option<&'a str> {
     v.get(k).and_then(Value::as_str).filter(|s| !s.is_empty())
 }
 
@@ -418,6 +424,7 @@ pub fn service_json(st: &State, svc: &Service) -> Value {
     for (k, val) in &svc.extra {
         v[k] = val.clone();
     }
+    tasksets::decorate_service_json(st, svc, &mut v);
     v
 }
 
@@ -511,13 +518,18 @@ async fn create_service(sim: &Arc<Sim>, ctx: &Ctx, input: &Value) -> R {
         }
     }
     let mut st = sim.lock();
+    let task_sets = tasksets::uses_task_sets(&svc);
     st.services.insert(svc_arn.clone(), svc);
-    engine::start_deployment(&mut st, &svc_arn, &td_arn);
+    if task_sets {
+        tasksets::on_create_service(&mut st, &svc_arn, &td_arn);
+    } else {
+        engine::start_deployment(&mut st, &svc_arn, &td_arn);
+    }
     let svc = &st.services[&svc_arn];
     Ok(json!({"service": service_json(&st, svc)}))
 }
 
-fn find_service<'a>(st: &'a State, ctx: &Ctx, input: &Value) -> Result<&'a Service, ApiError> {
+pub(crate) fn find_service<'a>(st: &'a State, ctx: &Ctx, input: &Value) -> Result<&'a Service, ApiError> {
     let cluster_arn = find_cluster(st, ctx, input)?;
     let ident = s(input, "service").ok_or_else(|| err("InvalidParameterException", "service is required."))?;
     let arn = service_arn_of(ctx, &cluster_arn, ident);
@@ -540,6 +552,21 @@ fn update_service(sim: &Sim, ctx: &Ctx, input: &Value) -> R {
         new_td = s(&td.body, "taskDefinitionArn").map(str::to_string);
     }
     let force = input.get("forceNewDeployment").and_then(Value::as_bool).unwrap_or(false);
+    if tasksets::uses_task_sets(&st.services[&svc_arn]) {
+        let controller = tasksets::controller(&st.services[&svc_arn]).to_string();
+        if new_td.is_some() || force {
+            let what = if force { "force a new deployment" } else { "update task definition" };
+            let how = if controller == "CODE_DEPLOY" {
+                "Use AWS CodeDeploy to trigger a new deployment."
+            } else {
+                "Create a task set instead."
+            };
+            return Err(err(
+                "InvalidParameterException",
+                format!("Unable to {what} on services with a {controller} deployment controller. {how}"),
+            ));
+        }
+    }
     let svc = st.services.get_mut(&svc_arn).unwrap();
     if let Some(n) = input.get("desiredCount").and_then(Value::as_i64) {
         if n != svc.desired_count {

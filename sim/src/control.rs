@@ -18,6 +18,8 @@ use crate::model::Fault;
 pub fn router(sim: Arc<Sim>) -> axum::Router {
     axum::Router::new()
         .route("/", post(crate::api::handle))
+        .route("/codedeploy", post(crate::codedeploy::handle))
+        .route("/codedeploy/", post(crate::codedeploy::handle))
         .route("/_sim/health", get(|| async { Json(json!({"status": "ok"})) }))
         .route("/_sim/services", get(services))
         .route("/_sim/tasks", get(tasks))

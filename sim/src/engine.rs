@@ -37,6 +37,7 @@ pub async fn run(sim: Arc<Sim>) {
             for arn in arns {
                 tick_service(&sim, &mut st, &arn, &mut actions);
             }
+            crate::codedeploy::tick(&sim, &mut st);
             actions
         };
         execute(&sim, actions);
@@ -74,7 +75,7 @@ pub fn execute(sim: &Arc<Sim>, actions: Vec<Action>) {
     }
 }
 
-fn counts(st: &State, svc_arn: &str, dep_id: &str) -> Counts {
+pub(crate) fn counts(st: &State, svc_arn: &str, dep_id: &str) -> Counts {
     let mut c = Counts::default();
     for t in st.tasks.values() {
         if t.service_arn.as_deref() == Some(svc_arn) && t.deployment_id.as_deref() == Some(dep_id) && t.is_live() {
@@ -141,7 +142,14 @@ fn start_tasks(st: &mut State, svc_arn: &str, dep_id: &str, n: i64, actions: &mu
 }
 
 /// Stops tasks with the scheduler's reason, with the ECS "has stopped" (and draining) events.
-fn stop_tasks(st: &mut State, svc_arn: &str, arns: &[String], code: &str, reason: &str, actions: &mut Vec<Action>) {
+pub(crate) fn stop_tasks(
+    st: &mut State,
+    svc_arn: &str,
+    arns: &[String],
+    code: &str,
+    reason: &str,
+    actions: &mut Vec<Action>,
+) {
     if arns.is_empty() {
         return;
     }
@@ -279,10 +287,11 @@ fn is_traffic_strategy(s: &str) -> bool {
 fn tick_service(sim: &Sim, st: &mut State, svc_arn: &str, actions: &mut Vec<Action>) {
     let now = now_epoch();
     let Some(svc) = st.services.get(svc_arn) else { return };
-    if svc.deployments.is_empty() {
+    let task_sets = crate::tasksets::uses_task_sets(svc);
+    if svc.deployments.is_empty() && !task_sets {
         return;
     }
-    let sd_arn = svc.deployments[0].sd_arn.clone();
+    let sd_arn = svc.deployments.first().map(|d| d.sd_arn.clone()).unwrap_or_default();
     let grace = svc.health_check_grace;
     let tg = svc.target_group_arn();
     let name = svc.name.clone();
@@ -320,6 +329,10 @@ fn tick_service(sim: &Sim, st: &mut State, svc_arn: &str, actions: &mut Vec<Acti
         }
         tasks::count_failure(st, &arn);
         stop_tasks(st, svc_arn, &[arn], "ServiceSchedulerInitiated", &reason, actions);
+    }
+    if task_sets {
+        crate::tasksets::tick(sim, st, svc_arn, actions);
+        return;
     }
 
     // Pending service deployment state changes.

@@ -5,10 +5,12 @@
 //! scheduler loop (rolling updates in `rolling`, traffic-shifting strategies in `bluegreen`),
 //! `tasks` supervises task processes, `resolve` resolves secrets and checks images, `logs` ships
 //! awslogs output to CloudWatch Logs, `proxy` serves the listeners and `control` the `/_sim/*`
-//! endpoints.
+//! endpoints. Services under the CODE_DEPLOY or EXTERNAL controller run task sets (`tasksets`);
+//! `codedeploy` is the CodeDeploy API and its blue/green deployments of CODE_DEPLOY services.
 
 pub mod api;
 pub mod bluegreen;
+pub mod codedeploy;
 pub mod control;
 pub mod engine;
 pub mod logs;
@@ -17,6 +19,7 @@ pub mod proxy;
 pub mod resolve;
 pub mod rolling;
 pub mod tasks;
+pub mod tasksets;
 pub mod throttle;
 pub mod util;
 

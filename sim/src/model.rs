@@ -18,6 +18,10 @@ pub struct State {
     pub faults: Vec<Fault>,
     /// ECS API requests received, per operation (faulted ones included), for `GET /_sim/calls`.
     pub calls: BTreeMap<String, u64>,
+    /// Task sets of CODE_DEPLOY and EXTERNAL services, by ARN.
+    pub task_sets: BTreeMap<String, crate::tasksets::TaskSet>,
+    /// CodeDeploy's applications, deployment groups and deployments.
+    pub codedeploy: crate::codedeploy::Store,
 }
 
 pub struct Cluster {
@@ -331,7 +335,8 @@ impl Service {
             .as_array()
             .map(|a| a.iter().any(|lb| lb.get("advancedConfiguration").is_some()))
             .unwrap_or(false)
-            || (self.is_traffic_shifting() && self.load_balancers.as_array().is_some_and(|a| !a.is_empty()))
+            || ((self.is_traffic_shifting() || crate::tasksets::controller(self) == "CODE_DEPLOY")
+                && self.load_balancers.as_array().is_some_and(|a| !a.is_empty()))
     }
 
     pub fn event(&mut self, message: String) {

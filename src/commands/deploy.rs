@@ -81,8 +81,9 @@ pub async fn run(args: &DeployArgs, global: &GlobalArgs, printer: &Printer, refr
         .check(std::time::SystemTime::now(), deploy_budget(timeout), timeout)
         .map_err(Error::Input)?;
     let (ecs, http, cancel) = (crate::deploy::ecs::client(&session.config), http_client()?, Cancel::on_signals());
+    let codedeploy = aws_sdk_codedeploy::Client::new(&session.config);
     let limiter = Limiter::new(&plan.api_limits);
-    let ctx = Context { ecs: &ecs, http: &http, cancel: &cancel, limiter: &limiter };
+    let ctx = Context { ecs: &ecs, codedeploy: &codedeploy, http: &http, cancel: &cancel, limiter: &limiter };
     let checked = driver::check_all(&ctx, &plan).await?;
     let (task_definition, references) = match &args.task_definition {
         Some(spec) => (taskdef::task_definition_arn(&session, spec, args.allow_unknown_fields).await?, None),
@@ -149,8 +150,9 @@ pub async fn run_rollback(args: &RollbackArgs, global: &GlobalArgs, printer: &Pr
         None => None,
     };
     let (ecs, http, cancel) = (crate::deploy::ecs::client(&session.config), http_client()?, Cancel::default());
+    let codedeploy = aws_sdk_codedeploy::Client::new(&session.config);
     let limiter = Limiter::default();
-    let ctx = Context { ecs: &ecs, http: &http, cancel: &cancel, limiter: &limiter };
+    let ctx = Context { ecs: &ecs, codedeploy: &codedeploy, http: &http, cancel: &cancel, limiter: &limiter };
     let (from, to, restored) = driver::roll_back(&ctx, &args.cluster, &args.service, to, poll_from_env())
         .await
         .map_err(|source| ServiceError { service: args.service.clone(), source })?;

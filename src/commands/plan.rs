@@ -16,7 +16,7 @@ use crate::cli::{
     AfterDeployArgs, AuthArgs, GateArgs, ImageTargetArgs, OneOffArgs, OneOffFlags, PreDeployFlags, PromoteSourceArgs,
     ResourceArgs, TaskDefArgs, UploadArgs,
 };
-use crate::deploy::plan::{DeployPlan, GateConfig, Poll, ServiceGate, ShiftSettings, minutes};
+use crate::deploy::plan::{CodeDeploySettings, DeployPlan, GateConfig, Poll, ServiceGate, ShiftSettings, minutes};
 use crate::error::{Error, Result};
 use crate::github::oidc::{OidcError, TokenEndpoint};
 use crate::image::ecr::CreateOptions;
@@ -120,6 +120,17 @@ pub fn split_urls(values: &[String], services: &[String]) -> (Vec<String>, BTree
     (all, own)
 }
 
+/// The CodeDeploy settings of `gate` (services under the CODE_DEPLOY controller).
+pub fn codedeploy_settings(gate: &GateArgs) -> CodeDeploySettings {
+    let c = &gate.codedeploy;
+    CodeDeploySettings {
+        application: c.codedeploy_application.clone(),
+        deployment_group: c.codedeploy_deployment_group.clone(),
+        deployment_config: c.codedeploy_deployment_config.clone(),
+        wait_for_termination: c.codedeploy_wait_for_termination,
+    }
+}
+
 /// The deploy plan of `gate` for `services` of `cluster`; bad values are usage errors.
 pub fn deploy_plan(cluster: &str, services: &[String], gate: &GateArgs) -> Result<DeployPlan> {
     let t = &gate.traffic;
@@ -146,6 +157,7 @@ pub fn deploy_plan(cluster: &str, services: &[String], gate: &GateArgs) -> Resul
         },
         per_service,
         shift: shift_settings(gate),
+        codedeploy: codedeploy_settings(gate),
         no_rollback: gate.no_rollback,
         all_or_nothing: gate.all_or_nothing,
         poll: poll_from_env(),

@@ -105,6 +105,7 @@ pub fn check_local_inputs(m: &ReleaseArgs, region: Option<&str>) -> Result<()> {
         });
     }
     note(plan::shift_settings(&m.gate).validate());
+    note(plan::codedeploy_settings(&m.gate).validate());
     note(plan::pre_deploy_spec(&m.pre_deploy).map(drop).map_err(|e| e.to_string()));
     note(plan::resource_tags(&m.resources.resource_tags, None, None).map(drop).map_err(|e| e.to_string()));
     note(plan::create_options(&m.upload, &m.resources, &[]).map(drop).map_err(|e| e.to_string()));

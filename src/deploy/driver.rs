@@ -1,15 +1,21 @@
-//! One driver for every strategy. Before any change, every service is checked (`check_all`,
-//! DescribeServices 10 at a time): it exists, takes the strategy, and has no deployment in
-//! progress (waiting a bounded time for one to finish). Then each service, in parallel, goes
-//! check → update → watch → decide → settle → restore (`deploy_one`), and every service ends
-//! with a report — one that could not even start included. A fleet shares one watcher per
-//! cluster (`watch::Fleet`, its rounds run beside the services) and one limiter of ECS's API
-//! buckets (every call waits for its token); the updates are launched in order (`launch`):
-//! a fresh DescribeServices per 10 services, then each UpdateService on its own token, with
-//! jittered starts. With `--all-or-nothing` the first service that fails sets the run's fate:
-//! services not updated yet are left alone, the ones still watching stop, and every one that
-//! changed rolls back at once, concurrently (bounded by the limiter). The run's outcome and
-//! exit code are derived once, from all the reports.
+//! One driver for every strategy. Before any change, every service is checked (`check_all`):
+//! it exists, takes the strategy, and has no deployment in progress (waiting a bounded time
+//! for one to finish). Then each service, in parallel, goes check → update → watch → decide →
+//! settle → restore (`deploy_one`), and every service ends with a report — one that could not
+//! even start included. A fleet shares one watcher per cluster (`watch::Fleet`, its rounds
+//! run beside the services) and one limiter of ECS's API buckets (every call waits for its
+//! token); the checks read DescribeServices 10 at a time, and the updates are launched in
+//! order (`launch`): a fresh DescribeServices per 10 services, then each UpdateService on its
+//! own token, with jittered starts. With `--all-or-nothing` the first service that fails seals
+//! the run's fate: services not updated yet are left alone, the ones still watching stop, and
+//! every one that changed rolls back at once, concurrently (bounded by the limiter). The
+//! run's outcome and exit code are derived once, from all the reports.
+//!
+//! The strategy is chosen per service, once, from its deployment controller (as ecspresso
+//! does): CODE_DEPLOY → the CodeDeploy strategy (its deployment group found at the check),
+//! whatever `--strategy` says; ECS → the plan's strategy. A CodeDeploy start is a
+//! CreateDeployment, each poll also reads the CodeDeploy deployment, the gate's `Continue`
+//! is ContinueDeployment(READY_WAIT), and the way back goes through CodeDeploy.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Mutex;
@@ -19,13 +25,16 @@ use aws_sdk_ecs::types::{DeploymentConfiguration, DeploymentLifecycleHookAction}
 use rand::Rng;
 use tokio::sync::{oneshot, watch};
 
+use super::codedeploy::{self, CodeDeploy, CodeDeployApi, Follow};
+use super::codedeploy_lifecycle as cdl;
+use super::codedeploy_view::GroupView;
 use super::ecs::{Ecs, Turn, UpdateRequest};
 use super::gate::{Decision, DeployGate, Failure, Observation};
 use super::plan::{DeployPlan, Poll, Strategy as Kind};
 use super::report::{ApiUsage, DeployReport, DeployRun, LifecycleLog, Outcome, Restored, Step};
 use super::rolling::Rolling;
-use super::settle::{self, Route, Settle};
-use super::strategy::Strategy;
+use super::settle::{Route, Settle};
+use super::strategy::{Start, Strategy};
 use super::traffic::TrafficShift;
 use super::view::{ServiceView, now_ms, short};
 use super::watch::{Fleet, Watched, Watcher};
@@ -36,6 +45,8 @@ use crate::aws::limiter::Limiter;
 /// ECS's API buckets.
 pub struct Context<'a> {
     pub ecs: &'a aws_sdk_ecs::Client,
+    /// CodeDeploy, for services under the CODE_DEPLOY controller.
+    pub codedeploy: &'a aws_sdk_codedeploy::Client,
     pub http: &'a reqwest::Client,
     pub cancel: &'a Cancel,
     pub limiter: &'a Limiter,
@@ -56,28 +67,34 @@ pub struct Checked {
     pub service: String,
     /// The revision it runs: where a rollback returns to.
     pub previous: String,
+    /// Under the CODE_DEPLOY controller: the deployment group that deploys it.
+    pub code_deploy: Option<GroupView>,
     /// The revision it goes to, when not the run's own (deployer.toml's per-service
     /// `task-definition` / `container`).
     pub task_definition: Option<String>,
 }
 
-/// Run `$body` with `$make` bound to a function from a service's name to its instance of the
-/// plan's strategy (each service has its own gate settings). The trait is not object-safe:
-/// its gate is an associated type, so each strategy gets its own monomorphic driver.
+/// Run `$body` with `$s` bound to `$service`'s instance of the plan's strategy (each service
+/// has its own gate settings; the trait is not object-safe: its gate is an associated type,
+/// so each strategy gets its own monomorphic driver).
 macro_rules! with_strategy {
-    ($plan:expr, |$make:ident| $body:expr) => {
+    ($plan:expr, $service:expr, |$s:ident| $body:expr) => {
         match $plan.strategy {
             Kind::Rolling => {
-                let $make = |service: &str| Rolling { gate: $plan.gate_of(service) };
+                let $s = &Rolling { gate: $plan.gate_of($service) };
                 $body
             }
             kind => {
-                let $make =
-                    |service: &str| TrafficShift { kind, settings: $plan.shift.clone(), gate: $plan.gate_of(service) };
+                let $s = &TrafficShift { kind, settings: $plan.shift.clone(), gate: $plan.gate_of($service) };
                 $body
             }
         }
     };
+}
+
+/// The CodeDeploy strategy of `service`, whose deployment group is `group`.
+fn code_deploy(plan: &DeployPlan, service: &str, group: &GroupView) -> CodeDeploy {
+    CodeDeploy { group: group.clone(), settings: plan.codedeploy.clone(), gate: plan.gate_of(service) }
 }
 
 /// A batch error names the first of its services, and how many more it was for.
@@ -91,45 +108,80 @@ fn batch_error(services: &[String], source: DeployError) -> ServiceError {
 }
 
 /// Before any change: every service exists, takes the strategy, and is not mid-deployment
-/// (DescribeServices 10 at a time; the busy ones again until they are not, bounded). The
+/// (one DescribeServices per 10 services; a busy one is looked at again alone, bounded). The
 /// first service (in the order given) that fails fails the run, with nothing changed.
 pub async fn check_all(ctx: &Context<'_>, plan: &DeployPlan) -> Result<Vec<Checked>, ServiceError> {
-    let started = Instant::now();
     let ecs = Ecs::new(ctx.ecs, ctx.limiter).labelled(format!("cluster {} (checks)", plan.cluster));
+    let mut views =
+        ecs.describe_services(&plan.cluster, &plan.services).await.map_err(|e| batch_error(&plan.services, e))?;
+    let views: Vec<Result<ServiceView, DeployError>> = plan
+        .services
+        .iter()
+        .map(|s| views.remove(s).unwrap_or_else(|| Err(DeployError::Precondition("not described".into()))))
+        .collect();
+    let checks = plan.services.iter().zip(views).map(|(service, view)| check(ctx, plan, service, view));
+    let checks = futures_util::future::join_all(checks).await;
+    plan.services
+        .iter()
+        .zip(checks)
+        .map(|(service, c)| c.map_err(|source| ServiceError { service: service.clone(), source }))
+        .collect()
+}
+
+/// One service's check, with the strategy its deployment controller calls for.
+async fn check(
+    ctx: &Context<'_>,
+    plan: &DeployPlan,
+    service: &str,
+    view: Result<ServiceView, DeployError>,
+) -> Result<Checked, DeployError> {
+    let view = view?;
+    if view.controller_is_code_deploy() {
+        let cd = CodeDeployApi::new(ctx.codedeploy);
+        let group = codedeploy::find_group(&cd, &plan.cluster, service, &plan.codedeploy).await?;
+        let s = &code_deploy(plan, service, &group);
+        return check_one(ctx, plan, s, service, view, Some((&cd, &group))).await;
+    }
+    with_strategy!(plan, service, |s| check_one(ctx, plan, s, service, view, None).await)
+}
+
+async fn check_one<S: Strategy>(
+    ctx: &Context<'_>,
+    plan: &DeployPlan,
+    strategy: &S,
+    service: &str,
+    mut view: ServiceView,
+    code_deploy: Option<(&CodeDeployApi<'_>, &GroupView)>,
+) -> Result<Checked, DeployError> {
+    let started = Instant::now();
+    let ecs = Ecs::new(ctx.ecs, ctx.limiter).labelled(service);
+    strategy.check(&view)?;
     let busy_limit = plan.gate.timeout.min(Duration::from_secs(300));
     let mut pacing = plan.poll.pacing();
-    let mut pending: Vec<String> = plan.services.clone();
-    let mut checked: HashMap<String, Checked> = HashMap::new();
-    loop {
-        let mut views = ecs.describe_services(&plan.cluster, &pending).await.map_err(|e| batch_error(&pending, e))?;
-        let mut busy = Vec::new();
-        for service in &pending {
-            let failed = |source| ServiceError { service: service.clone(), source };
-            let view = views.remove(service).unwrap_or_else(|| Err(DeployError::Precondition("not described".into())));
-            let view = view.map_err(failed)?;
-            with_strategy!(plan, |make| make(service).check(&view)).map_err(failed)?;
-            if !view.in_progress() {
-                let c = Checked { service: service.clone(), previous: view.task_definition, task_definition: None };
-                checked.insert(service.clone(), c);
-                continue;
+    let busy = |view: &ServiceView| {
+        let ecs_busy = view.in_progress().then(|| view.progress_detail());
+        async move {
+            match (ecs_busy, code_deploy) {
+                (Some(detail), _) => Ok(Some(detail)),
+                (None, Some((cd, group))) => codedeploy::busy(cd, group).await,
+                (None, None) => Ok(None),
             }
-            if ctx.cancel.is_cancelled() {
-                return Err(failed(DeployError::Cancelled));
-            }
-            if started.elapsed() >= busy_limit {
-                let waited_s = started.elapsed().as_secs();
-                return Err(failed(DeployError::Busy { waited_s, detail: view.progress_detail() }));
-            }
-            tracing::info!("{service}: waiting for the deployment already in progress to finish");
-            busy.push(service.clone());
         }
-        if busy.is_empty() {
-            break;
+    };
+    while let Some(detail) = busy(&view).await? {
+        if ctx.cancel.is_cancelled() {
+            return Err(DeployError::Cancelled);
         }
-        pending = busy;
+        if started.elapsed() >= busy_limit {
+            let waited_s = started.elapsed().as_secs();
+            return Err(DeployError::Busy { waited_s, detail });
+        }
+        tracing::info!("{service}: waiting for the deployment already in progress to finish ({detail})");
         ctx.cancel.sleep(pacing.next(false)).await;
+        view = ecs.describe_service(&plan.cluster, service).await?;
     }
-    Ok(plan.services.iter().filter_map(|s| checked.remove(s)).collect())
+    let code_deploy = code_deploy.map(|(_, g)| g.clone());
+    Ok(Checked { service: service.to_string(), previous: view.task_definition, code_deploy, task_definition: None })
 }
 
 /// Deploy to every checked service in parallel (each to its own revision, else
@@ -146,24 +198,20 @@ pub async fn deploy_all(ctx: &Context<'_>, plan: &DeployPlan, checked: &[Checked
         receivers.push(rx);
     }
     let order: Vec<String> = checked.iter().map(|c| c.service.clone()).collect();
-    let (_, _, mut reports) = with_strategy!(plan, |make| {
-        let deploys = checked.iter().zip(receivers).map(|(c, go)| {
-            let (fleet, fate, make) = (&fleet, &fate, &make);
-            async move {
-                let strategy = make(&c.service);
-                let td = c.task_definition.as_deref().unwrap_or(task_definition);
-                let shared = Shared { fleet, fate, go };
-                let report = deploy_one(ctx, plan, &strategy, c, td, shared).await;
-                fleet.finished();
-                report
-            }
-        });
-        tokio::join!(
-            fleet.run(),
-            launch(ctx, plan, &launcher, &order, gos, &fate),
-            futures_util::future::join_all(deploys)
-        )
+    let deploys = checked.iter().zip(receivers).map(|(c, go)| {
+        let (fleet, fate) = (&fleet, &fate);
+        async move {
+            let td = c.task_definition.as_deref().unwrap_or(task_definition);
+            let report = deploy_checked(ctx, plan, c, td, Shared { fleet, fate, go }).await;
+            fleet.finished();
+            report
+        }
     });
+    let (_, _, mut reports) = tokio::join!(
+        fleet.run(),
+        launch(ctx, plan, &launcher, &order, gos, &fate),
+        futures_util::future::join_all(deploys)
+    );
     // Each service's share of the calls made for all: the rounds it was read in, and the
     // launcher's look before its update.
     let stats = fleet.stats();
@@ -183,6 +231,23 @@ pub async fn deploy_all(ctx: &Context<'_>, plan: &DeployPlan, checked: &[Checked
         most_services_in_a_round: stats.most_services,
     });
     run
+}
+
+/// One service's deploy with the strategy its check chose.
+async fn deploy_checked(
+    ctx: &Context<'_>,
+    plan: &DeployPlan,
+    c: &Checked,
+    task_definition: &str,
+    shared: Shared<'_, '_>,
+) -> DeployReport {
+    match &c.code_deploy {
+        Some(group) => {
+            let s = &code_deploy(plan, &c.service, group);
+            deploy_one(ctx, plan, s, c, task_definition, shared).await
+        }
+        None => with_strategy!(plan, &c.service, |s| deploy_one(ctx, plan, s, c, task_definition, shared).await),
+    }
 }
 
 /// What a service's deploy shares with the others: the cluster's watcher, the run's fate,
@@ -320,6 +385,8 @@ struct Run {
     started: Instant,
     log: LifecycleLog,
     last_stage: Option<String>,
+    /// A CodeDeploy deployment: its group (whether test traffic reaches green).
+    group: Option<GroupView>,
 }
 
 impl Run {
@@ -334,6 +401,9 @@ impl Run {
 
     /// Lifecycle stages and traffic splits as observed (traffic shifts only show them).
     fn lifecycle(&mut self, obs: &Observation) {
+        if let (Some(cd), Some(group)) = (&obs.code_deploy, self.group.clone()) {
+            return self.code_deploy_lifecycle(cd, &group);
+        }
         let Some(sd) = &obs.service_deployment else { return };
         let stage = sd.stage.as_ref().map(|s| s.as_str().to_string());
         if stage.is_some() && stage != self.last_stage {
@@ -341,9 +411,31 @@ impl Run {
             self.last_stage = stage.clone();
         }
         let at = self.at();
-        if self.log.record(at, stage.as_deref(), sd.production_weight, sd.test_weight)
-            && let Some(t) = self.log.traffic.last()
-        {
+        if self.log.record(at, stage.as_deref(), sd.production_weight, sd.test_weight) {
+            self.traffic_step();
+        }
+    }
+
+    /// CodeDeploy's lifecycle events (each once, in order, those passed between two polls
+    /// included) and green's share of traffic.
+    fn code_deploy_lifecycle(&mut self, cd: &super::codedeploy_view::CodeDeployView, group: &GroupView) {
+        for stage in cdl::stages_seen(cd) {
+            if self.log.stages.iter().any(|s| s.stage == stage) {
+                continue;
+            }
+            self.step(format!("lifecycle event {stage}"));
+            let at = self.at();
+            self.log.record(at, Some(&stage), None, None);
+        }
+        let (production, test) = cdl::traffic(cd, group);
+        let at = self.at();
+        if self.log.record(at, None, Some(production), Some(test)) {
+            self.traffic_step();
+        }
+    }
+
+    fn traffic_step(&mut self) {
+        if let Some(t) = self.log.traffic.last() {
             let line = format!(
                 "traffic: production {}% green, test {}% green",
                 t.production_green_percent, t.test_green_percent
@@ -352,10 +444,10 @@ impl Run {
         }
     }
 
-    fn finish(mut self, ecs: &Ecs<'_>) -> DeployReport {
+    fn finish(mut self, ecs: &Ecs<'_>, cd: &CodeDeployApi<'_>) -> DeployReport {
         let at = self.at();
         self.log.close(at);
-        self.report.api_calls += ecs.calls();
+        self.report.api_calls += ecs.calls() + cd.calls();
         self.report.lifecycle = std::mem::take(&mut self.log.stages);
         self.report.traffic = std::mem::take(&mut self.log.traffic);
         self.report
@@ -373,23 +465,25 @@ async fn deploy_one<S: Strategy>(
 ) -> DeployReport {
     let Shared { fleet, fate, go } = shared;
     let ecs = Ecs::new(ctx.ecs, ctx.limiter).labelled(checked.service.clone());
+    let cd = CodeDeployApi::new(ctx.codedeploy);
     let report =
         DeployReport::new(&plan.cluster, &checked.service, strategy.kind(), task_definition, &checked.previous);
-    let mut run = Run { report, started: Instant::now(), log: LifecycleLog::default(), last_stage: None };
-    let (view, watched) = match update(ctx, &ecs, plan, strategy, &mut run, go, fate).await {
+    let group = checked.code_deploy.clone();
+    let mut run = Run { report, started: Instant::now(), log: LifecycleLog::default(), last_stage: None, group };
+    let (view, watched, mut follow) = match update(ctx, &ecs, &cd, plan, strategy, &mut run, go, fate).await {
         Ok(started) => started,
         Err(e) => {
             run.report.cancelled = matches!(e, DeployError::Cancelled);
             run.step(format!("not deployed: {e}"));
             run.report.not_started(e.to_string());
             fate.fail(&checked.service);
-            return run.finish(&ecs);
+            return run.finish(&ecs, &cd);
         }
     };
     let leaving = watched.deployment_id.clone();
     let mut watcher = fleet.watch(&ecs, ctx.http, watched);
     let mut gate = strategy.gate();
-    let end = watch(ctx, &ecs, &mut run, &mut watcher, &mut gate, fate).await;
+    let end = watch(ctx, &ecs, &mut run, &mut watcher, follow.as_mut(), &mut gate, fate).await;
     if !matches!(end, End::Healthy | End::Aborted) {
         fate.fail(&checked.service);
     }
@@ -398,14 +492,20 @@ async fn deploy_one<S: Strategy>(
     let restore = strategy.restore(&view);
     let gate_config = plan.gate_of(&checked.service);
     let (cluster, service, urls) = (&plan.cluster, &checked.service, &gate_config.health_urls);
-    let settle = Settle::new(&ecs, ctx.http, cluster, service, &previous, urls, plan.gate.timeout, plan.poll)
+    let mut settle = Settle::new(&ecs, ctx.http, cluster, service, &previous, urls, plan.gate.timeout, plan.poll)
         .restoring(restore.as_ref())
         .leaving(leaving.as_deref())
         .watching(fleet);
-    settle_end(plan, &mut run, &settle, &watcher, end).await;
+    if let Some(group) = &checked.code_deploy {
+        match code_deploy(plan, service, group).request(&view, &previous) {
+            Ok(redeploy) => settle = settle.via_code_deploy(&cd, redeploy),
+            Err(e) => tracing::warn!("{service}: no way back through a redeploy: {e}"),
+        }
+    }
+    settle_end(plan, strategy, &mut run, &settle, &watcher, follow.as_ref(), end).await;
     drop(watcher);
     if run.report.result == Outcome::Succeeded && !fate.healthy().await {
-        all_or_nothing(&mut run, &settle, fate).await;
+        all_or_nothing(&mut run, &settle, checked.code_deploy.is_some(), fate).await;
     }
     match restore {
         Some(_) if settle.config_restored() => {
@@ -414,21 +514,24 @@ async fn deploy_one<S: Strategy>(
         Some(config) => restore_configuration(&ecs, plan, &mut run, config).await,
         None => {}
     }
-    run.finish(&ecs)
+    run.finish(&ecs, &cd)
 }
 
 /// The update: the launcher's go-ahead with a fresh look (still nothing in progress), then
-/// UpdateService on the token it took. Returns the view before the update and what the
-/// watch follows.
-async fn update<S: Strategy>(
+/// UpdateService on the token it took or, for a CODE_DEPLOY service, CreateDeployment. Returns
+/// the view before the update, what the watch follows, and the CodeDeploy deployment when
+/// there is one.
+#[allow(clippy::too_many_arguments)]
+async fn update<'c, S: Strategy>(
     ctx: &Context<'_>,
     ecs: &Ecs<'_>,
+    cd: &'c CodeDeployApi<'c>,
     plan: &DeployPlan,
     strategy: &S,
     run: &mut Run,
     go: oneshot::Receiver<Go>,
     fate: &Fate,
-) -> Result<(ServiceView, Watched), DeployError> {
+) -> Result<(ServiceView, Watched, Option<Follow<'c>>), DeployError> {
     let not_launched = || match fate.aborted() {
         Some(first) => DeployError::Precondition(format!(
             "--all-or-nothing: {first} failed before this service was updated, so it was left as it was"
@@ -447,39 +550,68 @@ async fn update<S: Strategy>(
     }
     let target = run.report.task_definition_arn.clone();
     run.report.previous_task_definition_arn = view.task_definition.clone();
-    let update = strategy.update(&view);
     // The revision already running (`--force-new-deployment`, `refresh`): a new deployment of it.
     let redeploy = view.task_definition == target;
-    let req =
-        UpdateRequest { task_definition: Some(target.clone()), force: redeploy, configuration: update.configuration };
     let sent_at = now_ms();
-    let updated = ecs.update_service_after(Some(turn), &plan.cluster, &service, &req).await?;
-    let primary = updated.primary;
-    run.report.changed = true;
-    run.report.deployment_id = primary.as_ref().map(|d| d.id.clone());
-    let note = update.note.map(|n| format!(" ({n})")).unwrap_or_default();
-    run.step(format!("UpdateService: {} → {}{note}", short(&view.task_definition), short(&target)));
+    let (since_ms, deployment_id, service_deployment, follow) = match strategy.start(&view, &target)? {
+        Start::UpdateService(update) => {
+            let req = UpdateRequest {
+                task_definition: Some(target.clone()),
+                force: redeploy,
+                configuration: update.configuration,
+            };
+            let updated = ecs.update_service_after(Some(turn), &plan.cluster, &service, &req).await?;
+            let primary = updated.primary;
+            run.report.changed = true;
+            run.report.deployment_id = primary.as_ref().map(|d| d.id.clone());
+            let note = update.note.map(|n| format!(" ({n})")).unwrap_or_default();
+            run.step(format!("UpdateService: {} → {}{note}", short(&view.task_definition), short(&target)));
+            let deployment_id = primary.as_ref().filter(|_| redeploy).map(|d| d.id.clone());
+            let since = primary.and_then(|d| d.created_at_ms).unwrap_or(sent_at);
+            (since, deployment_id, updated.service_deployment, None)
+        }
+        Start::CodeDeploy(request) => {
+            if plan.strategy != Kind::Rolling {
+                run.step(format!(
+                    "--strategy {} does not apply: the service's CODE_DEPLOY controller deploys through CodeDeploy, \
+                     whose deployment configuration shapes the traffic",
+                    plan.strategy
+                ));
+            }
+            let id = cd.create_deployment(&request).await?;
+            run.report.changed = true;
+            run.report.deployment_id = Some(id.clone());
+            let line = match &run.group {
+                Some(group) => code_deploy(plan, &service, group).describe(&id),
+                None => format!("CreateDeployment {id}"),
+            };
+            run.step(format!("{line}: {} → {}", short(&view.task_definition), short(&target)));
+            (sent_at, None, None, Some(Follow::new(cd, id)))
+        }
+    };
     let watched = Watched {
         cluster: plan.cluster.clone(),
         service,
         task_definition: target,
-        deployment_id: primary.as_ref().filter(|_| redeploy).map(|d| d.id.clone()),
-        since_ms: primary.and_then(|d| d.created_at_ms).unwrap_or(sent_at),
+        deployment_id,
+        since_ms,
         known_events: view.events.iter().map(|e| e.id.clone()).collect::<HashSet<_>>(),
-        service_deployment_arn: updated.service_deployment,
+        service_deployment_arn: service_deployment,
     };
-    Ok((view, watched))
+    Ok((view, watched, follow))
 }
 
-/// Observe (the cluster's next round), decide, act, until the gate says healthy or failed,
-/// a cancel, or (`--all-or-nothing`) another service failing. ECS throttling that outlasted
-/// deployer's own backoff is a slow API, not a failed check: only other errors count toward
-/// the five in a row that end the watch.
+/// Observe (the cluster's next round, and the CodeDeploy deployment when there is one),
+/// decide, act, until the gate says healthy or failed, a cancel, or (`--all-or-nothing`)
+/// another service failing. ECS throttling that outlasted deployer's own backoff is a slow
+/// API, not a failed check: only other errors count toward the five in a row that end the
+/// watch.
 async fn watch<G: DeployGate>(
     ctx: &Context<'_>,
     ecs: &Ecs<'_>,
     run: &mut Run,
     watcher: &mut Watcher<'_, '_>,
+    mut follow: Option<&mut Follow<'_>>,
     gate: &mut G,
     fate: &Fate,
 ) -> End {
@@ -504,6 +636,16 @@ async fn watch<G: DeployGate>(
         if ctx.cancel.is_cancelled() {
             continue;
         }
+        let observed = match observed {
+            Ok(mut obs) => match follow.as_deref_mut() {
+                Some(f) => f.observe().await.map(|cd| {
+                    obs.code_deploy = Some(cd);
+                    obs
+                }),
+                None => Ok(obs),
+            },
+            Err(e) => Err(e),
+        };
         let obs = match observed {
             Ok(o) => o,
             Err(e) if e.is_throttling() => {
@@ -515,7 +657,8 @@ async fn watch<G: DeployGate>(
                 api_errors += 1;
                 tracing::warn!("{service}: observing the deployment failed ({api_errors} in a row): {e}");
                 if api_errors >= 5 {
-                    return End::Failed(Failure::Timeout { waiting_for: format!("ECS to answer ({e})") });
+                    let who = if follow.is_some() { "ECS and CodeDeploy" } else { "ECS" };
+                    return End::Failed(Failure::Timeout { waiting_for: format!("{who} to answer ({e})") });
                 }
                 watcher.pace(false);
                 continue;
@@ -523,7 +666,11 @@ async fn watch<G: DeployGate>(
         };
         api_errors = 0;
         run.report.polls += 1;
-        let changed = watcher.changed(&obs);
+        let cd_changed = match (follow.as_deref_mut(), &obs.code_deploy) {
+            (Some(f), Some(v)) => f.changed(v),
+            _ => false,
+        };
+        let changed = watcher.changed(&obs) || cd_changed;
         run.lifecycle(&obs);
         let decision = gate.observe(&obs);
         if let Some(note) = gate.take_note() {
@@ -535,14 +682,24 @@ async fn watch<G: DeployGate>(
                     run.step(format!("waiting: {what}"));
                     last_wait = what;
                 }
-                watcher.pace(changed || obs.urgent());
+                let held = obs.code_deploy.as_ref().is_some_and(|cd| cd.ready_wait());
+                watcher.pace(changed || obs.urgent() || held);
             }
             Decision::Continue { hook_id, note } => {
-                let arn = watcher.service_deployment_arn.clone().unwrap_or_default();
-                match ecs.answer_hook(&arn, &hook_id, DeploymentLifecycleHookAction::Continue).await {
-                    Ok(()) => {
+                let answered = match follow.as_deref() {
+                    Some(f) => {
+                        f.continue_ready().await.map(|()| "ContinueDeployment(READY_WAIT): CodeDeploy may reroute")
+                    }
+                    None => {
+                        let arn = watcher.service_deployment_arn.clone().unwrap_or_default();
+                        let answer = ecs.answer_hook(&arn, &hook_id, DeploymentLifecycleHookAction::Continue).await;
+                        answer.map(|()| "ContinueServiceDeployment(CONTINUE): production traffic may shift")
+                    }
+                };
+                match answered {
+                    Ok(what) => {
                         gate.continued();
-                        run.step(format!("{note}; ContinueServiceDeployment(CONTINUE): production traffic may shift"));
+                        run.step(format!("{note}; {what}"));
                     }
                     Err(e) if e.is_throttling() => tracing::warn!("{service}: {e}; not counted as a failed check"),
                     Err(e) => {
@@ -583,9 +740,18 @@ async fn record_watch<G: DeployGate>(run: &mut Run, watcher: &mut Watcher<'_, '_
     run.report.failing_probe = gate.last_bad_probe().filter(|_| failed).map(|p| p.to_string());
 }
 
-/// Settle: success is done; a failure (or cancel) is rolled back by the way ECS's state
-/// allows, unless `--no-rollback` (and ECS is not rolling back by itself anyway).
-async fn settle_end(plan: &DeployPlan, run: &mut Run, settle: &Settle<'_>, watcher: &Watcher<'_, '_>, end: End) {
+/// Settle: success is done; a failure (or cancel) is rolled back by the way ECS's (or
+/// CodeDeploy's) state allows, unless `--no-rollback` (and ECS is not rolling back by itself
+/// anyway).
+async fn settle_end<S: Strategy>(
+    plan: &DeployPlan,
+    strategy: &S,
+    run: &mut Run,
+    settle: &Settle<'_>,
+    watcher: &Watcher<'_, '_>,
+    follow: Option<&Follow<'_>>,
+    end: End,
+) {
     let target = run.report.task_definition_arn.clone();
     let (failure, why) = match end {
         End::Healthy => {
@@ -605,14 +771,19 @@ async fn settle_end(plan: &DeployPlan, run: &mut Run, settle: &Settle<'_>, watch
     run.report.failure = Some(why);
     if plan.no_rollback && !failure.as_ref().is_some_and(Failure::ecs_rolls_back) {
         run.report.result = Outcome::Failed;
-        run.report.state = Some(no_rollback_state(watcher.last(), &target, &run.report.previous_task_definition_arn));
+        let previous = &run.report.previous_task_definition_arn;
+        run.report.state = Some(match follow {
+            Some(f) => no_rollback_code_deploy(watcher.last(), &f.deployment, &target),
+            None => no_rollback_state(watcher.last(), &target, previous),
+        });
         return;
     }
     run.step(format!("rolling back to {}", short(settle.to)));
     run.report.rollback_started_at_ms = Some(now_ms());
     let sd = watcher.service_deployment_arn.as_deref();
+    let deployment = follow.map(|f| f.deployment.as_str()).or(sd);
     let redeploy = run.report.previous_task_definition_arn == target;
-    let route = settle::route(failure.as_ref(), watcher.last(), sd, redeploy);
+    let route = strategy.route(failure.as_ref(), watcher.last(), deployment, redeploy);
     let outcome = settle.rollback(route).await;
     if matches!(outcome, Ok((_, Restored::Healthy))) {
         let at = run.at();
@@ -621,11 +792,13 @@ async fn settle_end(plan: &DeployPlan, run: &mut Run, settle: &Settle<'_>, watch
     let still_running = format!("the service may still run {}", short(&target));
     let line = run.report.record_rollback(outcome, Some(still_running));
     run.step(line);
-    if let Some(status) = match sd {
-        Some(arn) => settle.final_status(arn).await,
-        None => None,
-    } {
-        run.step(format!("service deployment {status}"));
+    let last = match (follow, sd) {
+        (Some(f), _) => f.final_line(plan.poll).await,
+        (None, Some(arn)) => settle.final_status(arn).await.map(|status| format!("service deployment {status}")),
+        (None, None) => None,
+    };
+    if let Some(line) = last {
+        run.step(line);
     }
 }
 
@@ -639,6 +812,22 @@ fn no_rollback_state(last: Option<&Observation>, target: &str, previous: &str) -
         ),
         None => format!("--no-rollback: the service stays on {} as ECS left it", short(target)),
     }
+}
+
+/// `--no-rollback` under CodeDeploy: the deployment as it was left, and how to end it.
+fn no_rollback_code_deploy(last: Option<&Observation>, deployment: &str, target: &str) -> String {
+    let cd = last.and_then(|o| o.code_deploy.as_ref());
+    let held = cd.is_some_and(|c| c.ready_wait());
+    let status = cd.map(|c| c.status_name().to_string()).unwrap_or_else(|| "unknown".into());
+    let mut line = format!("--no-rollback: CodeDeploy deployment {deployment} of {} is left {status}", short(target));
+    if held {
+        line.push_str(" (held Ready on test traffic; CodeDeploy stops it when the ready wait ends)");
+    }
+    line.push_str(&format!(
+        "; end it with `aws deploy continue-deployment --deployment-id {deployment}` or `aws deploy stop-deployment \
+         --deployment-id {deployment} --auto-rollback-enabled`"
+    ));
+    line
 }
 
 /// Put the service's own configuration back (deployer's hook off), so the next deployment
@@ -659,14 +848,20 @@ async fn restore_configuration(ecs: &Ecs<'_>, plan: &DeployPlan, run: &mut Run, 
 const ALL_OR_NOTHING: &str = "--all-or-nothing: another service failed";
 
 /// `--all-or-nothing`, for a service that went live: another one failed, so send it back now
-/// (every such service at once; the limiter bounds the calls). A redeploy of the revision that
-/// was already running has no way back once it is over.
-async fn all_or_nothing(run: &mut Run, settle: &Settle<'_>, fate: &Fate) {
+/// (every such service at once; the limiter bounds the calls). A CODE_DEPLOY service goes back
+/// by a CodeDeploy deployment of its previous task definition (`settle` carries it); a
+/// redeploy of the revision that was already running has no way back once it is over.
+async fn all_or_nothing(run: &mut Run, settle: &Settle<'_>, code_deploy: bool, fate: &Fate) {
     let first = fate.aborted().unwrap_or_else(|| "another service".into());
     run.step(format!("--all-or-nothing: {first} failed; rolling back to {}", short(settle.to)));
     run.report.rollback_started_at_ms = Some(now_ms());
     let redeploy = run.report.previous_task_definition_arn == run.report.task_definition_arn;
-    let outcome = settle.rollback(if redeploy { Route::NoWayBack } else { Route::Update }).await;
+    let route = match (code_deploy, redeploy) {
+        (true, _) => Route::Redeploy,
+        (false, true) => Route::NoWayBack,
+        (false, false) => Route::Update,
+    };
+    let outcome = settle.rollback(route).await;
     run.report.failure = Some(ALL_OR_NOTHING.into());
     run.report.final_task_definition_arn = None;
     let line = run.report.record_rollback(outcome, None);
@@ -674,7 +869,9 @@ async fn all_or_nothing(run: &mut Run, settle: &Settle<'_>, fate: &Fate) {
 }
 
 /// `deployer rollback`: send `service` back to `to` (default: the ACTIVE revision of its
-/// family just below the one it runs) and confirm. Returns (from, to, how it ended).
+/// family just below the one it runs) and confirm. A CODE_DEPLOY service goes back by a
+/// CodeDeploy deployment of `to` through the deployment group that deploys it. Returns (from,
+/// to, how it ended).
 pub async fn roll_back(
     ctx: &Context<'_>,
     cluster: &str,
@@ -682,13 +879,23 @@ pub async fn roll_back(
     to: Option<String>,
     poll: Poll,
 ) -> Result<(String, String, Restored), DeployError> {
-    let ecs = Ecs::new(ctx.ecs, ctx.limiter).labelled(service);
-    let from = ecs.describe_service(cluster, service).await?.task_definition;
+    let (ecs, cd) = (Ecs::new(ctx.ecs, ctx.limiter).labelled(service), CodeDeployApi::new(ctx.codedeploy));
+    let view = ecs.describe_service(cluster, service).await?;
+    let from = view.task_definition.clone();
     let to = match to {
         Some(to) => to,
         None => ecs.previous_revision(&from).await?,
     };
-    let settle = Settle::new(&ecs, ctx.http, cluster, service, &to, &[], Duration::from_secs(900), poll);
-    let (_, restored) = settle.rollback(Route::Update).await?;
+    let mut settle = Settle::new(&ecs, ctx.http, cluster, service, &to, &[], Duration::from_secs(900), poll);
+    let route = if view.controller_is_code_deploy() {
+        let settings = super::plan::CodeDeploySettings::default();
+        let group = codedeploy::find_group(&cd, cluster, service, &settings).await?;
+        let strategy = CodeDeploy { group, settings, gate: super::plan::GateConfig::default() };
+        settle = settle.via_code_deploy(&cd, strategy.request(&view, &to)?);
+        Route::Redeploy
+    } else {
+        Route::Update
+    };
+    let (_, restored) = settle.rollback(route).await?;
     Ok((from, to, restored))
 }

@@ -17,6 +17,7 @@ use std::time::Duration;
 
 use aws_sdk_ecs::types::{DeploymentRolloutState, HealthStatus, ServiceDeploymentStatus};
 
+use super::codedeploy_view::CodeDeployView;
 use super::plan::GateConfig;
 use super::view::{DeploymentView, ServiceDeploymentView, TaskView};
 
@@ -52,6 +53,8 @@ pub struct Observation {
     pub service_deployment: Option<ServiceDeploymentView>,
     pub tasks: Vec<TaskView>,
     pub probes: Vec<Probe>,
+    /// A CODE_DEPLOY service: the CodeDeploy deployment, as this poll saw it.
+    pub code_deploy: Option<CodeDeployView>,
 }
 
 impl Observation {
@@ -91,12 +94,17 @@ pub enum Failure {
     Timeout {
         waiting_for: String,
     },
+    /// CodeDeploy failed or stopped the deployment (and whether it is rolling back by itself).
+    CodeDeploy {
+        reason: String,
+        rolls_back: bool,
+    },
 }
 
 impl Failure {
     /// ECS is already returning the service to the previous revision by itself.
     pub fn ecs_rolls_back(&self) -> bool {
-        matches!(self, Failure::EcsFailed { ecs_rolls_back: true, .. })
+        matches!(self, Failure::EcsFailed { ecs_rolls_back: true, .. } | Failure::CodeDeploy { rolls_back: true, .. })
     }
 }
 
@@ -123,6 +131,13 @@ impl fmt::Display for Failure {
                 }
             }
             Failure::Timeout { waiting_for } => write!(f, "timed out waiting for {waiting_for}"),
+            Failure::CodeDeploy { reason, rolls_back } => {
+                write!(f, "CodeDeploy ended the deployment: {reason}")?;
+                if *rolls_back {
+                    write!(f, " (CodeDeploy is rolling back by itself)")?;
+                }
+                Ok(())
+            }
         }
     }
 }
@@ -377,7 +392,15 @@ mod tests {
     }
 
     fn obs(t: u64, d: Option<DeploymentView>, tasks: Vec<TaskView>, probes: Vec<Probe>) -> Observation {
-        Observation { elapsed: secs(t), deployment: d, primary_is_ours: true, service_deployment: None, tasks, probes }
+        Observation {
+            elapsed: secs(t),
+            deployment: d,
+            primary_is_ours: true,
+            service_deployment: None,
+            tasks,
+            probes,
+            code_deploy: None,
+        }
     }
 
     fn config(bake: u64) -> GateConfig {

@@ -522,6 +522,7 @@ mod tests {
             service_deployment: Some(sd),
             tasks: vec![],
             probes,
+            code_deploy: None,
         }
     }
 

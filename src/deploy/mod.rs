@@ -9,7 +9,16 @@
 //! `ecs` and `probe` (I/O); `watch` (one poll → one observation); `settle` (the way back);
 //! `strategy`, `rolling`, `traffic`; `driver`. `Cancel` turns SIGINT/SIGTERM into a flag the
 //! loops check between polls.
+//!
+//! A service under the CODE_DEPLOY controller is deployed by the same driver through a third
+//! strategy: `codedeploy_view` (CodeDeploy's state as data, beside `view`),
+//! `codedeploy_lifecycle` (its pure decisions, beside `lifecycle`), and `codedeploy` (the
+//! CodeDeploy calls, like `ecs`, and the strategy itself, which `settle` also calls back
+//! through for StopDeployment and redeploys).
 
+pub mod codedeploy;
+pub mod codedeploy_lifecycle;
+pub mod codedeploy_view;
 pub mod driver;
 pub mod ecs;
 pub mod gate;
@@ -45,8 +54,16 @@ pub enum DeployError {
         #[source]
         source: Box<dyn std::error::Error + Send + Sync>,
     },
+    #[error("CodeDeploy {op} failed: {message}")]
+    CodeDeployApi {
+        op: &'static str,
+        code: Option<String>,
+        message: String,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
     #[error(
-        "it uses the {controller} deployment controller; deployer drives services whose controller is ECS (rolling, blue/green, canary, linear) — {controller} is not supported yet"
+        "it uses the {controller} deployment controller; deployer drives services whose controller is ECS (rolling, blue/green, canary, linear) or CODE_DEPLOY (through CodeDeploy) — {controller} is not supported"
     )]
     UnsupportedController { controller: String },
     #[error(
@@ -70,6 +87,14 @@ impl DeployError {
     /// failed check, so it never counts toward "N API errors in a row".
     pub fn is_throttling(&self) -> bool {
         matches!(self, DeployError::Api { code: Some(code), .. } if ecs::is_throttling_code(code))
+    }
+
+    /// The service's error code (ECS's or CodeDeploy's), e.g. `DeploymentAlreadyCompletedException`.
+    pub fn code(&self) -> Option<&str> {
+        match self {
+            DeployError::Api { code, .. } | DeployError::CodeDeployApi { code, .. } => code.as_deref(),
+            _ => None,
+        }
     }
 }
 

@@ -1,8 +1,10 @@
 //! What a deploy is asked to do, as plain data built once at the edge (flags, deployer.toml):
 //! the strategy, the gate's settings (and each service's own URLs), the traffic-shift
-//! settings, how often to poll, and the ECS API budget deployer keeps to.
-//! `Strategy` is the one type the CLI (`--strategy`), deployer.toml (`strategy = "..."`) and
-//! the JSON report (`"strategy": "BLUE_GREEN"`, ECS's own name) all use.
+//! settings, the CodeDeploy settings, how often to poll, and the ECS API budget deployer keeps
+//! to. `Strategy` is the one type the CLI (`--strategy`), deployer.toml (`strategy = "..."`)
+//! and the JSON report (`"strategy": "BLUE_GREEN"`, ECS's own name) all use; its `CodeDeploy`
+//! value is never given: a service under the CODE_DEPLOY deployment controller is deployed
+//! through CodeDeploy whatever `--strategy` says.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -27,6 +29,11 @@ pub enum Strategy {
     Canary,
     /// ECS LINEAR: production in equal steps.
     Linear,
+    /// A CodeDeploy blue/green deployment: chosen from the service's CODE_DEPLOY deployment
+    /// controller, never by flag or file.
+    #[value(skip)]
+    #[serde(skip_deserializing)]
+    CodeDeploy,
 }
 
 impl Strategy {
@@ -37,6 +44,18 @@ impl Strategy {
             Strategy::BlueGreen => "blue-green",
             Strategy::Canary => "canary",
             Strategy::Linear => "linear",
+            Strategy::CodeDeploy => "code-deploy",
+        }
+    }
+
+    /// The name reports use: ECS's (`BLUE_GREEN`, ...), or `CODE_DEPLOY`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Strategy::Rolling => "ROLLING",
+            Strategy::BlueGreen => "BLUE_GREEN",
+            Strategy::Canary => "CANARY",
+            Strategy::Linear => "LINEAR",
+            Strategy::CodeDeploy => "CODE_DEPLOY",
         }
     }
 
@@ -47,6 +66,8 @@ impl Strategy {
             Strategy::BlueGreen => DeploymentStrategy::BlueGreen,
             Strategy::Canary => DeploymentStrategy::Canary,
             Strategy::Linear => DeploymentStrategy::Linear,
+            // CodeDeploy's ECS deployments are blue/green (its config shapes the traffic).
+            Strategy::CodeDeploy => DeploymentStrategy::BlueGreen,
         }
     }
 
@@ -126,6 +147,39 @@ impl ShiftSettings {
     }
 }
 
+/// Services under the CODE_DEPLOY deployment controller: the CodeDeploy application and
+/// deployment group (found from the service when not given, as ecspresso does), the deployment
+/// configuration (the group's when not given), and whether to wait for the termination wait.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CodeDeploySettings {
+    pub application: Option<String>,
+    pub deployment_group: Option<String>,
+    /// `deploymentConfigName` of CreateDeployment, e.g. CodeDeployDefault.ECSCanary10Percent5Minutes.
+    pub deployment_config: Option<String>,
+    /// Wait until CodeDeploy deletes the original task set (its termination wait), gating
+    /// production all along, instead of reporting the wait and exiting once the gate passed.
+    pub wait_for_termination: bool,
+}
+
+impl CodeDeploySettings {
+    /// CodeDeploy's names: 1 to 100 characters, none of them a control character.
+    pub fn validate(&self) -> Result<(), String> {
+        for (flag, name) in [
+            ("--codedeploy-application", &self.application),
+            ("--codedeploy-deployment-group", &self.deployment_group),
+            ("--codedeploy-deployment-config", &self.deployment_config),
+        ] {
+            let Some(name) = name else { continue };
+            if name.is_empty() || name.chars().count() > 100 || name.chars().any(char::is_control) {
+                return Err(format!(
+                    "{flag} {name:?}: CodeDeploy names are 1 to 100 characters without control characters; pass the name as the CodeDeploy console shows it"
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
 /// The adaptive poll interval's bounds: 2 s growing to 10 s unless the edge says otherwise
 /// (`DEPLOYER_POLL_MS` / `DEPLOYER_POLL_MAX_MS`: tests against a fast sim, the bench).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -187,6 +241,8 @@ pub struct DeployPlan {
     /// Services with URLs of their own.
     pub per_service: BTreeMap<String, ServiceGate>,
     pub shift: ShiftSettings,
+    /// For services under the CODE_DEPLOY controller.
+    pub codedeploy: CodeDeploySettings,
     /// On failure leave the service as it is (exit 4) instead of rolling back.
     pub no_rollback: bool,
     /// With several services: when one fails, roll back the ones that went live.
@@ -219,7 +275,8 @@ impl DeployPlan {
         if let Some((_, s)) = self.services.iter().enumerate().find(|(i, s)| self.services[..*i].contains(s)) {
             return Err(format!("--service {s} is named twice; name each service once"));
         }
-        self.shift.validate()
+        self.shift.validate()?;
+        self.codedeploy.validate()
     }
 
     /// The gate as the strategy runs it: a traffic shift bakes in ECS, not after it.
@@ -270,9 +327,14 @@ mod tests {
             assert_eq!(s.to_possible_value().unwrap().get_name(), s.as_str());
             let json = serde_json::to_value(s).unwrap();
             assert_eq!(json, s.ecs().as_str(), "the JSON names the strategy as ECS does");
+            assert_eq!(json, s.name());
             let from_file: Strategy = serde_json::from_value(serde_json::json!(s.as_str())).unwrap();
             assert_eq!(from_file, *s);
         }
+        // Chosen from the service's controller only: named in reports, never taken as input.
+        assert_eq!(serde_json::to_value(Strategy::CodeDeploy).unwrap(), Strategy::CodeDeploy.name());
+        assert!(Strategy::CodeDeploy.to_possible_value().is_none());
+        assert!(serde_json::from_value::<Strategy>(serde_json::json!("code-deploy")).is_err());
     }
 
     #[test]
@@ -290,6 +352,7 @@ mod tests {
             },
             per_service: BTreeMap::from([("api".to_string(), own)]),
             shift: ShiftSettings::default(),
+            codedeploy: CodeDeploySettings::default(),
             no_rollback: false,
             all_or_nothing: false,
             poll: Poll::default(),
@@ -312,6 +375,7 @@ mod tests {
             gate: GateConfig { health_urls: vec!["not a url".into()], ..GateConfig::default() },
             per_service: BTreeMap::new(),
             shift: ShiftSettings::default(),
+            codedeploy: CodeDeploySettings::default(),
             no_rollback: false,
             all_or_nothing: false,
             poll: Poll::default(),
@@ -328,6 +392,11 @@ mod tests {
         let bad =
             DeployPlan { shift: ShiftSettings { canary_percent: Some(0.0), ..Default::default() }, ..plan.clone() };
         assert!(bad.validate().unwrap_err().contains("ECS takes 0.1 to 100"));
+        let group = |name: &str| CodeDeploySettings { deployment_group: Some(name.into()), ..Default::default() };
+        let bad = DeployPlan { codedeploy: group("dg\nx"), ..plan.clone() };
+        assert!(bad.validate().unwrap_err().starts_with("--codedeploy-deployment-group \"dg\\nx\""));
+        assert!(DeployPlan { codedeploy: group(&"d".repeat(101)), ..plan.clone() }.validate().is_err());
+        assert!(DeployPlan { codedeploy: group("DgpECS-main-web"), ..plan.clone() }.validate().is_ok());
         let own = ServiceGate { health_urls: Some(vec!["nope".into()]), test_urls: None };
         let bad = DeployPlan { per_service: BTreeMap::from([("api".to_string(), own)]), ..plan };
         assert!(bad.validate().unwrap_err().starts_with("services.api.health-url \"nope\" is not a URL"));

@@ -47,6 +47,12 @@ pub enum RollbackMethod {
     HookRollback,
     StopServiceDeployment,
     UpdateService,
+    /// CodeDeploy rolled back by itself (auto-rollback), or had nothing to undo; deployer waited.
+    CodeDeploy,
+    /// StopDeployment with autoRollbackEnabled: CodeDeploy's rollback deployment.
+    CodeDeployStop,
+    /// A CodeDeploy deployment of the previous task definition (the failed one had finished).
+    CodeDeployRedeploy,
 }
 
 impl fmt::Display for RollbackMethod {
@@ -56,6 +62,11 @@ impl fmt::Display for RollbackMethod {
             RollbackMethod::HookRollback => "ContinueServiceDeployment(ROLLBACK) on the held test-traffic hook",
             RollbackMethod::StopServiceDeployment => "StopServiceDeployment(ROLLBACK)",
             RollbackMethod::UpdateService => "UpdateService to the previous task definition",
+            RollbackMethod::CodeDeploy => "CodeDeploy's own rollback (deployer sent nothing and waited for it)",
+            RollbackMethod::CodeDeployStop => {
+                "StopDeployment(autoRollbackEnabled=true): CodeDeploy's rollback deployment"
+            }
+            RollbackMethod::CodeDeployRedeploy => "a CodeDeploy deployment of the previous task definition",
         })
     }
 }

@@ -14,12 +14,20 @@
 //! is under way (ECS's rollback, a stop): the old deployment of the same revision is then
 //! primary again, which is what the wait checks. Once it is over, the old tasks are gone and
 //! there is nothing to go back to (`Route::NoWayBack`).
+//!
+//! A CodeDeploy deployment goes back through CodeDeploy (its routes come from
+//! `codedeploy_lifecycle::route`): StopDeployment with auto-rollback while it runs, nothing
+//! while CodeDeploy rolls back by itself, a deployment of the previous task definition once it
+//! finished (ECS refuses UpdateService of a task definition under CODE_DEPLOY); restored is
+//! then the previous revision's PRIMARY task set, steady, answering well.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use aws_sdk_ecs::types::{DeploymentConfiguration, DeploymentLifecycleHookAction};
 
+use super::codedeploy::CodeDeployApi;
+use super::codedeploy_lifecycle::CreateDeployment;
 use super::ecs::{Ecs, UpdateRequest};
 use super::gate::{Failure, Observation};
 use super::plan::Poll;
@@ -40,6 +48,12 @@ pub enum Route {
     Stop { service_deployment: String },
     /// The deployment is over (or unknown): UpdateService to the previous revision.
     Update,
+    /// CodeDeploy rolls back by itself (or has nothing to undo): send nothing, wait.
+    WaitForCodeDeploy,
+    /// A CodeDeploy deployment still running: StopDeployment(autoRollbackEnabled=true).
+    StopCodeDeploy { deployment: String },
+    /// A CodeDeploy deployment that finished: a new one of the previous task definition.
+    Redeploy,
     /// A redeploy of the revision already running whose deployment is over: an UpdateService
     /// back would change nothing, and the tasks it replaced are gone.
     NoWayBack,
@@ -92,6 +106,9 @@ pub struct Settle<'a> {
     /// The cluster's watcher, when the run has one: views come from its rounds.
     fleet: Option<&'a Fleet<'a>>,
     config_restored: AtomicBool,
+    /// A CODE_DEPLOY service: the CodeDeploy calls, and the deployment of the previous task
+    /// definition to send if it comes to that.
+    code_deploy: Option<(&'a CodeDeployApi<'a>, CreateDeployment)>,
 }
 
 impl<'a> Settle<'a> {
@@ -120,7 +137,13 @@ impl<'a> Settle<'a> {
             leaving: None,
             fleet: None,
             config_restored: false.into(),
+            code_deploy: None,
         }
+    }
+
+    /// Go back through CodeDeploy; `redeploy` deploys the previous task definition.
+    pub fn via_code_deploy(self, api: &'a CodeDeployApi<'a>, redeploy: CreateDeployment) -> Settle<'a> {
+        Settle { code_deploy: Some((api, redeploy)), ..self }
     }
 
     pub fn restoring(self, restore: Option<&'a DeploymentConfiguration>) -> Settle<'a> {
@@ -165,12 +188,49 @@ impl<'a> Settle<'a> {
             }
             Route::Stop { service_deployment } => self.stop(&service_deployment).await,
             Route::Update => self.send_back().await,
+            Route::WaitForCodeDeploy => Ok(RollbackMethod::CodeDeploy),
+            Route::StopCodeDeploy { deployment } => self.stop_code_deploy(&deployment).await,
+            Route::Redeploy => self.redeploy().await,
             Route::NoWayBack => Err(DeployError::Precondition(format!(
                 "{} was deployed again over itself and that deployment is over: the tasks it replaced are gone and \
                  there is no earlier revision to return to; fix what the new tasks read and deploy again",
                 short(self.to)
             ))),
         }
+    }
+
+    fn code_deploy(&self) -> Result<&(&'a CodeDeployApi<'a>, CreateDeployment), DeployError> {
+        self.code_deploy.as_ref().ok_or_else(|| {
+            DeployError::Precondition(format!("{}: no CodeDeploy deployment group to go back through", self.service))
+        })
+    }
+
+    /// StopDeployment with rollback. Refused because it already completed: CodeDeploy's own
+    /// rollback, or — when it had succeeded — a deployment of the previous task definition.
+    async fn stop_code_deploy(&self, deployment: &str) -> Result<RollbackMethod, DeployError> {
+        let (api, _) = self.code_deploy()?;
+        match api.stop(deployment).await {
+            Ok(()) => Ok(RollbackMethod::CodeDeployStop),
+            Err(e) if e.code() == Some("DeploymentAlreadyCompletedException") => {
+                let view = api.view(deployment, None).await?;
+                tracing::info!("{}: {e}; CodeDeploy says {}", self.service, view.status_name());
+                if view.status_is(aws_sdk_codedeploy::types::DeploymentStatus::Succeeded) {
+                    self.redeploy().await
+                } else {
+                    Ok(RollbackMethod::CodeDeploy)
+                }
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// A CodeDeploy deployment of the previous task definition, continued past its READY wait.
+    async fn redeploy(&self) -> Result<RollbackMethod, DeployError> {
+        let (api, request) = self.code_deploy()?;
+        let id = api.create_deployment(request).await?;
+        tracing::info!("{}: CodeDeploy deployment {id} sends the service back to {}", self.service, short(self.to));
+        api.release_ready(&id, self.timeout, self.poll).await?;
+        Ok(RollbackMethod::CodeDeployRedeploy)
     }
 
     async fn stop(&self, service_deployment: &str) -> Result<RollbackMethod, DeployError> {
@@ -232,7 +292,16 @@ impl<'a> Settle<'a> {
                             d.rollout.as_ref().map(|r| r.as_str()).unwrap_or("unknown"),
                             view.deployments.len()
                         ),
-                        None => "no primary deployment".into(),
+                        None => match view.primary_task_set() {
+                            Some(t) => format!(
+                                "primary task set {} runs {} ({}), {} task set(s)",
+                                t.id,
+                                short(&t.task_definition),
+                                if t.steady { "STEADY_STATE" } else { "STABILIZING" },
+                                view.task_sets.len()
+                            ),
+                            None => "no primary deployment".into(),
+                        },
                     };
                     let left = self.leaving.is_none_or(|id| view.primary().is_some_and(|d| d.id != id));
                     if view.steady_on(self.to) && left {

@@ -1,6 +1,7 @@
-//! ECS state as deployer reads it: the service and its deployments (DescribeServices), its
-//! service deployment (DescribeServiceDeployments) and the new revision's tasks
-//! (DescribeTasks), as named structs holding the SDK's own enums. They are built from the SDK
+//! ECS state as deployer reads it: the service and its deployments (DescribeServices) — or,
+//! under the CODE_DEPLOY controller, its task sets —, its service deployment
+//! (DescribeServiceDeployments) and the new revision's tasks (DescribeTasks), as named structs
+//! holding the SDK's own enums. They are built from the SDK
 //! types here, once; every decision above compares enums and fields, never strings.
 
 use std::fmt;
@@ -9,7 +10,7 @@ use aws_sdk_ecs::primitives::DateTime;
 use aws_sdk_ecs::types::{
     CapacityProviderStrategyItem, DeploymentConfiguration, DeploymentControllerType, DeploymentLifecycleHookStatus,
     DeploymentRolloutState, HealthStatus, LaunchType, LoadBalancer, NetworkConfiguration, Service, ServiceDeployment,
-    ServiceDeploymentLifecycleStage, ServiceDeploymentStatus, Task, TaskStopCode,
+    ServiceDeploymentLifecycleStage, ServiceDeploymentStatus, StabilityStatus, Task, TaskSet, TaskStopCode,
 };
 
 pub fn epoch_ms(t: &DateTime) -> u64 {
@@ -37,6 +38,8 @@ pub struct ServiceView {
     pub deployments: Vec<DeploymentView>,
     /// Newest first, as ECS lists them.
     pub events: Vec<EventView>,
+    /// CODE_DEPLOY and EXTERNAL services: their task sets (their `deployments` is empty).
+    pub task_sets: Vec<TaskSetView>,
     /// Where its tasks run (a one-off task of the service gets the same).
     pub placement: Placement,
 }
@@ -62,6 +65,40 @@ impl Placement {
             capacity_provider_strategy: strategy,
             platform_version: svc.platform_version().filter(|p| !p.is_empty()).map(str::to_string),
             network_configuration: svc.network_configuration().cloned(),
+        }
+    }
+}
+
+/// One of a service's task sets (DescribeServices' `taskSets`).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct TaskSetView {
+    pub id: String,
+    /// `status` PRIMARY (the one whose task definition is the service's).
+    pub primary: bool,
+    pub task_definition: String,
+    /// `stabilityStatus` STEADY_STATE.
+    pub steady: bool,
+    pub running: i32,
+    pub desired: i32,
+    pub load_balancers: Vec<LoadBalancer>,
+    pub network_configuration: Option<NetworkConfiguration>,
+    pub platform_version: Option<String>,
+    pub capacity_provider_strategy: Vec<CapacityProviderStrategyItem>,
+}
+
+impl TaskSetView {
+    pub fn from_sdk(t: &TaskSet) -> TaskSetView {
+        TaskSetView {
+            id: t.id().unwrap_or_default().to_string(),
+            primary: t.status() == Some("PRIMARY"),
+            task_definition: t.task_definition().unwrap_or_default().to_string(),
+            steady: t.stability_status() == Some(&StabilityStatus::SteadyState),
+            running: t.running_count(),
+            desired: t.computed_desired_count(),
+            load_balancers: t.load_balancers().to_vec(),
+            network_configuration: t.network_configuration().cloned(),
+            platform_version: t.platform_version().map(str::to_string),
+            capacity_provider_strategy: t.capacity_provider_strategy().to_vec(),
         }
     }
 }
@@ -122,8 +159,19 @@ impl ServiceView {
                     message: e.message().unwrap_or_default().to_string(),
                 })
                 .collect(),
+            task_sets: svc.task_sets().iter().map(TaskSetView::from_sdk).collect(),
             placement: Placement::from_sdk(svc),
         }
+    }
+
+    /// The service's deployments are CodeDeploy's.
+    pub fn controller_is_code_deploy(&self) -> bool {
+        self.controller.as_ref() == Some(&DeploymentControllerType::CodeDeploy)
+    }
+
+    /// The PRIMARY task set (CODE_DEPLOY, EXTERNAL).
+    pub fn primary_task_set(&self) -> Option<&TaskSetView> {
+        self.task_sets.iter().find(|t| t.primary)
     }
 
     /// ECS unless the service names another controller (absent means ECS).
@@ -135,20 +183,30 @@ impl ServiceView {
         self.deployments.iter().find(|d| d.primary)
     }
 
-    /// A deployment is under way: more than one deployment, or one still rolling out.
+    /// A deployment is under way: more than one deployment, or one still rolling out (or,
+    /// under CODE_DEPLOY and EXTERNAL, more than one task set).
     pub fn in_progress(&self) -> bool {
         self.deployments.len() > 1
             || self.deployments.iter().any(|d| d.rollout.as_ref() == Some(&DeploymentRolloutState::InProgress))
+            || self.task_sets.len() > 1
     }
 
     /// What is under way, in a few words, for an error message.
     pub fn progress_detail(&self) -> String {
+        if !self.task_sets.is_empty() {
+            return format!("{} task set(s)", self.task_sets.len());
+        }
         let rollout = self.primary().and_then(|d| d.rollout.as_ref()).map(|r| r.as_str()).unwrap_or("unknown");
         format!("{} deployment(s), primary rollout {rollout}", self.deployments.len())
     }
 
-    /// The service runs `task_definition` alone, rolled out.
+    /// The service runs `task_definition` alone, rolled out. Under CODE_DEPLOY: its PRIMARY
+    /// task set (the one production goes to) runs it and is steady; another task set may still
+    /// drain or wait for termination.
     pub fn steady_on(&self, task_definition: &str) -> bool {
+        if !self.task_sets.is_empty() {
+            return self.primary_task_set().is_some_and(|t| t.task_definition == task_definition && t.steady);
+        }
         self.deployments.len() == 1
             && self.primary().is_some_and(|d| {
                 d.task_definition == task_definition && d.rollout.as_ref() == Some(&DeploymentRolloutState::Completed)
@@ -401,6 +459,31 @@ mod tests {
             stopped_reason: Some(reason.to_string()).filter(|r| !r.is_empty()),
             ..TaskView::default()
         }
+    }
+
+    #[test]
+    fn a_code_deploy_service_is_steady_on_its_primary_task_set_and_busy_with_two() {
+        let set = |id: &str, td: &str, primary: bool, steady: bool| TaskSetView {
+            id: id.into(),
+            primary,
+            task_definition: td.into(),
+            steady,
+            ..Default::default()
+        };
+        let service = |sets: Vec<TaskSetView>| ServiceView {
+            controller: Some(DeploymentControllerType::CodeDeploy),
+            task_sets: sets,
+            ..Default::default()
+        };
+        let one = service(vec![set("a", "td:1", true, true)]);
+        assert!(one.controller_is_code_deploy() && !one.controller_is_ecs());
+        assert!(one.steady_on("td:1") && !one.steady_on("td:2") && !one.in_progress());
+        let two = service(vec![set("b", "td:2", false, true), set("a", "td:1", true, true)]);
+        assert!(two.in_progress() && two.steady_on("td:1"), "blue still primary while green is installed");
+        assert_eq!(two.progress_detail(), "2 task set(s)");
+        let stabilizing = service(vec![set("a", "td:1", true, false)]);
+        assert!(!stabilizing.steady_on("td:1"));
+        assert!(!ServiceView::default().steady_on("td:1"), "an ECS service without deployments is not steady");
     }
 
     #[test]

@@ -84,6 +84,7 @@ pub fn observation(
         service_deployment,
         tasks,
         probes,
+        code_deploy: None,
     }
 }
 

@@ -171,8 +171,9 @@ pub async fn run(plan: ReleasePlan, runner: &Runner, cancel: &Cancel, mut laps: 
     laps.lap("auth", 0);
 
     let (ecs, http) = (crate::deploy::ecs::client(&session.config), http_client()?);
+    let codedeploy = aws_sdk_codedeploy::Client::new(&session.config);
     let limiter = crate::aws::limiter::Limiter::new(&deploy.api_limits);
-    let ctx = Context { ecs: &ecs, http: &http, cancel, limiter: &limiter };
+    let ctx = Context { ecs: &ecs, codedeploy: &codedeploy, http: &http, cancel, limiter: &limiter };
     let mut checked = driver::check_all(&ctx, &deploy).await?;
     let check_ms = laps.since_mark();
 
@@ -240,8 +241,10 @@ pub async fn run(plan: ReleasePlan, runner: &Runner, cancel: &Cancel, mut laps: 
     if !result.after_deploy.is_empty() {
         laps.lap("after-deploy", 0);
     }
+    // The strategy each service took (a CODE_DEPLOY service's is CodeDeploy's, whatever the plan said).
+    let strategy = run.services.first().map_or(deploy.strategy, |r| r.strategy);
     result.deployed(run);
-    finish(result, laps, deploy.strategy.as_str(), runner)
+    finish(result, laps, strategy.as_str(), runner)
 }
 
 /// The pre-deploy stage: the new revision's one-off task with the first service's placement.

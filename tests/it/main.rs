@@ -4,6 +4,7 @@
 mod action;
 mod auth;
 mod bluegreen;
+mod codedeploy;
 mod credentials;
 mod deploy;
 mod fleet;
