@@ -337,26 +337,36 @@ mod tests {
         assert!(serde_json::from_value::<Strategy>(serde_json::json!("code-deploy")).is_err());
     }
 
-    #[test]
-    fn a_service_with_urls_of_its_own_keeps_them_and_the_others_take_the_runs() {
-        let own = ServiceGate { health_urls: Some(vec!["http://api/health".into()]), test_urls: None };
-        let plan = DeployPlan {
+    /// A plan of service `web` in cluster `c` with `strategy` and `gate`, the rest as by default.
+    fn a_plan(strategy: Strategy, gate: GateConfig) -> DeployPlan {
+        DeployPlan {
             cluster: "c".into(),
-            services: vec!["web".into(), "api".into()],
-            strategy: Strategy::Rolling,
-            gate: GateConfig {
-                health_urls: vec!["http://web/health".into()],
-                test_urls: vec!["http://test/".into()],
-                bake: Duration::from_secs(5),
-                ..GateConfig::default()
-            },
-            per_service: BTreeMap::from([("api".to_string(), own)]),
+            services: vec!["web".into()],
+            strategy,
+            gate,
+            per_service: BTreeMap::new(),
             shift: ShiftSettings::default(),
             codedeploy: CodeDeploySettings::default(),
             no_rollback: false,
             all_or_nothing: false,
             poll: Poll::default(),
             api_limits: Limits::default(),
+        }
+    }
+
+    #[test]
+    fn a_service_with_urls_of_its_own_keeps_them_and_the_others_take_the_runs() {
+        let own = ServiceGate { health_urls: Some(vec!["http://api/health".into()]), test_urls: None };
+        let gate = GateConfig {
+            health_urls: vec!["http://web/health".into()],
+            test_urls: vec!["http://test/".into()],
+            bake: Duration::from_secs(5),
+            ..GateConfig::default()
+        };
+        let plan = DeployPlan {
+            services: vec!["web".into(), "api".into()],
+            per_service: BTreeMap::from([("api".to_string(), own)]),
+            ..a_plan(Strategy::Rolling, gate)
         };
         assert_eq!(plan.gate_of("web").health_urls, ["http://web/health"]);
         assert_eq!(plan.gate_of("api").health_urls, ["http://api/health"]);
@@ -368,19 +378,8 @@ mod tests {
 
     #[test]
     fn bad_settings_are_refused_before_any_change() {
-        let plan = DeployPlan {
-            cluster: "c".into(),
-            services: vec!["web".into()],
-            strategy: Strategy::Canary,
-            gate: GateConfig { health_urls: vec!["not a url".into()], ..GateConfig::default() },
-            per_service: BTreeMap::new(),
-            shift: ShiftSettings::default(),
-            codedeploy: CodeDeploySettings::default(),
-            no_rollback: false,
-            all_or_nothing: false,
-            poll: Poll::default(),
-            api_limits: Limits::default(),
-        };
+        let plan =
+            a_plan(Strategy::Canary, GateConfig { health_urls: vec!["not a url".into()], ..GateConfig::default() });
         assert!(plan.validate().unwrap_err().starts_with("--health-url \"not a url\" is not a URL"));
         let plan = DeployPlan { gate: GateConfig::default(), ..plan };
         assert!(plan.validate().is_ok());
